@@ -1,0 +1,21 @@
+"""The math: each cell's forward over a whole sequence and its hand-written BPTT backward.
+
+One layer, one direction per call, time-major ``(T, B, ·)``. :mod:`rnnkit.nn` stacks layers and
+directions on top of these.
+"""
+
+from rnnkit.functional.elman import ElmanFunction, elman
+from rnnkit.functional.gru import GRUFunction, gru
+from rnnkit.functional.lstm import LSTMFunction, lstm
+from rnnkit.functional.schedule import Schedule, make_schedule
+
+__all__ = [
+    "elman",
+    "lstm",
+    "gru",
+    "ElmanFunction",
+    "LSTMFunction",
+    "GRUFunction",
+    "Schedule",
+    "make_schedule",
+]

@@ -1,0 +1,55 @@
+"""Pieces every cell's autograd Function shares: the input projection before the time loop and
+the gradients of the input and recurrent weights after it (one matrix product each)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.functional.schedule import Schedule
+
+
+def project_inputs(x: Tensor, w_ih: Tensor, bias: Tensor | None, schedule: Schedule) -> Tensor:
+    """``x W_ihᵀ + bias`` for all steps at once, in processing order. ``(T, B, I)`` → ``(T, B, G)``."""
+    steps, batch, features = x.shape
+    flat = x.reshape(steps * batch, features)
+    if bias is None:
+        projected = flat @ w_ih.t()
+    else:
+        projected = torch.addmm(bias, flat, w_ih.t())
+    return schedule.to_processing(projected.view(steps, batch, -1))
+
+
+def input_grads(
+    dprojected: Tensor, x: Tensor, w_ih: Tensor, schedule: Schedule, needs_dx: bool
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """Gradients of x, W_ih and the input bias from ``∂L/∂(x W_ihᵀ + b)`` in processing order."""
+    steps, batch, features = x.shape
+    dproj = schedule.from_processing(dprojected).reshape(steps * batch, -1)  # (T·B, G)
+    dx = (dproj @ w_ih).view(steps, batch, features) if needs_dx else None
+    dw_ih = dproj.t() @ x.reshape(steps * batch, features)  # Σ_t over all steps: (G, I)
+    return dx, dw_ih, dproj.sum(0)
+
+
+def recurrent_weight_grad(dpre: Tensor, h0: Tensor, hidden: Tensor) -> Tensor:
+    """``Σ_t dpre_tᵀ h_{t-1}`` with h_{-1} = h0, all in processing order: ``(G, P)``.
+
+    Rows past a sequence's end have ``dpre = 0``, so they add nothing.
+    """
+    gates = dpre.shape[-1]
+    first = dpre[0].t() @ h0
+    if dpre.shape[0] == 1:
+        return first
+    rest_d = dpre[1:].reshape(-1, gates)
+    rest_h = hidden[:-1].reshape(-1, hidden.shape[-1])
+    return torch.addmm(first, rest_d.t(), rest_h)
+
+
+def buffer(like: Tensor, shape: tuple[int, ...], ragged: bool) -> Tensor:
+    """A per-step buffer; zero-filled when some rows stop early (their steps are never written)."""
+    make = torch.zeros if ragged else torch.empty
+    return make(shape, dtype=like.dtype, device=like.device)
+
+
+def grad_or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad

@@ -1,0 +1,124 @@
+r"""Elman RNN: the source document's network, one layer and one direction.
+
+.. math::
+    s_t = f(U x_t + b_{ih} + W s_{t-1} + b_{hh}), \qquad f \in \{\tanh, \mathrm{relu}\}
+
+``U`` is ``w_ih`` ``(H, I)``, ``W`` is ``w_hh`` ``(H, H)``. Backpropagation through time walks
+t = T−1 … 0; the error reaching ``s_t`` is the error from its own output plus the error carried
+back from ``s_{t+1}``:
+
+.. math::
+    \delta_t = \big(\partial L/\partial o_t + W^\top a_{t+1}\big) \odot f'(\cdot), \qquad
+    \partial L/\partial W = \sum_t \delta_t^\top s_{t-1}, \quad
+    \partial L/\partial U = \sum_t \delta_t^\top x_t
+
+The sums over t are single matrix products after the loop. Tensors are time-major.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.functional import _common as common
+from rnnkit.functional.registry import lookup, register
+from rnnkit.functional.schedule import Schedule
+
+__all__ = ["elman", "ElmanFunction", "forward_recurrence", "backward_recurrence"]
+
+NONLINEARITIES = ("tanh", "relu")
+
+
+def forward_recurrence(xp: Tensor, h0: Tensor, w_hh: Tensor, schedule: Schedule, nonlinearity: str):
+    """Sequential part of the forward, in processing order.
+
+    Args: xp ``(T, B, H)`` projected inputs with both biases; h0 ``(B, H)``; w_hh ``(H, H)``.
+    Returns: hidden ``(T, B, H)``, zero past each row's end.
+    """
+    hidden = common.buffer(xp, xp.shape, schedule.ragged)
+    activate = torch.tanh_ if nonlinearity == "tanh" else torch.relu_
+    w_t = w_hh.t()
+    prev = h0
+    for t, n in enumerate(schedule.batch_sizes):
+        if n == 0:
+            break
+        step = hidden[t, :n]
+        torch.addmm(xp[t, :n], prev[:n], w_t, out=step)
+        activate(step)
+        prev = step
+    return hidden
+
+
+def backward_recurrence(
+    dout: Tensor, dh_n: Tensor, hidden: Tensor, w_hh: Tensor, schedule: Schedule, nonlinearity: str
+):
+    """Sequential part of BPTT, in processing order.
+
+    Returns: dpre ``(T, B, H)`` (∂L/∂ pre-activation a_t) and dh0 ``(B, H)``.
+    """
+    if nonlinearity == "tanh":
+        slope = 1 - hidden * hidden  # tanh'(a) from s = tanh(a), all steps at once
+    else:
+        slope = (hidden > 0).to(hidden.dtype)
+    dpre = common.buffer(hidden, hidden.shape, schedule.ragged)
+    dh = dh_n.clone()  # ∂L/∂s carried back from step t+1; rows not yet started keep ∂L/∂s_n
+    for t in reversed(range(schedule.steps)):
+        n = schedule.batch_sizes[t]
+        if n == 0:
+            continue
+        delta = dpre[t, :n]
+        torch.add(dout[t, :n], dh[:n], out=delta)  # error from output t and from state t+1
+        delta.mul_(slope[t, :n])  # through f
+        torch.mm(delta, w_hh, out=dh[:n])  # on to s_{t-1}
+    return dpre, dh
+
+
+register("elman", "reference", forward_recurrence, backward_recurrence)
+
+
+class ElmanFunction(torch.autograd.Function):
+    """One Elman layer over a whole sequence with hand-written BPTT."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, schedule, nonlinearity, backend):
+        bias = None if b_ih is None else b_ih + b_hh
+        forward_rec, _ = lookup("elman", backend)
+        xp = common.project_inputs(x, w_ih, bias, schedule)  # (T, B, H), processing order
+        h0p = schedule.batch_to_processing(h0)
+        hidden = forward_rec(xp, h0p, w_hh, schedule, nonlinearity)
+        h_n = schedule.batch_from_processing(schedule.last_steps(hidden))
+        ctx.save_for_backward(x, h0p, w_ih, w_hh, hidden)
+        ctx.config = (schedule, nonlinearity, backend, b_ih is not None)
+        return schedule.from_processing(hidden), h_n
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, dout, dh_n):
+        x, h0p, w_ih, w_hh, hidden = ctx.saved_tensors
+        schedule, nonlinearity, backend, has_bias = ctx.config
+        _, backward_rec = lookup("elman", backend)
+        dout = schedule.to_processing(common.grad_or_zeros(dout, hidden))
+        dh_n = schedule.batch_to_processing(common.grad_or_zeros(dh_n, h0p))
+        dpre, dh0 = backward_rec(dout, dh_n, hidden, w_hh, schedule, nonlinearity)
+        dw_hh = common.recurrent_weight_grad(dpre, h0p, hidden)
+        dx, dw_ih, dbias = common.input_grads(dpre, x, w_ih, schedule, ctx.needs_input_grad[0])
+        db = dbias if has_bias else None
+        dh0 = schedule.batch_from_processing(dh0)
+        return dx, dh0, dw_ih, dw_hh, db, db, None, None, None
+
+
+def elman(
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+    schedule: Schedule,
+    nonlinearity: str = "tanh",
+    backend: str = "reference",
+) -> tuple[Tensor, Tensor]:
+    """One Elman layer, one direction. x ``(T, B, I)``, h0 ``(B, H)`` → (output ``(T, B, H)``,
+    h_n ``(B, H)``), both in batch order; ``schedule`` gives lengths and direction."""
+    return ElmanFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, schedule, nonlinearity, backend)

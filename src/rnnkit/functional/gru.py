@@ -1,0 +1,157 @@
+r"""GRU, one layer and one direction, in torch's formulation.
+
+.. math::
+    \begin{aligned}
+    r &= \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+    z &= \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+    n &= \tanh(W_{in} x_t + b_{in} + r \odot (W_{hn} h_{t-1} + b_{hn})) \\
+    h_t &= (1 - z) \odot n + z \odot h_{t-1}
+    \end{aligned}
+
+Packing ``(W_ir|W_iz|W_in)``: ``w_ih`` ``(3H, I)``, ``w_hh`` ``(3H, H)``. ``b_hn`` sits inside the
+reset gate's product, so it cannot be folded into the input projection as ``b_hr`` and ``b_hz`` are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.functional import _common as common
+from rnnkit.functional.registry import lookup, register
+from rnnkit.functional.schedule import Schedule
+
+__all__ = ["gru", "GRUFunction", "forward_recurrence", "backward_recurrence"]
+
+
+def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
+    """Sequential part of the forward, in processing order.
+
+    Args: xp ``(T, B, 3H)`` with b_ih and (b_hr, b_hz) added; h0 ``(B, H)``; w_hh ``(3H, H)``;
+    b_hn ``(H,)`` or None.
+    Returns: gates ``(T, B, 3H)`` = (r, z, n) after their nonlinearities, hn_lin ``(T, B, H)`` =
+    ``W_hn h_{t-1} + b_hn``, hidden ``(T, B, H)``; all zero past each row's end.
+    """
+    steps, batch, three_h = xp.shape
+    size = three_h // 3
+    ragged = schedule.ragged
+    gates = common.buffer(xp, xp.shape, ragged)
+    recurrent = common.buffer(xp, xp.shape, ragged)  # W_hh h_{t-1} (+ b_hn on the n part)
+    hidden = common.buffer(xp, (steps, batch, size), ragged)
+    w_t = w_hh.t()
+    hh_bias = None
+    if b_hn is not None:
+        hh_bias = torch.cat([b_hn.new_zeros(2 * size), b_hn])
+    h_prev = h0
+    for t, n in enumerate(schedule.batch_sizes):
+        if n == 0:
+            break
+        hh = recurrent[t, :n]
+        if hh_bias is None:
+            torch.mm(h_prev[:n], w_t, out=hh)
+        else:
+            torch.addmm(hh_bias, h_prev[:n], w_t, out=hh)
+        step = gates[t, :n]
+        rz = step[:, : 2 * size]
+        torch.add(xp[t, :n, : 2 * size], hh[:, : 2 * size], out=rz)
+        rz.sigmoid_()
+        new = step[:, 2 * size :]
+        torch.addcmul(xp[t, :n, 2 * size :], step[:, :size], hh[:, 2 * size :], out=new)
+        new.tanh_()
+        h = hidden[t, :n]
+        torch.sub(h_prev[:n], new, out=h)
+        h.mul_(step[:, size : 2 * size]).add_(new)  # n + z ⊙ (h_{t-1} − n)
+        h_prev = h
+    return gates, recurrent[..., 2 * size :], hidden
+
+
+def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: Schedule):
+    """Sequential part of BPTT, in processing order.
+
+    Returns: dxp ``(T, B, 3H)`` (∂L/∂ input projection), dhh ``(T, B, 3H)`` (∂L/∂(W_hh h_{t-1}
+    + b_hh)), dh0 ``(B, H)``.
+    """
+    steps, batch, three_h = gates.shape
+    size = three_h // 3
+    r, z, new = gates.view(steps, batch, 3, size).unbind(2)
+    h_prev = torch.cat([h0.unsqueeze(0), hidden[:-1]])
+    # Factors free of the carried error, for all steps at once.
+    coef_n = (1 - z) * (1 - new * new)  # ∂n_pre/∂h_t
+    coef_z = (h_prev - new) * z * (1 - z)  # ∂z_pre/∂h_t
+    coef_r = hn_lin * r * (1 - r)  # ∂r_pre/∂n_pre
+    ragged = schedule.ragged
+    dhh = common.buffer(gates, gates.shape, ragged)
+    dn_pre = common.buffer(gates, (steps, batch, size), ragged)
+    dh = dh_n.clone()  # ∂L/∂h carried back from step t+1
+    for t in reversed(range(steps)):
+        n = schedule.batch_sizes[t]
+        if n == 0:
+            continue
+        dh_t = dout[t, :n] + dh[:n]  # error from output t and from state t+1
+        dn = dn_pre[t, :n]
+        torch.mul(dh_t, coef_n[t, :n], out=dn)
+        d_hh = dhh[t, :n]
+        torch.mul(dn, coef_r[t, :n], out=d_hh[:, :size])  # r
+        torch.mul(dh_t, coef_z[t, :n], out=d_hh[:, size : 2 * size])  # z
+        torch.mul(dn, r[t, :n], out=d_hh[:, 2 * size :])  # W_hn h + b_hn
+        dh_t.mul_(z[t, :n])  # the direct path z ⊙ h_{t-1}
+        torch.addmm(dh_t, d_hh, w_hh, out=dh[:n])
+    dxp = torch.cat([dhh[..., : 2 * size], dn_pre], dim=-1)
+    return dxp, dhh, dh
+
+
+register("gru", "reference", forward_recurrence, backward_recurrence)
+
+
+class GRUFunction(torch.autograd.Function):
+    """One GRU layer over a whole sequence with hand-written BPTT."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, schedule, backend):
+        forward_rec, _ = lookup("gru", backend)
+        size = w_hh.shape[1]
+        b_hn = None
+        bias = None
+        if b_ih is not None:
+            bias = b_ih + torch.cat([b_hh[: 2 * size], b_hh.new_zeros(size)])
+            b_hn = b_hh[2 * size :]
+        xp = common.project_inputs(x, w_ih, bias, schedule)  # (T, B, 3H), processing order
+        h0p = schedule.batch_to_processing(h0)
+        gates, hn_lin, hidden = forward_rec(xp, h0p, w_hh, b_hn, schedule)
+        h_n = schedule.batch_from_processing(schedule.last_steps(hidden))
+        ctx.save_for_backward(x, h0p, w_ih, w_hh, gates, hn_lin, hidden)
+        ctx.config = (schedule, backend, b_ih is not None)
+        return schedule.from_processing(hidden), h_n
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, dout, dh_n):
+        x, h0p, w_ih, w_hh, gates, hn_lin, hidden = ctx.saved_tensors
+        schedule, backend, has_bias = ctx.config
+        _, backward_rec = lookup("gru", backend)
+        dout = schedule.to_processing(common.grad_or_zeros(dout, hidden))
+        dh_n = schedule.batch_to_processing(common.grad_or_zeros(dh_n, h0p))
+        dxp, dhh, dh0 = backward_rec(dout, dh_n, gates, hn_lin, hidden, h0p, w_hh, schedule)
+        dw_hh = common.recurrent_weight_grad(dhh, h0p, hidden)
+        dx, dw_ih, db_ih = common.input_grads(dxp, x, w_ih, schedule, ctx.needs_input_grad[0])
+        db_hh = dhh.sum((0, 1)) if has_bias else None
+        if not has_bias:
+            db_ih = None
+        dh0 = schedule.batch_from_processing(dh0)
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None
+
+
+def gru(
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+    schedule: Schedule,
+    backend: str = "reference",
+) -> tuple[Tensor, Tensor]:
+    """One GRU layer, one direction. x ``(T, B, I)``, h0 ``(B, H)`` → (output ``(T, B, H)``,
+    h_n ``(B, H)``), in batch order."""
+    return GRUFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, schedule, backend)

@@ -1,0 +1,35 @@
+"""Which implementation of the time loop serves a call."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def _triton_problem(module, seq: Tensor) -> str | None:
+    """Why the Triton backend cannot serve this call, or None if it can."""
+    if seq.device.type != "cuda":
+        return f"it runs on CUDA tensors only, got {seq.device.type}"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "the triton package is not installed (pip install 'rnnkit[gpu]')"
+    from rnnkit.kernels import supports
+
+    return supports(module, seq)
+
+
+def check_triton_can_serve(module, seq: Tensor) -> None:
+    problem = _triton_problem(module, seq)
+    if problem is not None:
+        raise ValueError(f"backend='triton' cannot serve this call: {problem}")
+
+
+def choose_auto(module, seq: Tensor) -> str:
+    """The fastest correct implementation for this device, shape and dtype."""
+    if seq.device.type != "cuda":
+        return "reference"
+    if _triton_problem(module, seq) is not None:
+        return "reference"
+    from rnnkit.kernels import auto_prefers
+
+    return "triton" if auto_prefers(module, seq) else "reference"

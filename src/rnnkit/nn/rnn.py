@@ -1,0 +1,337 @@
+r"""``RNN``, ``LSTM`` and ``GRU`` layers: drop-in for their ``torch.nn`` namesakes.
+
+Same constructor arguments, parameter names and shapes, initialisation, gate order, forward
+signature and return values as ``torch.nn``, so a ``state_dict`` moves either way. One generic
+layer (:class:`RecurrentBase`) owns stacking, directions, dropout between layers, lengths and
+packing; the cell math lives in :mod:`rnnkit.functional`.
+
+rnnkit adds two keywords: ``lengths=`` on ``forward`` (a padded batch with PackedSequence
+semantics, no packing needed) and ``backend=`` on the constructor.
+
+Axes: T steps, B batch, I input features, H hidden units, P projection size (= H without
+projection), L layers, D directions (2 if bidirectional else 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnkit import functional as F
+from rnnkit.nn import _checks as checks
+
+__all__ = ["RNN", "LSTM", "GRU", "RecurrentBase", "BACKENDS"]
+
+BACKENDS = ("auto", "reference", "triton")
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+class RecurrentBase(nn.Module):
+    """Stack of recurrent layers; subclasses name the cell (``mode``)."""
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        checks.check_constructor(
+            mode, input_size, hidden_size, num_layers, dropout, proj_size, backend, BACKENDS
+        )
+        self.mode = mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.backend = backend
+        self._create_parameters(device, dtype)
+        self.reset_parameters()
+
+    def _create_parameters(self, device, dtype) -> None:
+        factory = {"device": device, "dtype": dtype}
+        gate_size = _GATES[self.mode] * self.hidden_size
+        out_size = self.proj_size or self.hidden_size
+        self._flat_weights_names: list[str] = []
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else out_size * self.num_directions
+            for suffix in self._suffixes():
+                shapes = {
+                    f"weight_ih_l{layer}{suffix}": (gate_size, layer_input),
+                    f"weight_hh_l{layer}{suffix}": (gate_size, out_size),
+                }
+                if self.bias:
+                    shapes[f"bias_ih_l{layer}{suffix}"] = (gate_size,)
+                    shapes[f"bias_hh_l{layer}{suffix}"] = (gate_size,)
+                if self.proj_size > 0:
+                    shapes[f"weight_hr_l{layer}{suffix}"] = (self.proj_size, self.hidden_size)
+                for name, shape in shapes.items():
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                    self._flat_weights_names.append(name)
+
+    def _suffixes(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters grouped per layer and direction, as ``torch.nn.RNNBase.all_weights``."""
+        per = len(self._flat_weights_names) // (self.num_layers * self.num_directions)
+        names = self._flat_weights_names
+        return [
+            [getattr(self, n) for n in names[k : k + per]] for k in range(0, len(names), per)
+        ]
+
+    def reset_parameters(self) -> None:
+        """U(−1/√H, 1/√H) for every weight and bias, as torch.nn."""
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def flatten_parameters(self) -> None:
+        """No-op, kept for torch.nn compatibility (there is no cuDNN weight buffer to compact)."""
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            text += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        if self.mode == "RNN_RELU":
+            text += ", nonlinearity='relu'"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0)):
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)}"
+        if self.bidirectional:
+            text += ", bidirectional=True"
+        if self.backend != "auto":
+            text += f", backend={self.backend!r}"
+        return text
+
+    # ---------------------------------------------------------------- forward
+
+    def forward(self, input, hx=None, *, lengths=None):  # noqa: A002 - torch.nn's name
+        """Run the stack. See the class docstring for shapes."""
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx, lengths)
+        checks.check_input(input, self.input_size, self.batch_first)
+        unbatched = input.dim() == 2
+        seq = input.unsqueeze(1) if unbatched else input
+        if self.batch_first and not unbatched:
+            seq = seq.transpose(0, 1)
+        steps, batch = seq.shape[0], seq.shape[1]
+        lengths_cpu = checks.check_lengths(lengths, batch, steps, unbatched)
+        state = self._initial_state(hx, seq, unbatched)
+        output, final = self._run(seq, state, lengths_cpu)
+        if self.batch_first and not unbatched:
+            output = output.transpose(0, 1)
+        if unbatched:
+            output = output.squeeze(1)
+            final = tuple(s.squeeze(1) for s in final)
+        return output, self._pack_state(final)
+
+    def _forward_packed(self, packed: PackedSequence, hx, lengths):
+        if lengths is not None:
+            raise ValueError("lengths: must be None when input is a PackedSequence, which "
+                             "carries its own lengths")
+        padded, lengths_cpu = pad_packed_sequence(packed)  # (T, B, I), batch in original order
+        checks.check_input(padded, self.input_size, batch_first=False)
+        state = self._initial_state(hx, padded, unbatched=False)
+        output, final = self._run(padded, state, lengths_cpu)
+        sorted_indices = packed.sorted_indices
+        if sorted_indices is not None:
+            output = output.index_select(1, sorted_indices)
+            lengths_cpu = lengths_cpu.index_select(0, sorted_indices.cpu())
+        data = pack_padded_sequence(output, lengths_cpu, enforce_sorted=True).data
+        out = PackedSequence(data, packed.batch_sizes, sorted_indices, packed.unsorted_indices)
+        return out, self._pack_state(final)
+
+    def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
+        count = self.num_layers * self.num_directions
+        shapes = [(count, batch, self.proj_size or self.hidden_size)]
+        if self.mode == "LSTM":
+            shapes.append((count, batch, self.hidden_size))
+        return shapes
+
+    def _initial_state(self, hx, seq: Tensor, unbatched: bool) -> tuple[Tensor, ...]:
+        shapes = self._state_shapes(seq.shape[1])
+        if hx is None:
+            return tuple(seq.new_zeros(shape) for shape in shapes)
+        states = checks.check_hx(hx, shapes, seq, unbatched, self.mode == "LSTM")
+        if unbatched:
+            states = tuple(s.unsqueeze(1) for s in states)
+        return states
+
+    def _pack_state(self, final: tuple[Tensor, ...]):
+        return final if self.mode == "LSTM" else final[0]
+
+    def _run(self, seq: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None):
+        """seq ``(T, B, I)``, state tensors ``(L·D, B, ·)`` → output ``(T, B, D·P)``, finals."""
+        backend = self._resolve_backend(seq)
+        schedules = [
+            F.make_schedule(seq.shape[0], seq.shape[1], lengths, seq.device, reverse)
+            for reverse in (False, True)[: self.num_directions]
+        ]
+        finals: list[list[Tensor]] = [[] for _ in state]
+        layer_input = seq
+        weights = self.all_weights
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction, schedule in enumerate(schedules):
+                index = layer * self.num_directions + direction
+                init = tuple(s[index] for s in state)
+                out, *last = self._cell(layer_input, init, weights[index], schedule, backend)
+                outputs.append(out)
+                for store, value in zip(finals, last):
+                    store.append(value)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                # padded steps are zero and stay zero under dropout
+                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+        return layer_input, tuple(torch.stack(values) for values in finals)
+
+    def _cell(self, x, init, params, schedule, backend):
+        if self.bias:
+            w_ih, w_hh, b_ih, b_hh, *rest = params
+        else:
+            (w_ih, w_hh, *rest), b_ih, b_hh = params, None, None
+        if self.mode == "LSTM":
+            w_hr = rest[0] if rest else None
+            return F.lstm(x, init[0], init[1], w_ih, w_hh, b_ih, b_hh, w_hr, schedule, backend)
+        if self.mode == "GRU":
+            return F.gru(x, init[0], w_ih, w_hh, b_ih, b_hh, schedule, backend)
+        nonlinearity = "tanh" if self.mode == "RNN_TANH" else "relu"
+        return F.elman(x, init[0], w_ih, w_hh, b_ih, b_hh, schedule, nonlinearity, backend)
+
+    def _resolve_backend(self, seq: Tensor) -> str:
+        if self.backend == "reference":
+            return "reference"
+        if self.backend == "triton":
+            from rnnkit.nn._backends import check_triton_can_serve
+
+            check_triton_can_serve(self, seq)
+            return "triton"
+        from rnnkit.nn._backends import choose_auto
+
+        return choose_auto(self, seq)
+
+
+class RNN(RecurrentBase):
+    r"""Elman RNN: :math:`h_t = f(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`, f = tanh or relu.
+
+    Args as ``torch.nn.RNN``: input_size, hidden_size, num_layers=1, nonlinearity='tanh',
+    bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None;
+    keyword-only ``backend`` ("auto", "reference", "triton").
+
+    Forward: ``input`` ``(T, B, I)`` (``(B, T, I)`` if batch_first, ``(T, I)`` unbatched, or a
+    PackedSequence), ``hx`` ``(L·D, B, H)``, ``lengths`` ``(B,)``. Returns output
+    ``(T, B, D·H)`` and h_n ``(L·D, B, H)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(
+                f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}"
+            )
+        self.nonlinearity = nonlinearity
+        mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(
+            mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, 0, device, dtype, backend=backend,
+        )
+
+
+class LSTM(RecurrentBase):
+    r"""LSTM with torch's gate order (i, f, g, o) and optional projection (``proj_size``).
+
+    Args as ``torch.nn.LSTM``: input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None;
+    keyword-only ``backend``.
+
+    Forward: ``input`` as :class:`RNN`, ``hx`` = (h_0 ``(L·D, B, P)``, c_0 ``(L·D, B, H)``),
+    ``lengths`` ``(B,)``. Returns output ``(T, B, D·P)`` and (h_n, c_n).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, proj_size, device, dtype, backend=backend,
+        )
+
+
+class GRU(RecurrentBase):
+    r"""GRU in torch's formulation, gate order (r, z, n), ``b_hn`` inside the reset product.
+
+    Args as ``torch.nn.GRU``: input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None; keyword-only
+    ``backend``.
+
+    Forward: as :class:`RNN`. Returns output ``(T, B, D·H)`` and h_n ``(L·D, B, H)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, 0, device, dtype, backend=backend,
+        )
