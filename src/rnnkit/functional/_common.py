@@ -10,7 +10,8 @@ from rnnkit.functional.schedule import Schedule
 
 
 def project_inputs(x: Tensor, w_ih: Tensor, bias: Tensor | None, schedule: Schedule) -> Tensor:
-    """``x W_ihᵀ + bias`` for all steps at once, in processing order. ``(T, B, I)`` → ``(T, B, G)``."""
+    """``x W_ihᵀ + bias`` for all steps at once, in processing order: ``(T, B, I)`` → ``(T, B, G)``.
+    """
     steps, batch, features = x.shape
     flat = x.reshape(steps * batch, features)
     if bias is None:

@@ -2,9 +2,9 @@ r"""LSTM, one layer and one direction, with torch's gate order and optional proj
 
 .. math::
     \begin{aligned}
-    (i, f, g, o) &= (\sigma, \sigma, \tanh, \sigma)(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}) \\
+    (i, f, g, o) &= (\sigma, \sigma, \tanh, \sigma)(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})\\
     c_t &= f \odot c_{t-1} + i \odot g \\
-    h_t &= W_{hr}\,(o \odot \tanh c_t) \quad (\text{or } o \odot \tanh c_t \text{ without projection})
+    h_t &= W_{hr}\,(o \odot \tanh c_t) \quad (o \odot \tanh c_t \text{ without projection})
     \end{aligned}
 
 Packing ``(W_ii|W_if|W_ig|W_io)``: ``w_ih`` ``(4H, I)``, ``w_hh`` ``(4H, P)``, ``w_hr`` ``(P, H)``

@@ -53,7 +53,11 @@ class _CellBase(nn.Module):
         if input.dim() not in (1, 2):
             raise ValueError(f"input: expected a 1D (unbatched) or 2D (batched) tensor, "
                              f"got {input.dim()}D with shape {tuple(input.shape)}")
-        checks.check_input(input.reshape(1, -1, input.shape[-1]), self.input_size, False)
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"input: expected last dimension input_size = {self.input_size}, "
+                             f"got shape {tuple(input.shape)}")
+        if not input.is_floating_point():
+            raise TypeError(f"input: expected a floating-point tensor, got {input.dtype}")
         unbatched = input.dim() == 1
         x = input.reshape(1, -1, self.input_size)
         batch = x.shape[1]
@@ -90,7 +94,7 @@ class _CellBase(nn.Module):
 
 
 class RNNCell(_CellBase):
-    r"""One Elman step :math:`h' = f(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`, as torch.nn.RNNCell."""
+    r"""One Elman step :math:`h' = f(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`, as nn.RNNCell."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", device=None, dtype=None) -> None:
