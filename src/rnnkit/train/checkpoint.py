@@ -1,0 +1,189 @@
+"""Checkpoint directories: safetensors weights, JSON config/vocabulary, ``weights_only`` state.
+
+Layout of one checkpoint directory (``RUN/best`` or ``RUN/last``)::
+
+    model.safetensors    the model's state_dict (tied weights stored once)
+    config.json          {"task": ..., "step": ..., ...}: what the task needs to rebuild the model
+    <name>.json          any further JSON the task supplies (vocabularies, tokenizers)
+    trainer_state.pt     optimizer, schedule, counters, RNG (``last/`` only), loaded with
+                         ``torch.load(weights_only=True)``: no code from the file ever runs
+
+Writes are atomic for the directory as a whole: everything goes to a hidden temporary directory
+beside the target, which then replaces the target by renames. A crash leaves either the old or the
+new checkpoint, never a mix; :func:`resolve_checkpoint` also recovers the old one if a crash fell
+between the two renames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnkit.data._atomic import atomic_write_json
+from rnnkit.errors import RnnkitError
+
+__all__ = [
+    "WEIGHTS",
+    "CONFIG",
+    "TRAINER_STATE",
+    "save_checkpoint",
+    "resolve_checkpoint",
+    "read_config",
+    "read_json",
+    "load_weights",
+    "load_trainer_state",
+]
+
+WEIGHTS, CONFIG, TRAINER_STATE = "model.safetensors", "config.json", "trainer_state.pt"
+
+
+def save_checkpoint(
+    target: str | os.PathLike,
+    model: nn.Module,
+    files: Mapping[str, Any],
+    trainer_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights, each ``files[name]`` as JSON, and ``trainer_state``, atomically.
+
+    ``files`` must hold ``config.json``. Returns the final directory.
+    """
+    from safetensors.torch import save_model
+
+    if CONFIG not in files:
+        raise ValueError(f"files: must contain {CONFIG!r}")
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        save_model(model, str(tmp / WEIGHTS))  # handles shared (tied) tensors
+        for name, obj in files.items():
+            atomic_write_json(tmp / name, obj)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Replace ``target`` by ``tmp``: rename old away, rename new in, delete old."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str | os.PathLike, *, prefer: str = "best") -> Path:
+    """Checkpoint directory for ``path``: the directory itself, or its ``best/`` / ``last/``.
+
+    A run directory resolves to ``prefer`` ("best" or "last") if present, else the other one.
+    Raises ``RnnkitError`` if there is no checkpoint there.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RnnkitError(f"checkpoint {path}: directory not found")
+    if (path / CONFIG).exists() or (path / WEIGHTS).exists():
+        return path
+    order = (prefer, "last" if prefer == "best" else "best")
+    for name in order:
+        if (path / name / CONFIG).exists():
+            return path / name
+    for name in order:  # a crash between the two renames of _swap_in left only the old copy
+        for old in sorted(path.glob(f".{name}.old-*")):
+            if (old / CONFIG).exists():
+                return old
+    raise RnnkitError(f"checkpoint {path}: no {CONFIG} here nor in {path}/best or {path}/last")
+
+
+def read_json(path: Path) -> Any:
+    """JSON content of ``path``; ``RnnkitError`` naming the file if missing or malformed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RnnkitError(f"checkpoint {path.parent}: {path.name} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RnnkitError(f"checkpoint {path.parent}: {path.name} is damaged: {err}") from None
+
+
+def read_config(directory: Path, task: str) -> dict[str, Any]:
+    """``config.json`` of ``directory``, checked to belong to ``task``."""
+    config = read_json(directory / CONFIG)
+    if not isinstance(config, dict) or config.get("task") != task:
+        found = config.get("task") if isinstance(config, dict) else None
+        raise RnnkitError(
+            f"checkpoint {directory}: made by task {found!r}, expected a {task!r} checkpoint"
+        )
+    return config
+
+
+def load_weights(directory: Path, model: nn.Module) -> None:
+    """Load ``model.safetensors`` into ``model``, requiring exactly matching names and shapes."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = directory / WEIGHTS
+    if not path.exists():
+        raise RnnkitError(f"checkpoint {directory}: {WEIGHTS} is missing")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise RnnkitError(f"checkpoint {directory}: {WEIGHTS} is truncated or damaged: {err}") \
+            from None
+    _check_compatible(directory, model, tensors)
+    # strict=False: tied weights are stored once; every stored name was checked above
+    model.load_state_dict(tensors, strict=False)
+
+
+def _check_compatible(directory: Path, model: nn.Module, tensors: dict[str, torch.Tensor]):
+    expected = model.state_dict()
+    unknown = sorted(set(tensors) - set(expected))
+    wrong = [
+        f"{name} {tuple(tensors[name].shape)} vs {tuple(value.shape)}"
+        for name, value in expected.items()
+        if name in tensors and tensors[name].shape != value.shape
+    ]
+    missing = _missing_names(model, expected, tensors)
+    if unknown or wrong or missing:
+        details = "; ".join(
+            part for part in (
+                f"unexpected {', '.join(unknown[:5])}" if unknown else "",
+                f"missing {', '.join(missing[:5])}" if missing else "",
+                f"shape mismatch {', '.join(wrong[:5])}" if wrong else "",
+            ) if part
+        )
+        raise RnnkitError(f"checkpoint {directory}: weights do not fit this model ({details})")
+
+
+def _missing_names(model: nn.Module, expected: dict, tensors: dict) -> list[str]:
+    """Names absent from ``tensors`` and not tied to a stored name."""
+    by_storage = {value.data_ptr() for name, value in expected.items() if name in tensors}
+    return sorted(
+        name for name, value in expected.items()
+        if name not in tensors and value.data_ptr() not in by_storage
+    )
+
+
+def load_trainer_state(directory: Path) -> dict[str, Any]:
+    """``trainer_state.pt`` of ``directory`` via ``torch.load(weights_only=True)``."""
+    path = directory / TRAINER_STATE
+    if not path.exists():
+        raise RnnkitError(f"checkpoint {directory}: {TRAINER_STATE} is missing (only last/ "
+                          "checkpoints can be resumed)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise RnnkitError(f"checkpoint {directory}: {TRAINER_STATE} is damaged: {err}") from None
