@@ -52,6 +52,8 @@ class TrainConfig:
     patience: int = _opt(0, "early stopping: evaluations without improvement (0: off)")
     seed: int = _opt(1234, "random seed")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    threads: int = _opt(0, "CPU threads for torch (0: torch's default); 1 is often fastest "
+                           "on a busy or small machine")
     amp: bool = _opt(True, "mixed precision on CUDA (bfloat16, or float16 with loss scaling)")
     log_every: int = _opt(20, "write training metrics every N steps")
     progress: bool = _opt(True, "show a progress bar")
@@ -67,7 +69,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')}: must be > 0, got {value}")
-        for name in ("weight_decay", "clip_norm", "warmup_steps", "eval_every", "patience"):
+        for name in ("weight_decay", "clip_norm", "warmup_steps", "eval_every", "patience",
+                     "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')}: must be >= 0, "
                                  f"got {getattr(self, name)}")

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnkit.data._atomic import atomic_write_json
+from rnnkit.data._atomic import atomic_write_json, default_mode
 from rnnkit.errors import RnnkitError
 
 __all__ = [
@@ -63,11 +63,13 @@ def save_checkpoint(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        os.chmod(tmp, default_mode(directory=True))
         save_model(model, str(tmp / WEIGHTS))  # handles shared (tied) tensors
         for name, obj in files.items():
             atomic_write_json(tmp / name, obj)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
+        os.chmod(tmp / WEIGHTS, default_mode())
         _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

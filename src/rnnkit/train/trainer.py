@@ -83,6 +83,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.callbacks = list(callbacks)
         self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
         self.shard: Shard = init_distributed(self.device)
         self.model = model.to(self.device)
         self.optimizer = self._build_optimizer()

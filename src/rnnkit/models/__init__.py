@@ -1,0 +1,1 @@
+"""Application models, one file per application, built from rnnkit layers."""

@@ -1,0 +1,1 @@
+"""Applications: one file per task (config, data + model, metrics, train / evaluate / predict)."""
