@@ -73,4 +73,9 @@ def store_rows(base, rows, cols, row_stride, value, mask):
 @triton.jit
 def matmul(a, w, PREC: tl.constexpr):
     """``a @ w`` with a float32 accumulator; ``a`` is cast to the weights' dtype."""
+    if PREC == "emulate":
+        # Interpreter only: its bfloat16/float16 dot returns garbage (Triton 3.9), so multiply
+        # the same rounded operands in float32.
+        a_low = a.to(w.dtype).to(tl.float32)
+        return tl.dot(a_low, w.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
     return tl.dot(a.to(w.dtype), w, input_precision=PREC, out_dtype=tl.float32)

@@ -34,7 +34,7 @@ class Plan:
     resident: bool  # W_hh slice loaded once and kept on chip, else re-read from L2 each step
     per_step: bool  # one launch per step (no grid barrier); always so under the interpreter
     num_warps: int
-    precision: str  # tl.dot input_precision for float32 weights: "ieee" or "tf32"
+    precision: str  # tl.dot input_precision for float32 weights: "tf32x3", "tf32" or "ieee"
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -70,6 +70,17 @@ def _processors(device: torch.device) -> int:
     return 4  # the interpreter runs programs one after another; any count works
 
 
+def _precision(dtype: torch.dtype) -> str:
+    """tl.dot ``input_precision``: TF32 only where torch allows it for float32 products.
+
+    Float32 without TF32 uses three TF32 products (tensor cores, ~float32 accuracy); plain
+    "ieee" (FMA) crashed Triton 3.9's LLVM on the four-gate LSTM kernel for sm_90.
+    """
+    if dtype != torch.float32:
+        return "emulate" if interpreting() else "ieee"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+
+
 def make_plan(batch: int, units: int, gates: int, weight: torch.Tensor) -> Plan:
     """Layout for ``batch`` rows, ``units`` hidden units, ``gates`` gates, recurrent weight
     ``weight`` ``(gates·H, H)``: one program per batch tile when its whole W_hh fits the
@@ -88,8 +99,6 @@ def make_plan(batch: int, units: int, gates: int, weight: torch.Tensor) -> Plan:
     programs_h = triton.cdiv(units, block_h)
     tiles = triton.cdiv(batch, block_b)
     programs_b = max(1, min(tiles, _processors(weight.device) // programs_h))
-    fp32 = weight.dtype == torch.float32
-    tf32 = fp32 and torch.backends.cuda.matmul.allow_tf32
     plan = Plan(
         block_b=block_b,
         block_h=block_h,
@@ -99,7 +108,7 @@ def make_plan(batch: int, units: int, gates: int, weight: torch.Tensor) -> Plan:
         resident=resident,
         per_step=interpreting() or programs_h > _processors(weight.device),
         num_warps=4 if block_b * block_k <= 16 * 256 else 8,
-        precision="tf32" if tf32 else "ieee",
+        precision=_precision(weight.dtype),
     )
     rest = {k: v for k, v in _OVERRIDES.items() if k not in ("block_h", "block_b")}
     return dataclasses.replace(plan, **rest)
