@@ -142,3 +142,39 @@ def test_gpu_matches_reference_at_benchmark_shape(cell, size):
     want = _run(cell, "reference", 256, 64, size, lengths, True, torch.float32, device="cuda")
     for index, (g, w) in enumerate(zip(got, want)):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4, msg=lambda m, i=index: f"#{i}: {m}")
+
+
+def test_gpu_benchmark_exits_cleanly_without_cuda(capsys):
+    from rnnkit.bench import gpu
+
+    if CUDA:
+        pytest.skip("a GPU is present: the benchmark would run for minutes")
+    assert gpu.main([]) == 0
+    assert "no CUDA" in capsys.readouterr().out
+
+
+def test_auto_table_prints_only_double_wins():
+    from rnnkit.bench import gpu
+
+    rows = [
+        {
+            "cell": "lstm",
+            "dtype": "float32",
+            "H": 256,
+            "B": 8,
+            "fwd_speedup": 3.0,
+            "fwdbwd_speedup": 2.5,
+        },
+        {
+            "cell": "gru",
+            "dtype": "float32",
+            "H": 128,
+            "B": 8,
+            "fwd_speedup": 3.0,
+            "fwdbwd_speedup": 0.9,
+        },
+        {"cell": "elman", "dtype": "bfloat16", "H": 128, "B": 1, "note": "failed"},
+    ]
+    namespace: dict = {}
+    exec(gpu.auto_table(rows), namespace)  # the text is pasted into _auto.py as it is
+    assert namespace["PREFERRED"] == {("lstm", "float32", 256, 8)}
