@@ -115,6 +115,9 @@ def test_supports_names_what_it_cannot_serve():
     assert "proj_size" in kernels.supports(rnnkit.LSTM(4, 8, proj_size=4), seq)
     assert "hidden_size" in kernels.supports(rnnkit.GRU(4, kernels.MAX_HIDDEN + 1), seq)
     assert "dtype" in kernels.supports(rnnkit.RNN(4, 8, dtype=torch.float64), seq.double())
+    assert "shared memory" in kernels.supports(rnnkit.LSTM(4, 1024), seq)
+    assert kernels.supports(rnnkit.RNN(4, 1024), seq) is None
+    assert kernels.supports(rnnkit.LSTM(4, 1024, dtype=torch.bfloat16), seq.bfloat16()) is None
 
 
 def test_auto_never_prefers_unmeasured_kernels():

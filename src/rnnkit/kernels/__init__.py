@@ -15,7 +15,7 @@ import torch
 from rnnkit.functional.registry import register
 from rnnkit.kernels import elman, gru, lstm
 from rnnkit.kernels._auto import CELLS, auto_prefers, compute_dtype
-from rnnkit.kernels._plan import MAX_HIDDEN, overrides
+from rnnkit.kernels._plan import MAX_HIDDEN, SHARED_LIMIT, overrides, shared_estimate
 
 __all__ = ["supports", "auto_prefers", "overrides", "MAX_HIDDEN"]
 
@@ -40,6 +40,12 @@ def supports(module, seq: torch.Tensor) -> str | None:
     if seq.device.type == "cuda" and torch.cuda.get_device_capability(seq.device) < (8, 0):
         return "it needs a GPU of compute capability 8.0 or newer"
     gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    if shared_estimate(module.hidden_size, gates, dtype) > SHARED_LIMIT:
+        # e.g. float32 LSTM/GRU at H = 1024; a K-chunked variant streaming W_hh would lift this
+        return (
+            f"hidden_size {module.hidden_size} in {dtype} needs more shared memory than one "
+            "program has (W_hh would have to be streamed in K chunks, not written yet)"
+        )
     steps, batch = seq.shape[0], seq.shape[1]
     if steps * batch * gates * module.hidden_size >= 2**31:
         return "T·B·gates·H must stay under 2**31 (32-bit offsets in the kernels)"

@@ -18,6 +18,7 @@ MAX_HIDDEN = 1024  # the full state (BB, H) of a batch tile is one dot operand
 WEIGHT_BUDGET = 64 * 1024  # bytes of W_hh one program keeps on chip for the whole run
 STATE_BUDGET = 32 * 1024  # bytes of the float32 (BB, H) state block read every step
 MIN_DOT = 16  # smallest tl.dot dimension on the GPU
+SHARED_LIMIT = 200 * 1024  # of the 227 KB a Hopper program may use, with room for scratch
 
 _OVERRIDES: dict[str, object] = {}
 
@@ -62,6 +63,14 @@ def overrides(**fields) -> Iterator[None]:
     finally:
         _OVERRIDES.clear()
         _OVERRIDES.update(saved)
+
+
+def shared_estimate(units: int, gates: int, dtype: torch.dtype) -> int:
+    """Bytes of shared memory the smallest split needs: Triton stages the (BK, 16) W_hh slice
+    of every gate and the (16, BK) state block there (seen in the sm_90 compile reports)."""
+    block_k = max(MIN_DOT, triton.next_power_of_2(units))
+    elt = torch.empty((), dtype=dtype).element_size()
+    return gates * block_k * MIN_DOT * elt + MIN_DOT * block_k * 4
 
 
 def _processors(device: torch.device) -> int:
