@@ -52,5 +52,13 @@ def buffer(like: Tensor, shape: tuple[int, ...], ragged: bool) -> Tensor:
     return make(shape, dtype=like.dtype, device=like.device)
 
 
+def carry(state: Tensor, first_rows: Tensor) -> Tensor:
+    """``state`` with its first rows replaced by ``first_rows`` (all of it when they cover it)."""
+    if first_rows.shape[0] == state.shape[0]:
+        return first_rows
+    state[: first_rows.shape[0]] = first_rows
+    return state
+
+
 def grad_or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.functional import _common as common
+from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
 
@@ -36,15 +37,17 @@ def forward_recurrence(xp: Tensor, h0: Tensor, w_hh: Tensor, schedule: Schedule,
     Returns: hidden ``(T, B, H)``, zero past each row's end.
     """
     hidden = common.buffer(xp, xp.shape, schedule.ragged)
-    activate = torch.tanh_ if nonlinearity == "tanh" else torch.relu_
-    w_t = w_hh.t()
+    recurrent = ReusedWeight(w_hh, xp.shape[1])  # s W_hhᵀ
     prev = h0
     for t, n in enumerate(schedule.batch_sizes):
         if n == 0:
             break
         step = hidden[t, :n]
-        torch.addmm(xp[t, :n], prev[:n], w_t, out=step)
-        activate(step)
+        pre = recurrent(prev[:n], xp[t, :n])  # U x_t + W s_{t-1} + b
+        if nonlinearity == "tanh":
+            torch.tanh(pre, out=step)
+        else:
+            torch.clamp_min(pre, 0, out=step)
         prev = step
     return hidden
 
@@ -61,6 +64,7 @@ def backward_recurrence(
     else:
         slope = (hidden > 0).to(hidden.dtype)
     dpre = common.buffer(hidden, hidden.shape, schedule.ragged)
+    back = ReusedWeight(w_hh.t(), hidden.shape[1])  # δ W_hh
     dh = dh_n.clone()  # ∂L/∂s carried back from step t+1; rows not yet started keep ∂L/∂s_n
     for t in reversed(range(schedule.steps)):
         n = schedule.batch_sizes[t]
@@ -69,7 +73,7 @@ def backward_recurrence(
         delta = dpre[t, :n]
         torch.add(dout[t, :n], dh[:n], out=delta)  # error from output t and from state t+1
         delta.mul_(slope[t, :n])  # through f
-        torch.mm(delta, w_hh, out=dh[:n])  # on to s_{t-1}
+        dh = common.carry(dh, back(delta))  # on to s_{t-1}
     return dpre, dh
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.functional import _common as common
+from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
 
@@ -36,21 +37,17 @@ def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
     size = three_h // 3
     ragged = schedule.ragged
     gates = common.buffer(xp, xp.shape, ragged)
-    recurrent = common.buffer(xp, xp.shape, ragged)  # W_hh h_{t-1} (+ b_hn on the n part)
+    hn_lin = common.buffer(xp, (steps, batch, size), ragged)  # W_hn h_{t-1} + b_hn
     hidden = common.buffer(xp, (steps, batch, size), ragged)
-    w_t = w_hh.t()
-    hh_bias = None
-    if b_hn is not None:
-        hh_bias = torch.cat([b_hn.new_zeros(2 * size), b_hn])
+    recurrent = ReusedWeight(w_hh, batch)  # h W_hhᵀ
     h_prev = h0
     for t, n in enumerate(schedule.batch_sizes):
         if n == 0:
             break
-        hh = recurrent[t, :n]
-        if hh_bias is None:
-            torch.mm(h_prev[:n], w_t, out=hh)
-        else:
-            torch.addmm(hh_bias, h_prev[:n], w_t, out=hh)
+        hh = recurrent(h_prev[:n])  # (n, 3H)
+        if b_hn is not None:
+            hh[:, 2 * size :] += b_hn
+        hn_lin[t, :n] = hh[:, 2 * size :]
         step = gates[t, :n]
         rz = step[:, : 2 * size]
         torch.add(xp[t, :n, : 2 * size], hh[:, : 2 * size], out=rz)
@@ -62,7 +59,7 @@ def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
         torch.sub(h_prev[:n], new, out=h)
         h.mul_(step[:, size : 2 * size]).add_(new)  # n + z ⊙ (h_{t-1} − n)
         h_prev = h
-    return gates, recurrent[..., 2 * size :], hidden
+    return gates, hn_lin, hidden
 
 
 def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: Schedule):
@@ -82,6 +79,7 @@ def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: S
     ragged = schedule.ragged
     dhh = common.buffer(gates, gates.shape, ragged)
     dn_pre = common.buffer(gates, (steps, batch, size), ragged)
+    back = ReusedWeight(w_hh.t(), batch)  # dhh W_hh
     dh = dh_n.clone()  # ∂L/∂h carried back from step t+1
     for t in reversed(range(steps)):
         n = schedule.batch_sizes[t]
@@ -95,7 +93,7 @@ def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: S
         torch.mul(dh_t, coef_z[t, :n], out=d_hh[:, size : 2 * size])  # z
         torch.mul(dn, r[t, :n], out=d_hh[:, 2 * size :])  # W_hn h + b_hn
         dh_t.mul_(z[t, :n])  # the direct path z ⊙ h_{t-1}
-        torch.addmm(dh_t, d_hh, w_hh, out=dh[:n])
+        dh = common.carry(dh, back(d_hh, dh_t))
     dxp = torch.cat([dhh[..., : 2 * size], dn_pre], dim=-1)
     return dxp, dhh, dh
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.functional import _common as common
+from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
 
@@ -38,24 +39,25 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     gates = common.buffer(xp, xp.shape, ragged)
     cells = common.buffer(xp, (steps, batch, size), ragged)
     hidden = common.buffer(xp, (steps, batch, h0.shape[1]), ragged)
-    w_t = w_hh.t()
+    recurrent = ReusedWeight(w_hh, batch)  # h W_hhᵀ
+    project = None if w_hr is None else ReusedWeight(w_hr, batch)
+    g_cols = slice(2 * size, 3 * size)
     h_prev, c_prev = h0, c0
     for t, n in enumerate(schedule.batch_sizes):
         if n == 0:
             break
         step = gates[t, :n]
-        torch.addmm(xp[t, :n], h_prev[:n], w_t, out=step)
-        quad = step.view(n, 4, size)
-        quad[:, :2].sigmoid_()  # i, f
-        quad[:, 2].tanh_()  # g
-        quad[:, 3].sigmoid_()  # o
+        pre = recurrent(h_prev[:n], xp[t, :n])  # (n, 4H) gate pre-activations
+        torch.sigmoid(pre, out=step)  # i, f, o (and g, overwritten next)
+        torch.tanh(pre[:, g_cols], out=step[:, g_cols])
+        i, f, g, o = step.view(n, 4, size).unbind(1)
         c = cells[t, :n]
-        torch.mul(quad[:, 1], c_prev[:n], out=c)
-        c.addcmul_(quad[:, 0], quad[:, 2])
-        if w_hr is None:
-            torch.mul(quad[:, 3], torch.tanh(c), out=hidden[t, :n])
+        torch.mul(f, c_prev[:n], out=c)
+        c.addcmul_(i, g)
+        if project is None:
+            torch.mul(o, torch.tanh(c), out=hidden[t, :n])
         else:
-            torch.mm(quad[:, 3] * torch.tanh(c), w_hr.t(), out=hidden[t, :n])
+            hidden[t, :n] = project(o * torch.tanh(c))
         h_prev, c_prev = hidden[t, :n], c
     return gates, cells, hidden
 
@@ -78,6 +80,8 @@ def backward_recurrence(dout, dh_n, dc_n, gates, cells, c0, w_hh, w_hr, schedule
     through_h = o * (1 - tanh_c * tanh_c)  # ∂c contribution of ∂L/∂(o ⊙ tanh c)
     dpre = common.buffer(gates, gates.shape, schedule.ragged)
     dh_total = None if w_hr is None else common.buffer(dout, dout.shape, schedule.ragged)
+    back = ReusedWeight(w_hh.t(), batch)  # dpre W_hh
+    unproject = None if w_hr is None else ReusedWeight(w_hr.t(), batch)  # dh W_hr
     dh = dh_n.clone()  # ∂L/∂h carried back from step t+1
     dc = dc_n.clone()  # ∂L/∂c carried back from step t+1
     for t in reversed(range(steps)):
@@ -85,18 +89,18 @@ def backward_recurrence(dout, dh_n, dc_n, gates, cells, c0, w_hh, w_hr, schedule
         if n == 0:
             continue
         dh_t = dout[t, :n] + dh[:n]  # error from output t and from state t+1
-        if w_hr is None:
+        if unproject is None:
             dr = dh_t
         else:
             dh_total[t, :n] = dh_t
-            dr = dh_t @ w_hr  # back through the projection: (n, H)
+            dr = unproject(dh_t)  # back through the projection: (n, H)
         dc_t = dc[:n]
         dc_t.addcmul_(dr, through_h[t, :n])
         quad = dpre[t, :n].view(n, 4, size)
         torch.mul(dc_t.unsqueeze(1), coef[t, :n], out=quad[:, :3])
         torch.mul(dr, coef_o[t, :n], out=quad[:, 3])
         dc_t.mul_(f[t, :n])  # on to c_{t-1}
-        torch.mm(dpre[t, :n], w_hh, out=dh[:n])  # on to h_{t-1}
+        dh = common.carry(dh, back(dpre[t, :n]))  # on to h_{t-1}
     dw_hr = None
     if w_hr is not None:  # Σ_t dh_tᵀ (o ⊙ tanh c_t), one product over all steps
         dw_hr = dh_total.reshape(-1, dh_total.shape[-1]).t() @ (o * tanh_c).reshape(-1, size)
