@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from layer_cases import CELLS, as_tuple, make_pair
 
+from layer_cases import CELLS, as_tuple, make_pair
 from rnnkit.functional import _gemm
 
 
