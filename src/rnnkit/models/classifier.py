@@ -1,0 +1,108 @@
+r"""Sequence classifier: an RNN reads the whole text; one vector stands for it; a linear layer
+scores the classes.
+
+The primer's point: the last hidden state ``s_T`` has seen every input, so it can stand for the
+whole sequence. ``pooling="last"`` (the default) uses the final state of the last layer, both
+directions when bidirectional (``[→s_T ; ←s_1]``, each direction's own last step, so padding
+never changes it). Alternatives over the last layer's outputs ``o_1 … o_T``:
+
+- ``mean``: ``(1/T) Σ_t o_t``;
+- ``max``: the element-wise maximum over t;
+- ``attention``: ``Σ_t α_t o_t`` with ``α = softmax_t(v·tanh(W o_t))``.
+
+Padding positions never enter any of them. Scores: ``logits = V dropout(r) + b``.
+
+Axes: B texts, T tokens, E embedding, H hidden units, D directions, K classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.models.tagger import CELLS
+
+__all__ = ["ClassifierConfig", "Classifier", "POOLINGS"]
+
+POOLINGS = ("last", "mean", "max", "attention")
+
+
+@dataclass
+class ClassifierConfig:
+    """Sizes and options of a :class:`Classifier`."""
+
+    vocab_size: int
+    num_classes: int
+    embed_dim: int = 128
+    hidden_size: int = 128
+    num_layers: int = 1
+    cell: str = "lstm"
+    bidirectional: bool = True
+    pooling: str = "last"
+    dropout: float = 0.5
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling: expected one of {', '.join(POOLINGS)}, "
+                             f"got {self.pooling!r}")
+        for name in ("vocab_size", "num_classes", "embed_dim", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Classifier(nn.Module):
+    """Embedding → RNN stack → pooled representation → class scores."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim,
+                                      padding_idx=config.pad_id)
+        self.rnn = CELLS[config.cell](
+            config.embed_dim, config.hidden_size, num_layers=config.num_layers, batch_first=True,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.directions = 2 if config.bidirectional else 1
+        size = self.directions * config.hidden_size
+        if config.pooling == "attention":
+            self.attention = nn.Sequential(nn.Linear(size, size), nn.Tanh(),
+                                           nn.Linear(size, 1, bias=False))
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(size, config.num_classes)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """tokens ``(B, T)``, lengths ``(B,)`` (each ≥ 1) → logits ``(B, K)``."""
+        return self.output(self.dropout(self.encode(tokens, lengths)))
+
+    def encode(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """The sequence representation ``(B, D·H)``."""
+        embedded = self.dropout(self.embedding(tokens))  # (B, T, E)
+        outputs, final = self.rnn(embedded, lengths=lengths)  # (B, T, D·H)
+        pooling = self.config.pooling
+        if pooling == "last":
+            h_n = final[0] if isinstance(final, tuple) else final  # (L·D, B, H)
+            return torch.cat(list(h_n[-self.directions :]), dim=-1)  # (B, D·H)
+        mask = _mask(lengths, outputs.shape[1], outputs.device)  # (B, T)
+        if pooling == "mean":
+            return outputs.sum(1) / lengths.to(outputs).unsqueeze(1)
+        if pooling == "max":
+            return outputs.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+        scores = self.attention(outputs).squeeze(-1).masked_fill(~mask, float("-inf"))  # (B, T)
+        weights = torch.softmax(scores, dim=1)  # (B, T)
+        return torch.einsum("bt,bth->bh", weights, outputs)
+
+
+def _mask(lengths: Tensor, steps: int, device) -> Tensor:
+    """``(B, T)`` True at real positions."""
+    return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)

@@ -1,0 +1,118 @@
+r"""Sequence tagger: a bidirectional RNN over word vectors, one tag score vector per word.
+
+Each word ``w_t`` becomes ``x_t = [E w_t ; c_t]``: its embedding, concatenated (optionally) with
+``c_t``, the final states of a bidirectional character RNN read over the word's characters, which
+gives rare and unknown words a representation from their spelling. A bidirectional stack reads
+``x_1 … x_T``; the output at step t, ``[→s_t ; ←s_t]``, sees the whole sentence, and the output
+layer gives the tag scores ``o_t = V [→s_t ; ←s_t] + b`` (the primer's "result for the current
+step").
+
+Axes: B sentences, T words, C characters per word, N real words in the batch, E word embedding,
+K tags, H hidden units, D = 2 directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.nn import GRU, LSTM, RNN
+
+__all__ = ["TaggerConfig", "Tagger", "CELLS"]
+
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+
+
+@dataclass
+class TaggerConfig:
+    """Sizes of a :class:`Tagger`. ``char_vocab_size = 0`` turns the character RNN off."""
+
+    vocab_size: int
+    num_tags: int
+    char_vocab_size: int = 0
+    word_dim: int = 100
+    char_dim: int = 32
+    char_hidden: int = 64
+    hidden_size: int = 128
+    num_layers: int = 2
+    cell: str = "lstm"
+    dropout: float = 0.33
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in ("vocab_size", "num_tags", "word_dim", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CharEncoder(nn.Module):
+    """Characters of each real word → final states of a bidirectional RNN, ``(N, 2·H_c)``."""
+
+    def __init__(self, config: TaggerConfig) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(config.char_vocab_size, config.char_dim,
+                                      padding_idx=config.pad_id)
+        self.rnn = CELLS[config.cell](config.char_dim, config.char_hidden, batch_first=True,
+                                      bidirectional=True)
+        self.output_size = 2 * config.char_hidden
+
+    def forward(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
+        """chars ``(N, C)``, char_lengths ``(N,)`` (each ≥ 1) → ``(N, 2·H_c)``."""
+        _, final = self.rnn(self.embedding(chars), lengths=char_lengths)
+        hidden = final[0] if isinstance(final, tuple) else final  # (2, N, H_c)
+        return torch.cat([hidden[0], hidden[1]], dim=-1)  # (N, 2·H_c)
+
+
+class Tagger(nn.Module):
+    """Bidirectional word (+ character) RNN tagger; see the module docstring."""
+
+    def __init__(self, config: TaggerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.word_dim,
+                                      padding_idx=config.pad_id)
+        self.chars = CharEncoder(config) if config.char_vocab_size > 0 else None
+        input_size = config.word_dim + (self.chars.output_size if self.chars else 0)
+        self.rnn = CELLS[config.cell](
+            input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
+            bidirectional=True, dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(2 * config.hidden_size, config.num_tags)
+
+    def forward(
+        self,
+        words: Tensor,
+        lengths: Tensor,
+        chars: Tensor | None = None,
+        char_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """words ``(B, T)``, lengths ``(B,)``; with the character RNN also chars ``(B, T, C)``
+        and char_lengths ``(B, T)`` (0 at padding). Returns tag scores ``(B, T, K)``; rows past
+        a sentence's end are the output layer's bias alone and must be masked by the caller."""
+        inputs = self.embedding(words)  # (B, T, E)
+        if self.chars is not None:
+            if chars is None or char_lengths is None:
+                raise ValueError("chars, char_lengths: required by a tagger with a char RNN")
+            inputs = torch.cat([inputs, self._char_features(chars, char_lengths)], dim=-1)
+        hidden, _ = self.rnn(self.dropout(inputs), lengths=lengths)  # (B, T, 2H)
+        return self.output(self.dropout(hidden))  # (B, T, K)
+
+    def _char_features(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
+        real = char_lengths > 0  # (B, T)
+        # Each distinct word of the batch is read once (a sentence batch repeats many words).
+        words, inverse = torch.unique(chars[real], dim=0, return_inverse=True)  # (U, C), (N,)
+        lengths = (words != self.config.pad_id).sum(1)  # (U,); char ids are never pad
+        encoded = self.chars(words, lengths.cpu())[inverse]  # (N, 2·H_c)
+        features = encoded.new_zeros(*chars.shape[:2], encoded.shape[-1])  # (B, T, 2·H_c)
+        features[real] = encoded
+        return features
