@@ -1,0 +1,265 @@
+"""Sequence classification: text → :class:`~rnnkit.models.classifier.Classifier` → label, with
+``train`` / ``evaluate`` / ``predict``.
+
+Tokens are looked up in a vocabulary of the training tokens seen ``min_freq`` times or more
+(others are ``<unk>``); while training, tokens seen once are replaced by ``<unk>`` with
+probability ``word_dropout``. A checkpoint directory holds ``model.safetensors``, ``config.json``
+and ``vocab.json``, ``labels.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+from torch.nn import functional as nnf
+
+from rnnkit.data.bucketing import BucketBatchSampler, pad_sequences
+from rnnkit.data.classification import Example, guess_format, read_examples
+from rnnkit.data.vocab import PAD, UNK, Vocabulary
+from rnnkit.errors import RnnkitError
+from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig
+from rnnkit.models.tagger import CELLS
+from rnnkit.tasks import metrics as M
+from rnnkit.tasks._labels import check_known, device_of, label_vocabulary, run_in_buckets
+from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.train import checkpoint as ckpt
+
+__all__ = ["ClassifyConfig", "ClassifyTask", "train", "load", "read", "predict_probs",
+           "evaluate_examples", "format_predictions"]
+
+DATA_KEYS = ("format", "text_column", "label_column", "header", "lowercase")
+
+
+def _opt(help_text: str, **extra) -> dict:
+    return {"metadata": {"help": help_text, **extra}}
+
+
+@dataclass
+class ClassifyConfig:
+    """Data and model options of the classification task (training options: the Trainer's)."""
+
+    train: str = field(default="", **_opt("training file"))
+    dev: str = field(default="", **_opt("development file, evaluated during training"))
+    format: str | None = field(default=None, **_opt(
+        "label-text, tsv, csv or jsonl (default: from the extension, else label-text)",
+        choices=("label-text", "tsv", "csv", "jsonl")))
+    text_column: str | None = field(default=None, **_opt(
+        "text column: header name or 1-based number (tsv/csv, default 2), field (jsonl, "
+        "default text)"))
+    label_column: str | None = field(default=None, **_opt(
+        "label column: header name or 1-based number (tsv/csv, default 1), field (jsonl, "
+        "default label)"))
+    header: bool | None = field(default=None, **_opt(
+        "tsv/csv: the first row is a header (default: when a column is given by name)"))
+    lowercase: bool = field(default=False, **_opt("lower-case the text"))
+    min_freq: int = field(default=1, **_opt("tokens seen fewer times are <unk>"))
+    word_dropout: float = field(default=0.1, **_opt(
+        "probability of replacing a token seen once in training by <unk> while training"))
+    cell: str = field(default="lstm", **_opt("recurrent cell", choices=tuple(CELLS)))
+    embed_dim: int = field(default=128, **_opt("embedding size"))
+    hidden_size: int = field(default=128, **_opt("hidden size (per direction)"))
+    num_layers: int = field(default=1, **_opt("RNN layers"))
+    bidirectional: bool = field(default=True, **_opt("read the text both ways"))
+    pooling: str = field(default="last", **_opt(
+        "sequence representation: last (final hidden state), mean, max or attention",
+        choices=POOLINGS))
+    dropout: float = field(default=0.5, **_opt("dropout on embeddings, between layers and "
+                                               "before the output layer"))
+    batch_size: int = field(default=32, **_opt("texts per batch"))
+
+    def __post_init__(self) -> None:
+        for name in ("min_freq", "embed_dim", "hidden_size", "num_layers", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
+                                 f"got {getattr(self, name)}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"--word-dropout: expected a value in [0, 1), got {self.word_dropout}")
+
+
+def read(path: str, options: ClassifyConfig | dict, *, require_labels: bool = True,
+         text: str | None = None) -> list[Example]:
+    """A classification file read with the task's format and column options."""
+    data = options if isinstance(options, dict) else asdict(options)
+    return read_examples(path, fmt=data["format"], text_column=data["text_column"],
+                         label_column=data["label_column"], header=data["header"],
+                         require_labels=require_labels, lowercase=data["lowercase"], text=text)
+
+
+def collate(token_ids: list[list[int]], labels: list[int] | None, vocab: Vocabulary,
+            word_dropout: float = 0.0, singles: frozenset[int] = frozenset(),
+            rng: random.Random | None = None) -> dict[str, Tensor]:
+    """``tokens`` ``(B, T)``, ``lengths`` ``(B,)`` and, with labels, ``labels`` ``(B,)``."""
+    if word_dropout > 0.0 and singles:
+        rng = rng or random.Random()
+        token_ids = [[vocab.unk_id if t in singles and rng.random() < word_dropout else t
+                      for t in ids] for ids in token_ids]
+    tokens, lengths = pad_sequences(token_ids, vocab.pad_id)
+    batch = {"tokens": tokens, "lengths": lengths}
+    if labels is not None:
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+    return batch
+
+
+def logits_of(model: Classifier, batch: dict[str, Tensor]) -> Tensor:
+    return model(batch["tokens"].to(device_of(model)), batch["lengths"])  # (B, K)
+
+
+def predict_probs(model: Classifier, examples: list[Example], vocab: Vocabulary,
+                  batch_size: int = 64, *, bucketed: bool = True) -> Tensor:
+    """Class probabilities ``(N, K)``, in the order of ``examples``."""
+    ids = [vocab.encode(example.tokens) for example in examples]
+
+    def run(indices: list[int]) -> Tensor:
+        batch = collate([ids[i] for i in indices], None, vocab)
+        return torch.softmax(logits_of(model, batch).float(), dim=-1)
+
+    rows = run_in_buckets(model, [len(x) for x in ids], batch_size, run, bucketed=bucketed)
+    return torch.stack(rows)
+
+
+def score(gold: list[str], pred: list[str], labels: list[str]) -> dict:
+    """Accuracy, macro-F1 over ``labels`` ∪ gold, per-label P/R/F1, confusion matrix."""
+    names = sorted(set(labels) | set(gold))
+    return {
+        "examples": len(gold),
+        "accuracy": M.accuracy(gold, pred),
+        "macro_f1": M.macro_f1(gold, pred, names),
+        "per_label": M.per_label_prf(gold, pred, names),
+        "labels": names,
+        "confusion": M.confusion_matrix(gold, pred, names),
+    }
+
+
+def evaluate_examples(model: Classifier, examples: list[Example], vocab: Vocabulary,
+                      labels: Vocabulary, path: str, *, unknown_labels: str = "error",
+                      batch_size: int = 64) -> dict:
+    """Score ``model`` on labelled examples read from ``path``."""
+    gold = [example.label for example in examples]
+    check_known(gold, [f"{path}:{e.line}" for e in examples], labels, unknown_labels, "label")
+    best = predict_probs(model, examples, vocab, batch_size).argmax(-1).tolist()
+    return score(gold, labels.decode(best), labels.tokens)
+
+
+def format_predictions(examples: list[Example], probs: Tensor, labels: Vocabulary,
+                       output_format: str) -> str:
+    """``tsv``: ``label<TAB>probability<TAB>text`` lines; ``jsonl``: objects with ``label``,
+    ``probability``, ``probabilities`` (every label) and ``text``."""
+    lines = []
+    for example, row in zip(examples, probs.tolist(), strict=True):
+        best = max(range(len(row)), key=row.__getitem__)
+        label = labels.token_of(best)
+        if output_format == "jsonl":
+            lines.append(json.dumps({
+                "label": label, "probability": round(row[best], 6),
+                "probabilities": {labels.token_of(i): round(p, 6) for i, p in enumerate(row)},
+                "text": example.text,
+            }, ensure_ascii=False))
+        else:
+            lines.append(f"{label}\t{row[best]:.4f}\t{example.text}")
+    return "".join(line + "\n" for line in lines)
+
+
+class ClassifyTask:
+    """The classification task as the :class:`~rnnkit.train.Trainer` sees it."""
+
+    name = "classify"
+    monitor = "valid_accuracy"
+    monitor_mode = "max"
+    unit = "ex"
+
+    def __init__(self, config: ClassifyConfig, train_examples: list[Example],
+                 dev_examples: list[Example], vocab: Vocabulary, labels: Vocabulary,
+                 model_cfg: ClassifierConfig, seed: int = 0) -> None:
+        self.config, self.vocab, self.labels, self.model_cfg = config, vocab, labels, model_cfg
+        self.seed = seed
+        self.train_ids = [vocab.encode(e.tokens) for e in train_examples]
+        self.train_labels = [labels.id_of(e.label) for e in train_examples]
+        counts: dict[int, int] = {}
+        for ids in self.train_ids:
+            for token in ids:
+                counts[token] = counts.get(token, 0) + 1
+        self.singles = frozenset(t for t, n in counts.items() if n == 1 and t != vocab.unk_id)
+        self.dev = dev_examples
+
+    def train_batches(self, epoch: int, shard):
+        sampler = BucketBatchSampler([len(x) for x in self.train_ids], self.config.batch_size,
+                                     seed=self.seed)
+        sampler.set_epoch(epoch)
+        rng = random.Random(self.seed * 7919 + epoch)
+        return [collate([self.train_ids[i] for i in batch], [self.train_labels[i] for i in batch],
+                        self.vocab, self.config.word_dropout, self.singles, rng)
+                for batch in sampler.batches()[shard.rank :: shard.world_size]]
+
+    def step(self, model, batch) -> StepOutput:
+        logits = logits_of(model, batch)
+        loss = nnf.cross_entropy(logits, batch["labels"].to(logits.device))
+        return StepOutput(loss, len(batch["labels"]))
+
+    def evaluate(self, model) -> dict[str, float]:
+        probs = predict_probs(model, self.dev, self.vocab, 2 * self.config.batch_size)
+        targets = torch.tensor([self.labels.id_of(e.label) if e.label in self.labels else -100
+                                for e in self.dev])
+        loss = nnf.nll_loss(probs.clamp_min(1e-12).log(), targets, ignore_index=-100)
+        pred = self.labels.decode(probs.argmax(-1).tolist())
+        gold = [e.label for e in self.dev]
+        return {"valid_loss": float(loss), "valid_accuracy": M.accuracy(gold, pred),
+                "valid_macro_f1": M.macro_f1(gold, pred, sorted(set(gold) | set(pred)))}
+
+    def checkpoint_files(self) -> dict:
+        data = {key: getattr(self.config, key) for key in DATA_KEYS}
+        data["format"] = guess_format(self.config.train, self.config.format)
+        return {ckpt.CONFIG: {"model": self.model_cfg.to_dict(), "data": data},
+                "vocab.json": self.vocab.to_json(), "labels.json": self.labels.to_json()}
+
+
+def train(config: ClassifyConfig, train_config: TrainConfig, out_dir: str,
+          resume: str | None = None) -> TrainResult:
+    """Read the data, build the vocabularies and a classifier, train it with the Trainer.
+    Without a dev file, up to 10 % of the training data (at most 1000 examples) is held out."""
+    if not config.train:
+        raise RnnkitError("--train: a training file is required")
+    train_examples = read(config.train, config)
+    if config.dev:
+        dev_examples = read(config.dev, config)
+    else:
+        held = min(1000, len(train_examples) // 10)
+        if held < 1:
+            raise RnnkitError(f"{config.train}: too few examples to hold out a dev set; "
+                              "give --dev")
+        shuffled = random.Random(train_config.seed).sample(train_examples, len(train_examples))
+        dev_examples, train_examples = shuffled[:held], shuffled[held:]
+    vocab = Vocabulary.build((e.tokens for e in train_examples), min_freq=config.min_freq,
+                             specials=(PAD, UNK))
+    labels = label_vocabulary([e.label for e in train_examples])
+    seed_everything(train_config.seed)
+    model_cfg = ClassifierConfig(
+        vocab_size=len(vocab), num_classes=len(labels), embed_dim=config.embed_dim,
+        hidden_size=config.hidden_size, num_layers=config.num_layers, cell=config.cell,
+        bidirectional=config.bidirectional, pooling=config.pooling, dropout=config.dropout,
+        pad_id=vocab.pad_id,
+    )
+    task = ClassifyTask(config, train_examples, dev_examples, vocab, labels, model_cfg,
+                        train_config.seed)
+    return Trainer(Classifier(model_cfg), task, train_config, out_dir).fit(resume)
+
+
+def load(checkpoint: str) -> tuple[Classifier, Vocabulary, Vocabulary, dict]:
+    """Model, token and label vocabularies, and the data options of a checkpoint."""
+    directory = ckpt.resolve_checkpoint(checkpoint)
+    config = ckpt.read_config(directory, "classify")
+    vocab = Vocabulary.from_json(ckpt.read_json(directory / "vocab.json"), source=str(directory))
+    labels = Vocabulary.from_json(ckpt.read_json(directory / "labels.json"),
+                                  source=str(directory))
+    try:
+        model = Classifier(ClassifierConfig(**config["model"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RnnkitError(f"checkpoint {directory}: bad model config: {err}") from None
+    ckpt.load_weights(directory, model)
+    model.eval()
+    data = {key: config.get("data", {}).get(key) for key in DATA_KEYS}
+    data["lowercase"] = bool(data["lowercase"])
+    return model, vocab, labels, data

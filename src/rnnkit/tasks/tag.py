@@ -1,0 +1,355 @@
+"""Sequence labelling (POS tagging, NER): data → :class:`~rnnkit.models.tagger.Tagger` →
+tags, with ``train`` / ``evaluate`` / ``predict``.
+
+Words are looked up in a vocabulary of the training words seen ``min_freq`` times or more
+(others are ``<unk>``); during training, words seen once are replaced by ``<unk>`` with
+probability ``word_dropout`` so that the ``<unk>`` vector is learnt. The character RNN sees every
+word's characters (case kept), so unknown words still get a representation.
+
+A checkpoint directory holds ``model.safetensors``, ``config.json`` (the task and model configs)
+and ``words.json``, ``chars.json``, ``tags.json`` (vocabularies).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+from torch.nn import functional as nnf
+
+from rnnkit.data.bucketing import BucketBatchSampler, pad_sequences
+from rnnkit.data.conll import TaggedDocument, read_tagged, write_tagged
+from rnnkit.data.vocab import PAD, UNK, Vocabulary
+from rnnkit.errors import RnnkitError
+from rnnkit.models.tagger import CELLS, Tagger, TaggerConfig
+from rnnkit.tasks import metrics as M
+from rnnkit.tasks._labels import check_known, device_of, label_vocabulary, run_in_buckets
+from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.train import checkpoint as ckpt
+
+__all__ = ["TagConfig", "TagVocabs", "TagTask", "train", "load", "evaluate_document",
+           "predict_document", "encode", "collate", "predict_tags", "score"]
+
+IGNORE = -100  # target id at padding positions: cross-entropy skips it
+
+
+def _opt(help_text: str, **extra) -> dict:
+    return {"metadata": {"help": help_text, **extra}}
+
+
+@dataclass
+class TagConfig:
+    """Data and model options of the tagging task (training options: the Trainer's config)."""
+
+    train: str = field(default="", **_opt("training file (.conllu, or a column file)"))
+    dev: str = field(default="", **_opt("development file, evaluated after each epoch"))
+    format: str | None = field(default=None, **_opt(
+        "file format: conllu or conll (default: from the extension)", choices=("conllu", "conll")))
+    tag_column: str | None = field(default=None, **_opt(
+        "tag column: a CoNLL-U name (upos, xpos, …) or a 1-based number "
+        "(default: upos; last column for conll files)"))
+    min_freq: int = field(default=2, **_opt("words seen fewer times are <unk>"))
+    lowercase: bool = field(default=True, **_opt("lower-case words for the word embedding "
+                                                 "(the char RNN keeps case)"))
+    word_dropout: float = field(default=0.25, **_opt(
+        "probability of replacing a word seen once in training by <unk> while training"))
+    chars: bool = field(default=True, **_opt("add a character-RNN encoding of each word"))
+    max_word_length: int = field(default=30, **_opt("characters of a word the char RNN reads"))
+    cell: str = field(default="lstm", **_opt("recurrent cell", choices=tuple(CELLS)))
+    word_dim: int = field(default=100, **_opt("word embedding size"))
+    char_dim: int = field(default=32, **_opt("character embedding size"))
+    char_hidden: int = field(default=64, **_opt("char RNN hidden size (per direction)"))
+    hidden_size: int = field(default=128, **_opt("word RNN hidden size (per direction)"))
+    num_layers: int = field(default=2, **_opt("word RNN layers"))
+    dropout: float = field(default=0.33, **_opt("dropout on embeddings, between layers, "
+                                                "before the output layer"))
+    batch_size: int = field(default=32, **_opt("sentences per batch"))
+    max_tokens: int | None = field(default=None, **_opt(
+        "also cap a batch at this many padded words"))
+
+    def __post_init__(self) -> None:
+        for name in ("min_freq", "max_word_length", "word_dim", "hidden_size", "num_layers",
+                     "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
+                                 f"got {getattr(self, name)}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"--word-dropout: expected a value in [0, 1), got {self.word_dropout}")
+
+
+@dataclass
+class TagVocabs:
+    """The three vocabularies of a tagger and the options that shape encoding."""
+
+    words: Vocabulary
+    chars: Vocabulary | None
+    tags: Vocabulary
+    lowercase: bool = True
+    max_word_length: int = 30
+    singletons: frozenset[str] = frozenset()
+
+    @classmethod
+    def build(cls, doc: TaggedDocument, config: TagConfig) -> TagVocabs:
+        sentences = doc.sentences
+        words = [[_norm(w, config.lowercase) for w in s.words] for s in sentences]
+        word_vocab = Vocabulary.build(words, min_freq=config.min_freq, specials=(PAD, UNK))
+        counts: dict[str, int] = {}
+        for sentence in words:
+            for word in sentence:
+                counts[word] = counts.get(word, 0) + 1
+        chars = None
+        if config.chars:
+            chars = Vocabulary.build(([c for w in s.words for c in w] for s in sentences),
+                                     specials=(PAD, UNK))
+        tags = label_vocabulary([t for s in sentences for t in s.tags])
+        singletons = frozenset(w for w, n in counts.items() if n == 1 and w in word_vocab)
+        return cls(word_vocab, chars, tags, config.lowercase, config.max_word_length, singletons)
+
+    def files(self) -> dict:
+        """JSON files for the checkpoint."""
+        files = {"words.json": self.words.to_json(), "tags.json": self.tags.to_json()}
+        if self.chars is not None:
+            files["chars.json"] = self.chars.to_json()
+        return files
+
+
+def _norm(word: str, lowercase: bool) -> str:
+    return word.lower() if lowercase else word
+
+
+@dataclass
+class Encoded:
+    """One sentence as ids; ``tags`` are None where unknown or not given."""
+
+    words: list[int]
+    chars: list[list[int]]
+    tags: list[int | None]
+
+
+def encode(doc: TaggedDocument, vocabs: TagVocabs) -> list[Encoded]:
+    """Every sentence of ``doc`` as ids (unknown gold tags become None)."""
+    encoded = []
+    for sentence in doc.sentences:
+        words = vocabs.words.encode(_norm(w, vocabs.lowercase) for w in sentence.words)
+        chars = []
+        if vocabs.chars is not None:
+            chars = [vocabs.chars.encode(w[: vocabs.max_word_length]) for w in sentence.words]
+        tags = [vocabs.tags.id_of(t) if t in vocabs.tags else None for t in sentence.tags]
+        encoded.append(Encoded(words, chars, tags))
+    return encoded
+
+
+def collate(items: list[Encoded], vocabs: TagVocabs, *, word_dropout: float = 0.0,
+            rng: random.Random | None = None) -> dict[str, Tensor]:
+    """A batch: ``words`` ``(B, T)``, ``lengths`` ``(B,)``, ``tags`` ``(B, T)`` (IGNORE at
+    padding and unknown tags) and, with chars, ``chars`` ``(B, T, C)``, ``char_lengths``
+    ``(B, T)``."""
+    word_ids = [list(item.words) for item in items]
+    if word_dropout > 0.0 and vocabs.singletons:
+        rng = rng or random.Random()
+        singles = {vocabs.words.id_of(w) for w in vocabs.singletons}
+        unk = vocabs.words.unk_id
+        for ids in word_ids:
+            for i, word in enumerate(ids):
+                if word in singles and rng.random() < word_dropout:
+                    ids[i] = unk
+    words, lengths = pad_sequences(word_ids, vocabs.words.pad_id)
+    tag_ids = [[IGNORE if t is None else t for t in item.tags] for item in items]
+    batch = {"words": words, "lengths": lengths, "tags": pad_sequences(tag_ids, IGNORE)[0]}
+    if vocabs.chars is not None:
+        batch.update(_collate_chars(items, words.shape[1], vocabs.chars.pad_id))
+    return batch
+
+
+def _collate_chars(items: list[Encoded], steps: int, pad_id: int) -> dict[str, Tensor]:
+    longest = max(len(chars) for item in items for chars in item.chars)
+    chars = torch.full((len(items), steps, longest), pad_id, dtype=torch.long)  # (B, T, C)
+    char_lengths = torch.zeros(len(items), steps, dtype=torch.long)  # (B, T)
+    for b, item in enumerate(items):
+        for t, word in enumerate(item.chars):
+            chars[b, t, : len(word)] = torch.tensor(word, dtype=torch.long)
+            char_lengths[b, t] = len(word)
+    return {"chars": chars, "char_lengths": char_lengths}
+
+
+def forward(model: Tagger, batch: dict[str, Tensor]) -> Tensor:
+    """Tag scores ``(B, T, K)`` for a collated batch."""
+    device = device_of(model)
+    chars = batch.get("chars")
+    char_lengths = batch.get("char_lengths")
+    return model(
+        batch["words"].to(device), batch["lengths"],
+        None if chars is None else chars.to(device),
+        None if char_lengths is None else char_lengths.to(device),
+    )
+
+
+def loss_fn(model: Tagger, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
+    """Mean cross-entropy over the real tokens of a batch, and their number."""
+    logits = forward(model, batch)  # (B, T, K)
+    targets = batch["tags"].to(logits.device)  # (B, T)
+    loss = nnf.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+    return loss, int((targets != IGNORE).sum())
+
+
+def predict_tags(model: Tagger, encoded: list[Encoded], vocabs: TagVocabs,
+                 batch_size: int = 64, *, bucketed: bool = True) -> list[list[str]]:
+    """The most likely tag of every word, sentence by sentence."""
+    def run(indices: list[int]) -> Tensor:
+        batch = collate([encoded[i] for i in indices], vocabs)
+        return forward(model, batch).argmax(-1)  # (B, T)
+
+    lengths = [len(item.words) for item in encoded]
+    best = run_in_buckets(model, lengths, batch_size, run, bucketed=bucketed)
+    return [vocabs.tags.decode(ids[:n].tolist()) for ids, n in zip(best, lengths, strict=True)]
+
+
+def score(gold: list[list[str]], pred: list[list[str]], tag_names: list[str]) -> dict:
+    """Token accuracy, per-tag P/R/F1 and (for BIO/BIOES tags) span P/R/F1."""
+    flat_gold = [t for s in gold for t in s]
+    flat_pred = [t for s in pred for t in s]
+    result = {
+        "tokens": len(flat_gold),
+        "sentences": len(gold),
+        "accuracy": M.accuracy(flat_gold, flat_pred),
+        "per_tag": M.per_label_prf(flat_gold, flat_pred, sorted(set(flat_gold) | set(tag_names))),
+    }
+    if M.is_span_scheme(flat_gold):
+        spans = M.span_prf(gold, pred)
+        result.update({f"span_{k}": v for k, v in spans.items() if k != "support"})
+    return result
+
+
+def evaluate_document(model: Tagger, doc: TaggedDocument, vocabs: TagVocabs, *,
+                      batch_size: int = 64, unknown_labels: str = "error") -> dict:
+    """Score ``model`` on a gold-tagged document."""
+    places = [doc.where(i, j) for i, s in enumerate(doc.sentences) for j in range(len(s.words))]
+    gold_flat = [t for s in doc.sentences for t in s.tags]
+    check_known(gold_flat, places, vocabs.tags, unknown_labels, "tag")
+    pred = predict_tags(model, encode(doc, vocabs), vocabs, batch_size)
+    gold = [list(s.tags) for s in doc.sentences]
+    return score(gold, pred, vocabs.tags.tokens)
+
+
+def predict_document(model: Tagger, doc: TaggedDocument, vocabs: TagVocabs, output: str | None,
+                     batch_size: int = 64) -> str:
+    """Tag ``doc`` and write it with the tag column filled (atomically, unless ``output`` is
+    None); returns the text."""
+    pred = predict_tags(model, encode(doc, vocabs), vocabs, batch_size)
+    return write_tagged(doc, pred, output)
+
+
+def model_config(config: TagConfig, vocabs: TagVocabs) -> TaggerConfig:
+    return TaggerConfig(
+        vocab_size=len(vocabs.words), num_tags=len(vocabs.tags),
+        char_vocab_size=len(vocabs.chars) if vocabs.chars is not None else 0,
+        word_dim=config.word_dim, char_dim=config.char_dim, char_hidden=config.char_hidden,
+        hidden_size=config.hidden_size, num_layers=config.num_layers, cell=config.cell,
+        dropout=config.dropout, pad_id=vocabs.words.pad_id,
+    )
+
+
+
+
+def read_gold(path: str, config: TagConfig | dict) -> TaggedDocument:
+    """A gold-tagged file read with the task's format and column options."""
+    options = config if isinstance(config, dict) else asdict(config)
+    return read_tagged(path, fmt=options["format"], tag_column=options["tag_column"])
+
+
+class TagTask:
+    """The tagging task as the :class:`~rnnkit.train.Trainer` sees it."""
+
+    name = "tag"
+    monitor = "valid_accuracy"
+    monitor_mode = "max"
+    unit = "tok"
+
+    def __init__(self, config: TagConfig, train_doc: TaggedDocument,
+                 dev_doc: TaggedDocument | None, vocabs: TagVocabs, model_cfg: TaggerConfig,
+                 seed: int = 0):
+        self.config, self.vocabs, self.model_cfg = config, vocabs, model_cfg
+        self.seed = seed
+        self.train_items = encode(train_doc, vocabs)
+        self.train_format = train_doc.format
+        # Without a dev file, the first 500 training sentences stand in (said in the log).
+        self.dev_doc = dev_doc
+        self.dev_items = encode(dev_doc, vocabs) if dev_doc else self.train_items[:500]
+        self.dev_gold = [[vocabs.tags.token_of(t) if t is not None else "<unseen>"
+                          for t in item.tags] for item in self.dev_items]
+
+    def train_batches(self, epoch: int, shard):
+        sampler = BucketBatchSampler([len(item.words) for item in self.train_items],
+                                     self.config.batch_size, max_tokens=self.config.max_tokens,
+                                     seed=self.seed)
+        sampler.set_epoch(epoch)
+        batches = sampler.batches()[shard.rank :: shard.world_size]
+        rng = random.Random(self.seed * 7919 + epoch)
+        return [collate([self.train_items[i] for i in batch], self.vocabs,
+                        word_dropout=self.config.word_dropout, rng=rng) for batch in batches]
+
+    def step(self, model, batch) -> StepOutput:
+        loss, count = loss_fn(model, batch)
+        return StepOutput(loss, count)
+
+    def evaluate(self, model) -> dict[str, float]:
+        pred = predict_tags(model, self.dev_items, self.vocabs, 2 * self.config.batch_size)
+        total = correct = 0
+        for gold_tags, pred_tags in zip(self.dev_gold, pred, strict=True):
+            total += len(gold_tags)
+            correct += sum(g == p for g, p in zip(gold_tags, pred_tags, strict=True))
+        loss_sum = 0.0
+        for start in range(0, len(self.dev_items), 64):
+            batch = collate(self.dev_items[start : start + 64], self.vocabs)
+            loss, count = loss_fn(model, batch)
+            loss_sum += float(loss) * count
+        return {"valid_loss": loss_sum / max(total, 1), "valid_accuracy": correct / total}
+
+    def checkpoint_files(self) -> dict:
+        data = {"format": self.train_format, "tag_column": self.config.tag_column}
+        data.update(lowercase=self.vocabs.lowercase, max_word_length=self.vocabs.max_word_length)
+        return {ckpt.CONFIG: {"model": self.model_cfg.to_dict(), "data": data},
+                **self.vocabs.files()}
+
+
+def train(config: TagConfig, train_config: TrainConfig, out_dir: str,
+          resume: str | None = None) -> TrainResult:
+    """Read the data, build vocabularies and a tagger, train it with the Trainer."""
+    if not config.train:
+        raise RnnkitError("--train: a training file is required")
+    train_doc = read_gold(config.train, config)
+    dev_doc = read_gold(config.dev, config) if config.dev else None
+    vocabs = TagVocabs.build(train_doc, config)
+    if dev_doc is not None:
+        where = [dev_doc.where(i, j) for i, s in enumerate(dev_doc.sentences)
+                 for j in range(len(s.words))]
+        check_known([t for s in dev_doc.sentences for t in s.tags], where, vocabs.tags, "wrong",
+                    "tag")
+    seed_everything(train_config.seed)
+    model_cfg = model_config(config, vocabs)
+    task = TagTask(config, train_doc, dev_doc, vocabs, model_cfg, train_config.seed)
+    return Trainer(Tagger(model_cfg), task, train_config, out_dir).fit(resume)
+
+
+def load(checkpoint: str) -> tuple[Tagger, TagVocabs, dict]:
+    """Model, vocabularies and the data options of a tagging checkpoint."""
+    directory = ckpt.resolve_checkpoint(checkpoint)
+    config = ckpt.read_config(directory, "tag")
+    data = config.get("data", {})
+    words = Vocabulary.from_json(ckpt.read_json(directory / "words.json"), source=str(directory))
+    tags = Vocabulary.from_json(ckpt.read_json(directory / "tags.json"), source=str(directory))
+    chars = None
+    if (directory / "chars.json").exists():
+        chars = Vocabulary.from_json(ckpt.read_json(directory / "chars.json"),
+                                     source=str(directory))
+    vocabs = TagVocabs(words, chars, tags, data.get("lowercase", True),
+                       data.get("max_word_length", 30))
+    try:
+        model = Tagger(TaggerConfig(**config["model"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RnnkitError(f"checkpoint {directory}: bad model config: {err}") from None
+    ckpt.load_weights(directory, model)
+    model.eval()
+    return model, vocabs, data
