@@ -97,7 +97,8 @@ def test_column_file_docstart_and_last_column(tmp_path, newline):
     assert [s.words for s in doc.sentences] == [["EU", "rejects", "German"],
                                                 ["Peter", "Blackburn"]]
     assert doc.sentences[1].tags == ["B-PER", "I-PER"]
-    assert read_tagged(write(tmp_path, "t.txt", COLUMNS), tag_column=2).sentences[0].tags[0] == "NNP"
+    by_number = read_tagged(write(tmp_path, "t.txt", COLUMNS), tag_column=2)
+    assert by_number.sentences[0].tags[0] == "NNP"
 
 
 def test_column_file_round_trip_keeps_docstart_and_other_columns(tmp_path):
