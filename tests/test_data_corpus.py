@@ -29,7 +29,8 @@ def test_find_files_file_list_dir_and_glob(tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("missing.txt", "no such file"), ("empty_dir", "no files matching"), ("*.nothing", "no files match"),
+    ("missing.txt", "no such file"), ("empty_dir", "no files matching"),
+    ("*.nothing", "no files match"),
 ])
 def test_find_files_errors(tmp_path, monkeypatch, spec, message):
     monkeypatch.chdir(tmp_path)

@@ -96,9 +96,6 @@ class CharTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.vocab.decode(ids))
 
-    def count_chars(self, ids: np.ndarray) -> int:
-        return len(ids)
-
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "vocab": self.vocab.to_json()}
 
@@ -132,9 +129,6 @@ class WordTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         text = " ".join(self.vocab.decode(ids))
         return text.replace(" \n ", "\n").replace(" \n", "\n").replace("\n ", "\n")
-
-    def count_chars(self, ids: np.ndarray) -> int:
-        return len(self.decode(ids.tolist()))
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "pattern": self.pattern, "vocab": self.vocab.to_json()}
@@ -172,9 +166,6 @@ class BPETokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.backend.decode([int(i) for i in ids])
-
-    def count_chars(self, ids: np.ndarray) -> int:
-        return len(self.decode(ids.tolist()))
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "tokenizer": self.backend.to_str()}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import Tensor, nn
 
 from rnnkit.nn import GRU, LSTM, RNN
@@ -97,10 +96,3 @@ def detach_hidden(hidden):
         return tuple(h.detach() for h in hidden)
     return hidden.detach()
 
-
-def reset_rows(hidden, keep: Tensor):
-    """Zero the state of the rows where ``keep`` ``(B,)`` is False."""
-    mask = keep.view(1, -1, 1).to(torch.float32)
-    if isinstance(hidden, tuple):
-        return tuple(h * mask.to(h.dtype) for h in hidden)
-    return hidden * mask.to(hidden.dtype)

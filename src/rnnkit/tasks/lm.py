@@ -58,7 +58,8 @@ class LMTaskConfig:
     bptt: int = _opt(128, "steps per truncated-BPTT chunk")
     random_bptt: bool = _opt(False, "vary the chunk length around --bptt")
     batch_size: int = _opt(32, "parallel streams per process")
-    max_valid_tokens: int | None = _opt(None, "evaluate on at most this many validation tokens")
+    max_valid_tokens: int | None = _opt(None, "score about this many validation tokens, spread "
+                                              "over the whole validation text")
     cell: str = _opt("lstm", "recurrent cell", CELLS)
     embedding_size: int = _opt(128, "embedding size")
     hidden_size: int = _opt(512, "hidden units per layer")
@@ -115,10 +116,8 @@ class LanguageModelTask:
         return StepOutput(loss, count=targets.numel())
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        tokens = self.valid_tokens
-        if self.config.max_valid_tokens is not None:
-            tokens = tokens[: self.config.max_valid_tokens]
-        loss = stream_loss(model, tokens, self.config.batch_size, self.config.bptt)
+        loss = stream_loss(model, self.valid_tokens, self.config.batch_size, self.config.bptt,
+                           self.config.max_valid_tokens)
         return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50.0)),
                 "valid_bpc": loss / self.chars_per_token / math.log(2)}
 
@@ -152,14 +151,18 @@ def _streams(tokens, batch_size, bptt, random_bptt, seed, shard: Shard) -> Token
         raise RnnkitError(str(err)) from None
 
 
-def stream_loss(model: nn.Module, tokens: np.ndarray, batch_size: int, bptt: int) -> float:
+def stream_loss(model: nn.Module, tokens: np.ndarray, batch_size: int, bptt: int,
+                max_tokens: int | None = None) -> float:
     """Mean next-token loss (nats) over ``tokens``, in streams of ``batch_size`` with the state
-    carried. Uses fewer streams if the text is short."""
+    carried. Uses fewer streams if the text is short. With ``max_tokens``, only the first
+    steps of every stream are scored: a sample spread over the whole text."""
     batch_size = max(1, min(batch_size, (len(tokens) - 1) // max(bptt, 1)))
     streams = _streams(tokens, batch_size, bptt, False, 0, Shard())
     device = next(model.parameters()).device
     total, count, hidden = 0.0, 0, None
     for batch in streams.epoch(0):
+        if max_tokens is not None and count >= max_tokens:
+            break
         logits, hidden = model(batch.inputs.to(device), hidden)
         targets = batch.targets.to(device)
         total += nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),

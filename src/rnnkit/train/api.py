@@ -59,6 +59,9 @@ class TrainConfig:
     progress: bool = _opt(True, "show a progress bar")
     tensorboard: bool = _opt(True, "also log to TensorBoard when it is installed")
     plot: bool = _opt(True, "write loss.png at the end")
+    diagnostics_every: int = _opt(0, "every N steps, record the gradient flow through time "
+                                     "(|dL/dh_t| per layer and step, weight gradient norms, "
+                                     "W_hh spectral radius) into metrics.jsonl (0: off)")
 
     def __post_init__(self) -> None:
         positive = {"lr": self.lr, "log_every": self.log_every}
@@ -70,7 +73,7 @@ class TrainConfig:
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')}: must be > 0, got {value}")
         for name in ("weight_decay", "clip_norm", "warmup_steps", "eval_every", "patience",
-                     "threads"):
+                     "threads", "diagnostics_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')}: must be >= 0, "
                                  f"got {getattr(self, name)}")
@@ -141,9 +144,13 @@ class Callback:
     """Hooks into the loop (diagnostics, sample printing). Override what you need.
 
     The Trainer's public attributes are available: ``model`` (unwrapped), ``optimizer``,
-    ``config``, ``step`` (optimizer steps done), ``epoch``, ``shard``, ``out_dir``, and
-    ``write(message)`` prints above the progress bar.
+    ``config``, ``step`` (optimizer steps done), ``epoch``, ``shard``, ``out_dir``,
+    ``write(message)`` prints above the progress bar and ``log(record)`` adds a record to
+    ``metrics.jsonl``.
     """
+
+    def on_step_begin(self, trainer: Trainer) -> None:
+        """Before the forward pass of step ``trainer.step + 1``."""
 
     def on_after_backward(self, trainer: Trainer) -> None:
         """Gradients of this step are in ``.grad``, before clipping and the optimizer step."""
@@ -153,6 +160,9 @@ class Callback:
 
     def on_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         """After an evaluation (RNG forked, model in eval mode, no grad)."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """When :meth:`~rnnkit.train.Trainer.fit` returns or raises."""
 
 
 @dataclass

@@ -96,6 +96,12 @@ class Progress:
             fields = " ".join(f"{k}={v}" for k, v in text.items())
             print(f"step {step} {fields}", file=sys.stderr)
 
+    def set_total(self, total: int | None) -> None:
+        """Change the number of steps the bar counts to (once the epoch length is known)."""
+        if self._bar is not None and total != self._bar.total:
+            self._bar.total = total
+            self._bar.refresh()
+
     def write(self, message: str) -> None:
         """Print ``message`` above the bar."""
         if self._bar is not None:

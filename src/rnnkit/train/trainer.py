@@ -82,6 +82,10 @@ class Trainer:
         self.task = task
         self.out_dir = Path(out_dir)
         self.callbacks = list(callbacks)
+        if config.diagnostics_every:
+            from rnnkit.diagnostics.callback import GradientFlowCallback
+
+            self.callbacks.append(GradientFlowCallback(config.diagnostics_every))
         self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -146,6 +150,11 @@ class Trainer:
         else:
             print(message, flush=True)
 
+    def log(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (holding ``step``) to ``metrics.jsonl`` (main process only)."""
+        if self._log is not None:
+            self._log.write(record)
+
     # ------------------------------------------------------------------ fit
 
     def fit(self, resume: str | os.PathLike | None = None) -> TrainResult:
@@ -161,6 +170,8 @@ class Trainer:
             if self._last_eval_step != self.step:
                 self._evaluate()
         finally:
+            for callback in self.callbacks:
+                callback.on_fit_end(self)
             self._close_outputs()
         plot = self._plot() if self.is_main and self.config.plot else None
         return self._result(reason, plot)
@@ -191,9 +202,13 @@ class Trainer:
                 return "max_epochs"
             batches = self.task.train_batches(self.epoch, self.shard)
             self._epoch_length = _length(batches)
+            if self._progress is not None:
+                self._progress.set_total(self._total_steps())
             for index, batch in enumerate(batches):
                 if index < self.batch_in_epoch:
                     continue  # done before the resume
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    return "max_steps"  # a resumed run that had already finished
                 out = self._train_step(batch)
                 self.batch_in_epoch = index + 1
                 self.elapsed = time.monotonic() - started
@@ -231,6 +246,8 @@ class Trainer:
         lr = self.config.lr * self.schedule.factor(self.step, self._progress_fraction())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        for callback in self.callbacks:
+            callback.on_step_begin(self)
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype is not None):
             out = self.task.step(self._wrapped, batch)
@@ -335,6 +352,8 @@ class Trainer:
         self._last_eval_step, self._last_eval_time = self.step, self.elapsed
         self.last_metrics = metrics
         self._report_eval(metrics, improved, lowered)
+        for callback in self.callbacks:
+            self._in_eval_mode(callback.on_eval, self, metrics)
         if self.is_main:
             if improved:
                 self._save("best", with_state=False)
@@ -342,18 +361,22 @@ class Trainer:
         return metrics
 
     def _run_eval(self) -> dict[str, float]:
+        metrics = self._in_eval_mode(self.task.evaluate, self.model)
+        metrics = {key: float(value) for key, value in metrics.items()}
+        if self.task.monitor not in metrics:
+            raise KeyError(f"task.evaluate() returned no {self.task.monitor!r}")
+        return metrics
+
+    def _in_eval_mode(self, function, *args):
+        """``function(*args)`` in eval mode, without gradients, with the RNG forked (so that
+        evaluating or sampling leaves the training run unchanged)."""
         devices = [self.device] if self.device.type == "cuda" else []
         self.model.eval()
         try:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
-                metrics = {k: float(v) for k, v in self.task.evaluate(self.model).items()}
-                if self.task.monitor not in metrics:
-                    raise KeyError(f"task.evaluate() returned no {self.task.monitor!r}")
-                for callback in self.callbacks:
-                    callback.on_eval(self, metrics)
+                return function(*args)
         finally:
             self.model.train()
-        return metrics
 
     def _better(self, value: float) -> bool:
         if self.best is None:
