@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.functional import _common as common
+from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
@@ -66,12 +67,15 @@ def backward_recurrence(
     dpre = common.buffer(hidden, hidden.shape, schedule.ragged)
     back = ReusedWeight(w_hh.t(), hidden.shape[1])  # δ W_hh
     dh = dh_n.clone()  # ∂L/∂s carried back from step t+1; rows not yet started keep ∂L/∂s_n
+    record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
     for t in reversed(range(schedule.steps)):
         n = schedule.batch_sizes[t]
         if n == 0:
             continue
         delta = dpre[t, :n]
         torch.add(dout[t, :n], dh[:n], out=delta)  # error from output t and from state t+1
+        if record is not None:
+            record(t, delta)  # ∂L/∂s_t
         delta.mul_(slope[t, :n])  # through f
         dh = common.carry(dh, back(delta))  # on to s_{t-1}
     return dpre, dh

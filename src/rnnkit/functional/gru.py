@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.functional import _common as common
+from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
@@ -81,11 +82,14 @@ def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: S
     dn_pre = common.buffer(gates, (steps, batch, size), ragged)
     back = ReusedWeight(w_hh.t(), batch)  # dhh W_hh
     dh = dh_n.clone()  # ∂L/∂h carried back from step t+1
+    record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
     for t in reversed(range(steps)):
         n = schedule.batch_sizes[t]
         if n == 0:
             continue
         dh_t = dout[t, :n] + dh[:n]  # error from output t and from state t+1
+        if record is not None:
+            record(t, dh_t)  # ∂L/∂h_t
         dn = dn_pre[t, :n]
         torch.mul(dh_t, coef_n[t, :n], out=dn)
         d_hh = dhh[t, :n]

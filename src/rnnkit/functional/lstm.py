@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.functional import _common as common
+from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
@@ -84,11 +85,14 @@ def backward_recurrence(dout, dh_n, dc_n, gates, cells, c0, w_hh, w_hr, schedule
     unproject = None if w_hr is None else ReusedWeight(w_hr.t(), batch)  # dh W_hr
     dh = dh_n.clone()  # ∂L/∂h carried back from step t+1
     dc = dc_n.clone()  # ∂L/∂c carried back from step t+1
+    record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
     for t in reversed(range(steps)):
         n = schedule.batch_sizes[t]
         if n == 0:
             continue
         dh_t = dout[t, :n] + dh[:n]  # error from output t and from state t+1
+        if record is not None:
+            record(t, dh_t)  # ∂L/∂h_t
         if unproject is None:
             dr = dh_t
         else:
