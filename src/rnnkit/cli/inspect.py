@@ -1,0 +1,65 @@
+"""``rnnkit inspect``: thin front end of :mod:`rnnkit.diagnostics.inspect`."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """examples:
+  rnnkit inspect --checkpoint runs/demo --text "for key, value in items.items():"
+  rnnkit inspect --checkpoint runs/lm/best --file sample.txt --units 3,17,42 --out lm.html
+  rnnkit inspect --checkpoint runs/pos --text "The cat sat on the mat ."
+  rnnkit inspect --checkpoint runs/sst2 --text "a gripping , funny film" --top-k 3
+
+The report is one HTML file with everything inside (plots embedded, no scripts, nothing
+fetched): open it in any browser, offline. Record the gradient flow during training with
+--diagnostics-every N on any train command to also get the training-steps heatmap.
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "inspect", help="HTML report: hidden units over a text, predictions, gradient flow",
+        description="Run a checkpoint (language model, tagger or classifier) on a text and "
+                    "write one self-contained HTML report: the text coloured by the activation "
+                    "of hidden units of the top recurrent layer, the model's predictions at each "
+                    "position, the gradient flow through time on this text, and the run's "
+                    "training curves.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="DIR",
+                        help="a run directory (its best/ is used) or a checkpoint directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="the input text")
+    source.add_argument("--file", metavar="PATH", help="read the input text from a UTF-8 file")
+    parser.add_argument("--out", metavar="HTML",
+                        help="report file (default: report.html in the run directory)")
+    parser.add_argument("--units", metavar="I,J,...", type=_unit_list, default=[],
+                        help="hidden units to show, 0-based indices into the top layer's output "
+                             "(default: the --num-units that vary most over the input)")
+    parser.add_argument("--num-units", type=int, default=4,
+                        help="how many units to pick without --units (default: 4)")
+    parser.add_argument("--top-k", type=int, default=5,
+                        help="predictions shown per position (default: 5)")
+    parser.add_argument("--max-symbols", type=int, default=2000,
+                        help="show at most this many input symbols (default: 2000)")
+    parser.set_defaults(func=run)
+
+
+def _unit_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated unit indices like 3,17, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from rnnkit.diagnostics.inspect import InspectConfig, inspect_checkpoint, read_input_text
+
+    text = args.text if args.file is None else read_input_text(args.file)
+    source = "--text" if args.file is None else f"--file {args.file}"
+    config = InspectConfig(args.checkpoint, text, args.out, args.units, args.num_units,
+                           args.top_k, args.max_symbols, source)
+    path = inspect_checkpoint(config)
+    print(f"report: {path}")
+    return 0
