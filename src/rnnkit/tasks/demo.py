@@ -85,9 +85,20 @@ def demo_configs(config: DemoConfig, train_minutes: float) -> tuple[LMTaskConfig
         max_epochs=None, max_minutes=train_minutes, eval_every=0,
         eval_every_minutes=max(train_minutes / 5, 0.05), seed=config.seed,
         device=config.device, threads=config.threads, progress=config.progress,
-        log_every=10,
+        log_every=10, diagnostics_every=50,
     )
     return task, train
+
+
+def write_report(checkpoint: Path, files: list[Path]) -> Path:
+    """``rnnkit inspect``'s HTML report of ``checkpoint`` on the start of a corpus file."""
+    from rnnkit.diagnostics.inspect import InspectConfig, inspect_checkpoint
+
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")[:400]
+        if len(text.strip()) >= 100:
+            return inspect_checkpoint(InspectConfig(str(checkpoint), text, source=str(path)))
+    return inspect_checkpoint(InspectConfig(str(checkpoint), "def main():\n    return 0\n"))
 
 
 def run_demo(config: DemoConfig) -> int:
@@ -114,6 +125,8 @@ def run_demo(config: DemoConfig) -> int:
     print(f"\n\ncheckpoint: {result.best_dir or result.last_dir}")
     if result.plot:
         print(f"loss curves: {result.plot}")
+    report = write_report(result.best_dir or result.last_dir, files)
+    print(f"report: {report}  (hidden units, predictions, gradient flow; open in a browser)")
     print(f"more: rnnkit lm generate --checkpoint {config.out} --prime 'class ' "
           f"--max-tokens 300  (took {time.monotonic() - started:.0f} s)")
     return 0
