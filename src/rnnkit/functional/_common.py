@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.schedule import Schedule
 
 
@@ -13,11 +14,7 @@ def project_inputs(x: Tensor, w_ih: Tensor, bias: Tensor | None, schedule: Sched
     """``x W_ihᵀ + bias`` for all steps at once, in processing order: ``(T, B, I)`` → ``(T, B, G)``.
     """
     steps, batch, features = x.shape
-    flat = x.reshape(steps * batch, features)
-    if bias is None:
-        projected = flat @ w_ih.t()
-    else:
-        projected = torch.addmm(bias, flat, w_ih.t())
+    projected = ReusedWeight(w_ih, steps * batch, bias)(x.reshape(steps * batch, features))
     return schedule.to_processing(projected.view(steps, batch, -1))
 
 
@@ -27,7 +24,9 @@ def input_grads(
     """Gradients of x, W_ih and the input bias from ``∂L/∂(x W_ihᵀ + b)`` in processing order."""
     steps, batch, features = x.shape
     dproj = schedule.from_processing(dprojected).reshape(steps * batch, -1)  # (T·B, G)
-    dx = (dproj @ w_ih).view(steps, batch, features) if needs_dx else None
+    dx = None
+    if needs_dx:
+        dx = ReusedWeight(w_ih.t(), steps * batch)(dproj).view(steps, batch, features)
     dw_ih = dproj.t() @ x.reshape(steps * batch, features)  # Σ_t over all steps: (G, I)
     return dx, dw_ih, dproj.sum(0)
 

@@ -40,14 +40,13 @@ def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
     gates = common.buffer(xp, xp.shape, ragged)
     hn_lin = common.buffer(xp, (steps, batch, size), ragged)  # W_hn h_{t-1} + b_hn
     hidden = common.buffer(xp, (steps, batch, size), ragged)
-    recurrent = ReusedWeight(w_hh, batch)  # h W_hhᵀ
+    hh_bias = None if b_hn is None else torch.cat([b_hn.new_zeros(2 * size), b_hn])
+    recurrent = ReusedWeight(w_hh, batch, hh_bias)  # h W_hhᵀ + (0, 0, b_hn)
     h_prev = h0
     for t, n in enumerate(schedule.batch_sizes):
         if n == 0:
             break
         hh = recurrent(h_prev[:n])  # (n, 3H)
-        if b_hn is not None:
-            hh[:, 2 * size :] += b_hn
         hn_lin[t, :n] = hh[:, 2 * size :]
         step = gates[t, :n]
         rz = step[:, : 2 * size]
@@ -72,11 +71,13 @@ def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: S
     steps, batch, three_h = gates.shape
     size = three_h // 3
     r, z, new = gates.view(steps, batch, 3, size).unbind(2)
-    h_prev = torch.cat([h0.unsqueeze(0), hidden[:-1]])
-    # Factors free of the carried error, for all steps at once.
-    coef_n = (1 - z) * (1 - new * new)  # ∂n_pre/∂h_t
-    coef_z = (h_prev - new) * z * (1 - z)  # ∂z_pre/∂h_t
-    coef_r = hn_lin * r * (1 - r)  # ∂r_pre/∂n_pre
+    # Factors free of the carried error, for all steps at once (one or two whole-tensor ops each).
+    one = gates.new_ones(())
+    coef_n = torch.addcmul(one, new, new, value=-1).mul_(1 - z)  # ∂n_pre/∂h_t = (1−z)(1−n²)
+    coef_z = torch.addcmul(z, z, z, value=-1)  # σ'(z_pre) = z − z², then × (h_{t-1} − n):
+    coef_z[0].mul_(h0 - new[0])
+    coef_z[1:].mul_(hidden[:-1] - new[1:])
+    coef_r = torch.addcmul(r, r, r, value=-1).mul_(hn_lin)  # ∂r_pre/∂n_pre = r(1−r) hn_lin
     ragged = schedule.ragged
     dhh = common.buffer(gates, gates.shape, ragged)
     dn_pre = common.buffer(gates, (steps, batch, size), ragged)

@@ -72,13 +72,18 @@ def backward_recurrence(dout, dh_n, dc_n, gates, cells, c0, w_hh, w_hr, schedule
     steps, batch, four_h = gates.shape
     size = four_h // 4
     i, f, g, o = gates.view(steps, batch, 4, size).unbind(2)
-    c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])
     tanh_c = torch.tanh(cells)
-    # All that does not depend on the carried error, for all steps at once: then inside the loop
-    # ∂L/∂(i, f, g)_pre = dc ⊙ coef[:, :, :3] and ∂L/∂o_pre = dr ⊙ coef_o.
-    coef = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], dim=2)
-    coef_o = tanh_c * o * (1 - o)
-    through_h = o * (1 - tanh_c * tanh_c)  # ∂c contribution of ∂L/∂(o ⊙ tanh c)
+    # All that does not depend on the carried error, for all steps at once (few passes over
+    # memory: each line is one or two whole-tensor ops). Inside the loop then
+    # ∂L/∂(i, f, g)_pre = dc ⊙ coef[:, :, :3] and ∂L/∂o_pre = dr ⊙ coef[:, :, 3].
+    coef = torch.addcmul(gates, gates, gates, value=-1).view(steps, batch, 4, size)  # σ' = s − s²
+    torch.addcmul(gates.new_ones(()), g, g, value=-1, out=coef[:, :, 2])  # tanh' = 1 − g²
+    coef[:, :, 0].mul_(g)  # ∂c/∂i = g
+    coef[0, :, 1].mul_(c0)  # ∂c/∂f = c_{t-1}
+    coef[1:, :, 1].mul_(cells[:-1])
+    coef[:, :, 2].mul_(i)  # ∂c/∂g = i
+    coef[:, :, 3].mul_(tanh_c)  # ∂h/∂o = tanh c
+    through_h = torch.addcmul(o, o, tanh_c * tanh_c, value=-1)  # ∂h/∂c = o (1 − tanh² c)
     dpre = common.buffer(gates, gates.shape, schedule.ragged)
     dh_total = None if w_hr is None else common.buffer(dout, dout.shape, schedule.ragged)
     back = ReusedWeight(w_hh.t(), batch)  # dpre W_hh
@@ -101,8 +106,8 @@ def backward_recurrence(dout, dh_n, dc_n, gates, cells, c0, w_hh, w_hr, schedule
         dc_t = dc[:n]
         dc_t.addcmul_(dr, through_h[t, :n])
         quad = dpre[t, :n].view(n, 4, size)
-        torch.mul(dc_t.unsqueeze(1), coef[t, :n], out=quad[:, :3])
-        torch.mul(dr, coef_o[t, :n], out=quad[:, 3])
+        torch.mul(dc_t.unsqueeze(1), coef[t, :n, :3], out=quad[:, :3])
+        torch.mul(dr, coef[t, :n, 3], out=quad[:, 3])
         dc_t.mul_(f[t, :n])  # on to c_{t-1}
         dh = common.carry(dh, back(dpre[t, :n]))  # on to h_{t-1}
     dw_hr = None
