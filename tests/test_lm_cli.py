@@ -93,6 +93,9 @@ def test_bad_corpora(tmp_path, capsys):
     _expect_error(capsys, ["lm", "train", "--data", str(tmp_path / "nope.txt"), *out],
                   "no such file")
     assert not (tmp_path / "run/last").exists()
+    (tmp_path / "file").write_text("x")
+    _expect_error(capsys, ["lm", "train", "--data", str(tmp_path / "bad.txt"), *TINY, "--out",
+                           str(tmp_path / "file")], "is not a directory")
 
 
 @pytest.mark.parametrize("flag, value", [("--bptt", "0"), ("--batch-size", "-1"),

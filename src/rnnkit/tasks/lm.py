@@ -201,6 +201,8 @@ def train_lm(config: LMTaskConfig, train_config: TrainConfig, out_dir: str | Pat
              callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train a language model into ``out_dir`` (``best/``, ``last/``, metrics, ``loss.png``)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RnnkitError(f"--out {out_dir}: exists and is not a directory")
     shard = init_distributed(resolve_device(train_config.device))
     tokenizer, model_config = None, None
     if resume is not None:

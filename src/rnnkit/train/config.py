@@ -72,7 +72,8 @@ def add_dataclass_flags(
         kind, optional = _base_type(typing.get_type_hints(cls)[f.name])
         default = getattr(defaults, f.name)
         text = f.metadata.get("help", "")
-        text = f"{text} (default: {default})" if text else f"default: {default}"
+        if default != "" and "default" not in text:
+            text = f"{text} (default: {default})" if text else f"default: {default}"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
         if kind is bool:
             parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
