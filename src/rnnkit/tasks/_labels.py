@@ -3,7 +3,6 @@ policy, bucketed inference and the metrics report."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 
 import torch
@@ -13,7 +12,8 @@ from rnnkit.data.bucketing import BucketBatchSampler
 from rnnkit.data.vocab import Vocabulary
 from rnnkit.errors import RnnkitError
 
-__all__ = ["UNKNOWN_LABELS", "label_vocabulary", "check_known", "run_in_buckets", "device_of"]
+__all__ = ["UNKNOWN_LABELS", "label_vocabulary", "check_known", "run_in_buckets", "shard_batches",
+           "device_of"]
 
 # How eval treats a gold label the model never saw in training:
 #   "error": stop with a message naming the file and line (default);
@@ -73,10 +73,12 @@ def run_in_buckets(
     return results  # type: ignore[return-value]
 
 
+def shard_batches(batches: list, shard) -> list:
+    """This rank's batches under torchrun; every rank gets as many (DDP steps in lockstep)."""
+    usable = len(batches) - len(batches) % shard.world_size
+    return batches[:usable][shard.rank :: shard.world_size]
+
+
 def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
-
-def to_json_line(metrics: dict) -> str:
-    """Metrics as one JSON object on one line."""
-    return json.dumps(metrics, sort_keys=True)

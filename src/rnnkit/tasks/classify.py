@@ -24,7 +24,13 @@ from rnnkit.errors import RnnkitError
 from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig
 from rnnkit.models.tagger import CELLS
 from rnnkit.tasks import metrics as M
-from rnnkit.tasks._labels import check_known, device_of, label_vocabulary, run_in_buckets
+from rnnkit.tasks._labels import (
+    check_known,
+    device_of,
+    label_vocabulary,
+    run_in_buckets,
+    shard_batches,
+)
 from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
 from rnnkit.train import checkpoint as ckpt
 
@@ -192,7 +198,7 @@ class ClassifyTask:
         rng = random.Random(self.seed * 7919 + epoch)
         return [collate([self.train_ids[i] for i in batch], [self.train_labels[i] for i in batch],
                         self.vocab, self.config.word_dropout, self.singles, rng)
-                for batch in sampler.batches()[shard.rank :: shard.world_size]]
+                for batch in shard_batches(sampler.batches(), shard)]
 
     def step(self, model, batch) -> StepOutput:
         logits = logits_of(model, batch)

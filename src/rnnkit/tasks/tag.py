@@ -25,7 +25,13 @@ from rnnkit.data.vocab import PAD, UNK, Vocabulary
 from rnnkit.errors import RnnkitError
 from rnnkit.models.tagger import CELLS, Tagger, TaggerConfig
 from rnnkit.tasks import metrics as M
-from rnnkit.tasks._labels import check_known, device_of, label_vocabulary, run_in_buckets
+from rnnkit.tasks._labels import (
+    check_known,
+    device_of,
+    label_vocabulary,
+    run_in_buckets,
+    shard_batches,
+)
 from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
 from rnnkit.train import checkpoint as ckpt
 
@@ -285,7 +291,7 @@ class TagTask:
                                      self.config.batch_size, max_tokens=self.config.max_tokens,
                                      seed=self.seed)
         sampler.set_epoch(epoch)
-        batches = sampler.batches()[shard.rank :: shard.world_size]
+        batches = shard_batches(sampler.batches(), shard)
         rng = random.Random(self.seed * 7919 + epoch)
         return [collate([self.train_items[i] for i in batch], self.vocabs,
                         word_dropout=self.config.word_dropout, rng=rng) for batch in batches]
@@ -321,12 +327,7 @@ def train(config: TagConfig, train_config: TrainConfig, out_dir: str,
         raise RnnkitError("--train: a training file is required")
     train_doc = read_gold(config.train, config)
     dev_doc = read_gold(config.dev, config) if config.dev else None
-    vocabs = TagVocabs.build(train_doc, config)
-    if dev_doc is not None:
-        where = [dev_doc.where(i, j) for i, s in enumerate(dev_doc.sentences)
-                 for j in range(len(s.words))]
-        check_known([t for s in dev_doc.sentences for t in s.tags], where, vocabs.tags, "wrong",
-                    "tag")
+    vocabs = TagVocabs.build(train_doc, config)  # dev tags unseen in training count as wrong
     seed_everything(train_config.seed)
     model_cfg = model_config(config, vocabs)
     task = TagTask(config, train_doc, dev_doc, vocabs, model_cfg, train_config.seed)
