@@ -105,7 +105,8 @@ def run_eval(args: argparse.Namespace) -> int:
                            lowercase=translator.data.get("lowercase", False),
                            normalize=translator.data.get("normalize", "NFC"))
     result, hypotheses = translate.evaluate_pairs(
-        translator, corpus.sources, corpus.targets, batch_size=args.batch_size, **options)
+        translator, corpus.sources, corpus.targets, batch_size=args.batch_size,
+        where=lambda i: f"{args.data or args.src}: pair {i + 1}", **options)
     if args.output:
         common.write_output(args.output, "".join(f"{h}\n" for h in hypotheses))
     if args.json:

@@ -57,7 +57,10 @@ class TranslateConfig:
     valid_tgt: str | None = _opt(None, "validation target file, line-aligned with --valid")
     lowercase: bool = _opt(False, "lower-case both sides")
     normalize: str = _opt("NFC", "Unicode normalisation of both sides", NORMALIZATIONS)
-    tokenizer: str = _opt("bpe", "token unit of both sides", ("bpe", "word", "char"))
+    tokenizer: str = _opt("bpe", "token unit (of both sides unless --tgt-tokenizer)",
+                          ("bpe", "word", "char"))
+    tgt_tokenizer: str | None = _opt(None, "token unit of the target side (default: "
+                                     "--tokenizer)", ("bpe", "word", "char"))
     vocab_size: int = _opt(8000, "bpe / word: vocabulary size per tokenizer")
     shared_vocab: bool = _opt(False, "one tokenizer trained on both sides")
     min_freq: int = _opt(1, "word / char: rarer tokens become <unk>")
@@ -95,13 +98,17 @@ class TranslateConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"--label-smoothing: expected a value in [0, 1), "
                              f"got {self.label_smoothing}")
+        if self.shared_vocab and self.tgt_tokenizer not in (None, self.tokenizer):
+            raise ValueError(f"--shared-vocab: needs one tokenizer for both sides, got "
+                             f"--tokenizer {self.tokenizer} and --tgt-tokenizer "
+                             f"{self.tgt_tokenizer}")
         if self.eval_bleu < 0:
             raise ValueError(f"--eval-bleu: expected an integer >= 0, got {self.eval_bleu}")
 
     def data_options(self) -> dict[str, Any]:
         """What the checkpoint keeps to read and decode new text the same way."""
         names = ("lowercase", "normalize", "max_len", "max_source_len", "beam_size", "alpha",
-                 "max_len_a", "max_len_b", "tokenizer", "shared_vocab")
+                 "max_len_a", "max_len_b", "tokenizer", "tgt_tokenizer", "shared_vocab")
         return {name: getattr(self, name) for name in names}
 
 
@@ -124,14 +131,15 @@ class Codec:
 
 def build_codecs(sources: list[str], targets: list[str], config: TranslateConfig
                  ) -> tuple[Codec, Codec]:
-    def make(texts):
-        return build_tokenizer(config.tokenizer, texts, vocab_size=config.vocab_size,
+    def make(texts, kind):
+        return build_tokenizer(kind, texts, vocab_size=config.vocab_size,
                                min_freq=config.min_freq)
 
     if config.shared_vocab:
-        shared = Codec(make(sources + targets))
+        shared = Codec(make(sources + targets, config.tokenizer))
         return shared, shared
-    return Codec(make(sources)), Codec(make(targets))
+    return (Codec(make(sources, config.tokenizer)),
+            Codec(make(targets, config.tgt_tokenizer or config.tokenizer)))
 
 
 def collate(pairs: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
@@ -233,12 +241,14 @@ def pair_loss(model: Seq2Seq, pairs: list[tuple[list[int], list[int]]], batch_si
 
 
 def evaluate_pairs(translator: Translator, sources: list[str], references: list[str], *,
-                   batch_size: int = 64, **decoding) -> tuple[dict[str, Any], list[str]]:
+                   batch_size: int = 64, where: Callable[[int], str] | None = None,
+                   **decoding) -> tuple[dict[str, Any], list[str]]:
     """BLEU, chrF, loss and perplexity of ``translator`` on aligned sources and references,
     and the outputs."""
     started = time.perf_counter()
     with torch.no_grad():
-        hypotheses = translate(translator, sources, batch_size=batch_size, **decoding)
+        hypotheses = translate(translator, sources, batch_size=batch_size, where=where,
+                               **decoding)
         pairs = [(translator.src.encode(translator.prepare(s)), translator.tgt.encode(r))
                  for s, r in zip(sources, references, strict=True)]
         pairs = [(s, t) for s, t in pairs if s]
