@@ -108,8 +108,12 @@ def test_beam_size_one_is_greedy(options):
     assert got.tokens == expected.tokens
     assert_close(got.scores, expected.scores.cpu(), rtol=1e-5, atol=1e-5, what="scores")
     if expected.attention is not None:
-        for a, b in zip(got.attention, expected.attention, strict=True):
+        for a, b, tokens, n in zip(got.attention, expected.attention, got.tokens, lengths,
+                                   strict=True):
+            assert a.shape == (len(tokens), int(n))
             assert_close(a, b, rtol=1e-5, atol=1e-6, what="attention")
+            assert_close(a.sum(-1), torch.ones(len(tokens)), rtol=1e-5, atol=1e-5,
+                         what="attention rows sum to 1")
 
 
 @pytest.mark.parametrize("options", OPTIONS)
