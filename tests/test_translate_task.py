@@ -99,6 +99,18 @@ def test_run_reads_stdin_and_keeps_lines(reverser, capsys, monkeypatch):
     assert lines[0] == "c b a"
 
 
+def test_run_writes_attention(reverser, tmp_path):
+    (tmp_path / "in.txt").write_text("a b c\n\n")
+    assert main(["translate", "run", "--checkpoint", str(reverser / "run"), "--input",
+                 str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.txt"),
+                 "--attention-out", str(tmp_path / "att.jsonl"), "--beam-size", "2"]) == 0
+    first, empty = [json.loads(line) for line in (tmp_path / "att.jsonl").read_text().splitlines()]
+    assert first["source"] == ["a", "b", "c"] and first["output"] == ["c", "b", "a"]
+    assert len(first["attention"]) == 3 and all(len(row) == 3 for row in first["attention"])
+    assert first["attention"][0].index(max(first["attention"][0])) == 2  # "c" looks at "c"
+    assert empty == {"source": [], "output": [], "attention": []}
+
+
 def test_toml_config_and_flag_override(tmp_path):
     write_pairs(tmp_path / "p.tsv", 60, 3, copy)
     (tmp_path / "run.toml").write_text(

@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   rnnkit translate eval --checkpoint runs/de-en --data pairs.tsv --beam-size 1   # greedy
   echo "Ein Hund läuft im Schnee." | rnnkit translate run --checkpoint runs/de-en
   rnnkit translate run --checkpoint runs/de-en --input test.de --output test.en
+  rnnkit translate run --checkpoint runs/de-en --input few.de --attention-out attention.jsonl
 
 data: two line-aligned files (plain UTF-8 or .gz), or one file of source<TAB>target lines.
 The model: a bidirectional RNN encoder whose final state starts the RNN decoder, with
@@ -55,6 +56,8 @@ def register(subparsers) -> None:
     common.add_checkpoint(run)
     run.add_argument("--input", default="-", help="text to translate (default: - = stdin)")
     run.add_argument("--output", default="-", help="where to write (default: - = stdout)")
+    run.add_argument("--attention-out", metavar="JSONL", help="also write, per line, the "
+                     "source and output tokens and the attention weights as one JSON object")
     add_decoding_arguments(run)
     run.set_defaults(func=run_run)
 
@@ -129,7 +132,12 @@ def run_run(args: argparse.Namespace) -> int:
     options = decoding(args, translator)
     name, text = common.read_input(args.input)
     lines = text.splitlines() if text is not None else read_lines(name)
+    alignments = [] if args.attention_out else None
     outputs = translate.translate(translator, lines, batch_size=args.batch_size,
-                                  where=lambda i: f"{name}:{i + 1}", **options)
+                                  where=lambda i: f"{name}:{i + 1}", alignments=alignments,
+                                  **options)
     common.write_output(args.output, "".join(f"{line}\n" for line in outputs))
+    if alignments is not None:
+        common.write_output(args.attention_out, "".join(
+            json.dumps(item, ensure_ascii=False) + "\n" for item in alignments))
     return 0

@@ -187,11 +187,13 @@ class Translator:
 def translate(translator: Translator, texts: Sequence[str], *, beam_size: int = 5,
               alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
               batch_size: int = 64, where: Callable[[int], str] | None = None,
-              ) -> list[str]:
+              alignments: list[dict] | None = None) -> list[str]:
     """One output per input text (empty text → empty output); batches sorted by length.
 
     A source longer than the checkpoint's ``max_source_len`` raises ``RnnkitError`` naming it
-    through ``where(index)`` (default: "line N")."""
+    through ``where(index)`` (default: "line N"). With a list as ``alignments``, one
+    ``{"source": pieces, "output": pieces, "attention": rows}`` per text is appended to it (the
+    attention weight of every output token over the source tokens; empty without attention)."""
     where = where or (lambda i: f"line {i + 1}")
     limit = translator.data.get("max_source_len", 256)
     encoded = [translator.src.encode(translator.prepare(text)) for text in texts]
@@ -199,22 +201,32 @@ def translate(translator: Translator, texts: Sequence[str], *, beam_size: int = 
         if len(ids) > limit:
             raise RnnkitError(f"{where(index)}: source has {len(ids)} tokens, more than the "
                               f"model's limit of {limit} (max_source_len)")
-    outputs = [""] * len(texts)
-    todo = [i for i, ids in enumerate(encoded) if ids]
-    todo.sort(key=lambda i: len(encoded[i]))
+    found: list = [([], None)] * len(texts)
+    todo = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]))
     device = next(translator.model.parameters()).device
+    options = {"max_len_a": max_len_a, "max_len_b": max_len_b, "alpha": alpha,
+               "return_attention": alignments is not None}
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         src, lengths = pad_sequences([encoded[i] for i in chunk], PAD_ID)
-        options = {"max_len_a": max_len_a, "max_len_b": max_len_b, "alpha": alpha}
         if beam_size == 1:
             hyps = greedy(translator.model, src.to(device), lengths, **options)
         else:
             hyps = beam_search(translator.model, src.to(device), lengths, beam_size=beam_size,
                                **options)
-        for i, tokens in zip(chunk, hyps.tokens, strict=True):
-            outputs[i] = translator.tgt.decode(tokens).strip()
-    return outputs
+        weights = hyps.attention or [None] * len(chunk)
+        for i, tokens, attention in zip(chunk, hyps.tokens, weights, strict=True):
+            found[i] = (tokens, attention)
+    if alignments is not None:
+        alignments.extend(_alignment(translator, ids, tokens, attention)
+                          for ids, (tokens, attention) in zip(encoded, found, strict=True))
+    return [translator.tgt.decode(tokens).strip() for tokens, _ in found]
+
+
+def _alignment(translator: Translator, src_ids, tgt_ids, attention) -> dict:
+    rows = [] if attention is None else [[round(float(w), 4) for w in row] for row in attention]
+    return {"source": [translator.src.decode([i]) for i in src_ids],
+            "output": [translator.tgt.decode([i]) for i in tgt_ids], "attention": rows}
 
 
 def corpus_scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
