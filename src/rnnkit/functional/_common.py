@@ -51,6 +51,13 @@ def buffer(like: Tensor, shape: tuple[int, ...], ragged: bool) -> Tensor:
     return make(shape, dtype=like.dtype, device=like.device)
 
 
+def rows(n: int, *views: Tensor) -> tuple[Tensor, ...]:
+    """The first ``n`` rows of each view (the views themselves when ``n`` covers them)."""
+    if n == views[0].shape[0]:
+        return views
+    return tuple(view[:n] for view in views)
+
+
 def carry(state: Tensor, first_rows: Tensor) -> Tensor:
     """``state`` with its first rows replaced by ``first_rows`` (all of it when they cover it)."""
     if first_rows.shape[0] == state.shape[0]:

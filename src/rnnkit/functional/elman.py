@@ -39,12 +39,13 @@ def forward_recurrence(xp: Tensor, h0: Tensor, w_hh: Tensor, schedule: Schedule,
     """
     hidden = common.buffer(xp, xp.shape, schedule.ragged)
     recurrent = ReusedWeight(w_hh, xp.shape[1])  # s W_hhᵀ
+    per_step = [v.unbind(0) for v in (xp, hidden)]
     prev = h0
     for t, n in enumerate(schedule.batch_sizes):
         if n == 0:
             break
-        step = hidden[t, :n]
-        pre = recurrent(prev[:n], xp[t, :n])  # U x_t + W s_{t-1} + b
+        x, step, prev = common.rows(n, *(views[t] for views in per_step), prev)
+        pre = recurrent(prev, x)  # U x_t + W s_{t-1} + b
         if nonlinearity == "tanh":
             torch.tanh(pre, out=step)
         else:
@@ -68,15 +69,16 @@ def backward_recurrence(
     back = ReusedWeight(w_hh.t(), hidden.shape[1])  # δ W_hh
     dh = dh_n.clone()  # ∂L/∂s carried back from step t+1; rows not yet started keep ∂L/∂s_n
     record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
+    per_step = [v.unbind(0) for v in (dout, dpre, slope)]
     for t in reversed(range(schedule.steps)):
         n = schedule.batch_sizes[t]
         if n == 0:
             continue
-        delta = dpre[t, :n]
-        torch.add(dout[t, :n], dh[:n], out=delta)  # error from output t and from state t+1
+        d_out, delta, slope_t, dh_prev = common.rows(n, *(views[t] for views in per_step), dh)
+        torch.add(d_out, dh_prev, out=delta)  # error from output t and from state t+1
         if record is not None:
             record(t, delta)  # ∂L/∂s_t
-        delta.mul_(slope[t, :n])  # through f
+        delta.mul_(slope_t)  # through f
         dh = common.carry(dh, back(delta))  # on to s_{t-1}
     return dpre, dh
 

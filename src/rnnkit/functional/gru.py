@@ -42,21 +42,22 @@ def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
     hidden = common.buffer(xp, (steps, batch, size), ragged)
     hh_bias = None if b_hn is None else torch.cat([b_hn.new_zeros(2 * size), b_hn])
     recurrent = ReusedWeight(w_hh, batch, hh_bias)  # h W_hhᵀ + (0, 0, b_hn)
+    rz_cols, n_cols = slice(0, 2 * size), slice(2 * size, 3 * size)
+    per_step = [v.unbind(0) for v in (xp, gates, hn_lin, hidden)]
     h_prev = h0
     for t, n in enumerate(schedule.batch_sizes):
         if n == 0:
             break
-        hh = recurrent(h_prev[:n])  # (n, 3H)
-        hn_lin[t, :n] = hh[:, 2 * size :]
-        step = gates[t, :n]
-        rz = step[:, : 2 * size]
-        torch.add(xp[t, :n, : 2 * size], hh[:, : 2 * size], out=rz)
+        x, step, hn, h, h_prev = common.rows(n, *(views[t] for views in per_step), h_prev)
+        hh = recurrent(h_prev)  # (n, 3H)
+        hn.copy_(hh[:, n_cols])
+        rz = step[:, rz_cols]
+        torch.add(x[:, rz_cols], hh[:, rz_cols], out=rz)
         rz.sigmoid_()
-        new = step[:, 2 * size :]
-        torch.addcmul(xp[t, :n, 2 * size :], step[:, :size], hh[:, 2 * size :], out=new)
+        new = step[:, n_cols]
+        torch.addcmul(x[:, n_cols], step[:, :size], hn, out=new)
         new.tanh_()
-        h = hidden[t, :n]
-        torch.sub(h_prev[:n], new, out=h)
+        torch.sub(h_prev, new, out=h)
         h.mul_(step[:, size : 2 * size]).add_(new)  # n + z ⊙ (h_{t-1} − n)
         h_prev = h
     return gates, hn_lin, hidden
@@ -84,20 +85,22 @@ def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: S
     back = ReusedWeight(w_hh.t(), batch)  # dhh W_hh
     dh = dh_n.clone()  # ∂L/∂h carried back from step t+1
     record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
+    per_step = [v.unbind(0) for v in (dout, coef_n, coef_r, coef_z, r, z, dn_pre, dhh)]
     for t in reversed(range(steps)):
         n = schedule.batch_sizes[t]
         if n == 0:
             continue
-        dh_t = dout[t, :n] + dh[:n]  # error from output t and from state t+1
+        d_out, c_n, c_r, c_z, reset, update, dn, d_hh, dh_prev = common.rows(
+            n, *(views[t] for views in per_step), dh
+        )
+        dh_t = d_out + dh_prev  # error from output t and from state t+1
         if record is not None:
             record(t, dh_t)  # ∂L/∂h_t
-        dn = dn_pre[t, :n]
-        torch.mul(dh_t, coef_n[t, :n], out=dn)
-        d_hh = dhh[t, :n]
-        torch.mul(dn, coef_r[t, :n], out=d_hh[:, :size])  # r
-        torch.mul(dh_t, coef_z[t, :n], out=d_hh[:, size : 2 * size])  # z
-        torch.mul(dn, r[t, :n], out=d_hh[:, 2 * size :])  # W_hn h + b_hn
-        dh_t.mul_(z[t, :n])  # the direct path z ⊙ h_{t-1}
+        torch.mul(dh_t, c_n, out=dn)
+        torch.mul(dn, c_r, out=d_hh[:, :size])  # r
+        torch.mul(dh_t, c_z, out=d_hh[:, size : 2 * size])  # z
+        torch.mul(dn, reset, out=d_hh[:, 2 * size :])  # W_hn h + b_hn
+        dh_t.mul_(update)  # the direct path z ⊙ h_{t-1}
         dh = common.carry(dh, back(d_hh, dh_t))
     dxp = torch.cat([dhh[..., : 2 * size], dn_pre], dim=-1)
     return dxp, dhh, dh

@@ -43,23 +43,31 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     recurrent = ReusedWeight(w_hh, batch)  # h W_hhᵀ
     project = None if w_hr is None else ReusedWeight(w_hr, batch)
     g_cols = slice(2 * size, 3 * size)
+    # Per-step views made once: slicing inside the loop costs as much as a small kernel.
+    xp_t, gates_t, cells_t, hidden_t = (v.unbind(0) for v in (xp, gates, cells, hidden))
+    quads_t = gates.view(steps, batch, 4, size).unbind(0)
     h_prev, c_prev = h0, c0
     for t, n in enumerate(schedule.batch_sizes):
         if n == 0:
             break
-        step = gates[t, :n]
-        pre = recurrent(h_prev[:n], xp[t, :n])  # (n, 4H) gate pre-activations
+        full = n == batch
+        step, quad = gates_t[t], quads_t[t]
+        c, h = cells_t[t], hidden_t[t]
+        x = xp_t[t]
+        if not full:
+            step, quad, c, h, x = step[:n], quad[:n], c[:n], h[:n], x[:n]
+            h_prev, c_prev = h_prev[:n], c_prev[:n]
+        pre = recurrent(h_prev, x)  # (n, 4H) gate pre-activations
         torch.sigmoid(pre, out=step)  # i, f, o (and g, overwritten next)
         torch.tanh(pre[:, g_cols], out=step[:, g_cols])
-        i, f, g, o = step.view(n, 4, size).unbind(1)
-        c = cells[t, :n]
-        torch.mul(f, c_prev[:n], out=c)
+        i, f, g, o = quad.unbind(1)
+        torch.mul(f, c_prev, out=c)
         c.addcmul_(i, g)
         if project is None:
-            torch.mul(o, torch.tanh(c), out=hidden[t, :n])
+            torch.mul(o, torch.tanh(c), out=h)
         else:
-            hidden[t, :n] = project(o * torch.tanh(c))
-        h_prev, c_prev = hidden[t, :n], c
+            h.copy_(project(o * torch.tanh(c)))
+        h_prev, c_prev = h, c
     return gates, cells, hidden
 
 
@@ -91,25 +99,28 @@ def backward_recurrence(dout, dh_n, dc_n, gates, cells, c0, w_hh, w_hr, schedule
     dh = dh_n.clone()  # ∂L/∂h carried back from step t+1
     dc = dc_n.clone()  # ∂L/∂c carried back from step t+1
     record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
+    per_step = [v.unbind(0) for v in (dout, through_h, coef, f, dpre, dpre.view(coef.shape))]
+    total_t = None if dh_total is None else dh_total.unbind(0)
     for t in reversed(range(steps)):
         n = schedule.batch_sizes[t]
         if n == 0:
             continue
-        dh_t = dout[t, :n] + dh[:n]  # error from output t and from state t+1
+        d_out, through, cf, forget, d_pre, quad, dh_prev, dc_t = common.rows(
+            n, *(views[t] for views in per_step), dh, dc
+        )
+        dh_t = d_out + dh_prev  # error from output t and from state t+1
         if record is not None:
             record(t, dh_t)  # ∂L/∂h_t
         if unproject is None:
             dr = dh_t
         else:
-            dh_total[t, :n] = dh_t
+            total_t[t][:n] = dh_t
             dr = unproject(dh_t)  # back through the projection: (n, H)
-        dc_t = dc[:n]
-        dc_t.addcmul_(dr, through_h[t, :n])
-        quad = dpre[t, :n].view(n, 4, size)
-        torch.mul(dc_t.unsqueeze(1), coef[t, :n, :3], out=quad[:, :3])
-        torch.mul(dr, coef[t, :n, 3], out=quad[:, 3])
-        dc_t.mul_(f[t, :n])  # on to c_{t-1}
-        dh = common.carry(dh, back(dpre[t, :n]))  # on to h_{t-1}
+        dc_t.addcmul_(dr, through)
+        torch.mul(dc_t.unsqueeze(1), cf[:, :3], out=quad[:, :3])
+        torch.mul(dr, cf[:, 3], out=quad[:, 3])
+        dc_t.mul_(forget)  # on to c_{t-1}
+        dh = common.carry(dh, back(d_pre))  # on to h_{t-1}
     dw_hr = None
     if w_hr is not None:  # Σ_t dh_tᵀ (o ⊙ tanh c_t), one product over all steps
         dw_hr = dh_total.reshape(-1, dh_total.shape[-1]).t() @ (o * tanh_c).reshape(-1, size)
