@@ -144,3 +144,21 @@ def test_unseen_tag_at_eval_and_no_partial_output(trained, tmp_path, capsys):
                  "--output", str(out)]) == 2
     assert "bad.txt:2: expected 3 columns" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.glob(".out.txt*")) == []
+
+
+def test_toml_config_and_flag_override(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text(synthetic(10, 4))
+    (tmp_path / "run.toml").write_text(
+        f'[data]\ntrain = "{tmp_path / "t.txt"}"\nmin_freq = 1\n'
+        "[model]\nword_dim = 4\nchar_dim = 4\nchar_hidden = 4\nhidden_size = 5\nnum_layers = 1\n"
+        "[train]\nmax_steps = 1\nprogress = false\ntensorboard = false\nplot = false\n"
+    )
+    assert main(["tag", "train", "--config", str(tmp_path / "run.toml"), "--hidden-size", "6",
+                 "--out", str(tmp_path / "run")]) == 0
+    import json
+
+    config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert config["model"]["hidden_size"] == 6 and config["model"]["word_dim"] == 4
+    (tmp_path / "bad.toml").write_text("hiden_size = 3\n")
+    assert main(["tag", "train", "--config", str(tmp_path / "bad.toml")]) == 2
+    assert "unknown option(s): hiden_size" in capsys.readouterr().err
