@@ -162,3 +162,16 @@ def test_toml_config_and_flag_override(tmp_path, capsys):
     (tmp_path / "bad.toml").write_text("hiden_size = 3\n")
     assert main(["tag", "train", "--config", str(tmp_path / "bad.toml")]) == 2
     assert "unknown option(s): hiden_size" in capsys.readouterr().err
+
+
+def test_predict_words_from_stdin(trained, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("the\nabc\nfg\n\nabc\n"))
+    capsys.readouterr()
+    assert main(["tag", "predict", "--checkpoint", str(trained / "run"), "--format",
+                 "conll"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines if line] == ["the", "abc", "fg", "abc"]
+    assert lines[1] == "abc X"  # after "the"
+    assert all(line.split()[1] in {"N", "V", "X"} for line in lines if line)
