@@ -57,5 +57,5 @@ def test_packed_weight_matches_addmm():
 
 
 def test_small_products_stay_on_addmm():
-    """Below about 1M multiply-adds oneDNN's call overhead costs more than it saves."""
+    """Below about 3M multiply-adds oneDNN's call overhead costs more than it saves."""
     assert _gemm.ReusedWeight(torch.randn(12, 7), 5).packed is None

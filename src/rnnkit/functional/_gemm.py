@@ -19,7 +19,7 @@ from torch import Tensor
 
 __all__ = ["ReusedWeight", "onednn_available"]
 
-MIN_PACKED_WORK = 1 << 20  # multiply-adds per product below which plain addmm is faster
+MIN_PACKED_WORK = 3 << 20  # multiply-adds per product below which plain addmm is as fast
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,7 +60,7 @@ class ReusedWeight:
         self.weight = weight
         self.bias = bias
         self.packed = None
-        # oneDNN's call costs ~15 µs more than addmm's: it pays off from about 1M multiply-adds
+        # oneDNN's call costs ~15 µs more than addmm's: it pays off from about 3M multiply-adds
         if batch_hint * weight.numel() >= MIN_PACKED_WORK and onednn_available(weight):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(
                 weight.detach().contiguous(), batch_hint
