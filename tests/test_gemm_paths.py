@@ -47,7 +47,7 @@ def test_float64_and_flag_take_plain_path():
 @pytest.mark.skipif(not _gemm.onednn_available(torch.zeros(1)), reason="no oneDNN on this CPU")
 def test_packed_weight_matches_addmm():
     weight, x, addend = torch.randn(1024, 256), torch.randn(5, 256), torch.randn(5, 1024)
-    reused = _gemm.ReusedWeight(weight, 5)
+    reused = _gemm.ReusedWeight(weight, 16)  # 4M multiply-adds: packed
     assert reused.packed is not None
     tol = {"rtol": 1e-5, "atol": 1e-4}  # sums of 256 products of N(0, 1) values, |y| ~ 16
     torch.testing.assert_close(reused(x), x @ weight.t(), **tol)
