@@ -101,3 +101,42 @@ def test_generation_is_reproducible_with_a_seed(tmp_path):
     assert sample(1) != sample(2)
     assert sample(1, top_k=1) == sample(7, greedy=True)
     assert sample(3, top_p=0.5) == sample(3, top_p=0.5)
+
+
+class _StopAt:
+    """Callback interrupting the run after ``step`` optimizer steps (like Ctrl-C)."""
+
+    def __init__(self, step):
+        self.at = step
+
+    def on_after_backward(self, trainer):
+        pass
+
+    def on_step_begin(self, trainer):
+        pass
+
+    def on_step_end(self, trainer, record):
+        if trainer.step >= self.at:
+            raise KeyboardInterrupt
+
+    def on_eval(self, trainer, metrics):
+        pass
+
+    def on_fit_end(self, trainer):
+        pass
+
+
+def test_interrupted_and_resumed_lm_run_matches_uninterrupted(tmp_path):
+    """The carried TBPTT state, random chunk lengths and dropout all resume exactly."""
+    (tmp_path / "p.txt").write_text(PATTERN)
+    config = tiny_task(data=str(tmp_path / "p.txt"), num_layers=2, dropout=0.2,
+                       random_bptt=True, batch_size=4)
+    train = fast_train(max_steps=24, eval_every=8, log_every=1)
+    train_lm(config, train, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train_lm(config, train, tmp_path / "b", callbacks=[_StopAt(13)])
+    train_lm(config, train, tmp_path / "b", resume=tmp_path / "b")
+    full, _, _ = load_lm(tmp_path / "a/last", "cpu")
+    resumed, _, _ = load_lm(tmp_path / "b/last", "cpu")
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

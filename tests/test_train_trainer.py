@@ -121,3 +121,21 @@ def test_bad_config_values():
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match="--max-steps"):
         TrainConfig(max_steps=0)
+
+
+def test_metrics_go_to_tensorboard_when_available(tmp_path, monkeypatch):
+    from rnnkit.train import logging as train_logging
+
+    scalars = []
+
+    class FakeWriter:
+        def add_scalar(self, key, value, step):
+            scalars.append((key, step))
+
+        def close(self):
+            scalars.append(("closed", None))
+
+    monkeypatch.setattr(train_logging, "_tensorboard_writer", lambda directory: FakeWriter())
+    Trainer(make_model(), ToyTask(), config(max_steps=10), tmp_path).fit()
+    assert ("train_loss", 5) in scalars and ("valid_loss", 10) in scalars
+    assert scalars[-1] == ("closed", None)
