@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -128,6 +129,8 @@ def run_train(args: argparse.Namespace) -> int:
     train_config = build_config(TrainConfig, values, args)
     _require(run.out, "--out")
     result = train_lm(config, train_config, run.out, resume=run.resume)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, the first process reports
     best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"
     print(f"stopped ({result.stop_reason}) after {result.steps} steps; best valid_loss {best} "
           f"at step {result.best_step}; checkpoints in {result.out_dir}")
