@@ -167,3 +167,18 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "--- sample at step" in out and "checkpoint:" in out
     assert (tmp_path / "demo/best/model.safetensors").exists()
     assert (tmp_path / "demo/loss.png").exists()
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "bpe"])
+def test_word_and_bpe_tokenizers_end_to_end(tmp_path, capsys, tokenizer):
+    text = "the cat sat on the mat.\nthe dog sat on the log.\n" * 40
+    (tmp_path / "t.txt").write_text(text)
+    assert main(["lm", "train", "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"),
+                 "--tokenizer", tokenizer, "--vocab-size", "300", "--max-steps", "4",
+                 "--eval-every", "4", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["lm", "generate", "--checkpoint", str(tmp_path / "r"), "--prime", "the",
+                 "--max-tokens", "8", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("the")
+    saved = json.loads((tmp_path / "r/best/tokenizer.json").read_text())
+    assert saved["kind"] == tokenizer
