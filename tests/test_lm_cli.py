@@ -92,7 +92,7 @@ def test_bad_corpora(tmp_path, capsys):
                   "bad.txt: invalid UTF-8 at byte 4 (line 2)")
     _expect_error(capsys, ["lm", "train", "--data", str(tmp_path / "nope.txt"), *out],
                   "no such file")
-    assert not (tmp_path / "run/last").exists()
+    assert not (tmp_path / "run").exists()  # nothing left behind
     (tmp_path / "file").write_text("x")
     _expect_error(capsys, ["lm", "train", "--data", str(tmp_path / "bad.txt"), *TINY, "--out",
                            str(tmp_path / "file")], "is not a directory")

@@ -141,8 +141,6 @@ def encode_corpus(files: Sequence[Path], tokenizer, cache_dir: Path, name: str,
         _remove_stale(cache_dir, name)
         _build_cache(files, tokenizer, errors, data_path, meta_path)
     meta = json.loads(meta_path.read_text())
-    if meta["tokens"] == 0:
-        raise RnnkitError(f"corpus {', '.join(map(str, files[:3]))}: empty (no tokens)")
     tokens = np.memmap(data_path, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
     return TokenCache(tokens, meta["chars"], data_path)
 
@@ -154,6 +152,7 @@ def _remove_stale(cache_dir: Path, name: str) -> None:
 
 def _build_cache(files, tokenizer, errors, data_path: Path, meta_path: Path) -> None:
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    created = _missing_dirs(data_path.parent)
     data_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = data_path.with_name(f".{data_path.name}.{os.getpid()}.tmp")
     count = chars = 0
@@ -164,10 +163,30 @@ def _build_cache(files, tokenizer, errors, data_path: Path, meta_path: Path) -> 
                 ids.tofile(handle)
                 count += len(ids)
                 chars += len(text)
+        if count == 0:
+            raise RnnkitError(f"corpus {', '.join(map(str, files[:3]))}: empty (no tokens)")
         os.replace(tmp, data_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        _remove_empty(created)  # leave nothing behind for a corpus that failed
         raise
     atomic_write_json(meta_path, {"tokens": count, "chars": chars,
                                   "dtype": np.dtype(dtype).name,
                                   "files": [str(f) for f in files]})
+
+
+def _missing_dirs(directory: Path) -> list[Path]:
+    """``directory`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
