@@ -46,7 +46,8 @@ class TrainConfig:
     clip_norm: float = _opt(1.0, "clip the gradient norm to this (0: no clipping)")
     max_epochs: int | None = _opt(10, "stop after this many passes over the training data")
     max_steps: int | None = _opt(None, "stop after this many optimizer steps")
-    max_minutes: float | None = _opt(None, "stop after this many minutes of training")
+    max_minutes: float | None = _opt(None, "stop after this many minutes of training "
+                                           "(evaluations included)")
     eval_every: int = _opt(500, "evaluate and checkpoint every N steps (0: at epoch ends)")
     eval_every_minutes: float | None = _opt(None, "also evaluate every N minutes")
     patience: int = _opt(0, "early stopping: evaluations without improvement (0: off)")
