@@ -2,9 +2,11 @@
 tags, with ``train`` / ``evaluate`` / ``predict``.
 
 Words are looked up in a vocabulary of the training words seen ``min_freq`` times or more
-(others are ``<unk>``); during training, words seen once are replaced by ``<unk>`` with
-probability ``word_dropout`` so that the ``<unk>`` vector is learnt. The character RNN sees every
-word's characters (case kept), so unknown words still get a representation.
+(others are ``<unk>``, which is how the ``<unk>`` vector is learnt with the default
+``min_freq = 2``). With ``min_freq = 1`` every word is in the vocabulary; then ``word_dropout``
+replaces the words seen once by ``<unk>`` at that rate while training (with ``min_freq >= 2``
+those words are ``<unk>`` already and ``word_dropout`` has no effect). The character RNN sees
+every word's characters (case kept), so unknown words still get a representation.
 
 A checkpoint directory holds ``model.safetensors``, ``config.json`` (the task and model configs)
 and ``words.json``, ``chars.json``, ``tags.json`` (vocabularies).
@@ -60,7 +62,8 @@ class TagConfig:
     lowercase: bool = field(default=True, **_opt("lower-case words for the word embedding "
                                                  "(the char RNN keeps case)"))
     word_dropout: float = field(default=0.25, **_opt(
-        "probability of replacing a word seen once in training by <unk> while training"))
+        "with --min-freq 1: probability of replacing a word seen once by <unk> while "
+        "training (with a higher --min-freq such words are <unk> already)"))
     chars: bool = field(default=True, **_opt("add a character-RNN encoding of each word"))
     max_word_length: int = field(default=30, **_opt("characters of a word the char RNN reads"))
     cell: str = field(default="lstm", **_opt("recurrent cell", choices=tuple(CELLS)))
