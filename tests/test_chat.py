@@ -10,7 +10,7 @@ from rnnkit.cli.main import main
 
 
 def test_chat_answers_piped_input_and_exits_on_eof(tmp_path):
-    pairs = ["hello\thi there", "how are you\ti am fine", "bye\tsee you"] * 30
+    pairs = ["hello\thi there", "how are you\ti am fine", "bye\tsee you"] * 16
     (tmp_path / "dialog.tsv").write_text("\n".join(pairs) + "\n")
     assert main(["translate", "train", "--train", str(tmp_path / "dialog.tsv"), "--out",
                  str(tmp_path / "run"), "--tokenizer", "word", "--embed-dim", "16",
