@@ -70,6 +70,11 @@ def test_resume_from_cli_continues(trained, tmp_path):
     assert main([*args, "--max-steps", "10"]) == 0
     assert main([*args, "--max-steps", "20", "--resume", str(out)]) == 0
     assert json.loads((out / "last/config.json").read_text())["step"] == 20
+    # without --data / --out / model flags: the run's own options and directory
+    assert main(["lm", "train", "--resume", str(out / "last"), "--max-steps", "30"]) == 0
+    saved = json.loads((out / "last/config.json").read_text())
+    assert saved["step"] == 30 and saved["train"]["threads"] == 1
+    assert saved["lm"]["bptt"] == 16 and saved["train"]["eval_every"] == 10
 
 
 def _expect_error(capsys, argv, message):

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rnnkit.train import TrainConfig
 from rnnkit.train.config import add_dataclass_flags, build_config, check_unknown_keys, load_toml
@@ -16,7 +17,8 @@ TRAIN_EXAMPLES = """examples:
   rnnkit lm train --data corpus/ --glob "*.md" --valid valid.txt --out runs/md \\
       --tokenizer bpe --vocab-size 4000 --max-minutes 30
   rnnkit lm train --config run.toml --lr 1e-3          # flags override the TOML file
-  rnnkit lm train --data input.txt --out runs/shakespeare --resume runs/shakespeare
+  rnnkit lm train --resume runs/shakespeare            # the run's options and directory
+  rnnkit lm train --resume runs/shakespeare --max-minutes 30   # longer than first planned
   torchrun --nproc-per-node 2 -m rnnkit lm train --data input.txt --out runs/ddp
 
 run.toml holds the same options, with underscores:
@@ -120,13 +122,18 @@ def _require(value: str, flag: str) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.lm import LMTaskConfig, train_lm
+    from rnnkit.tasks.lm import LMTaskConfig, saved_options, train_lm
 
     values = load_toml(args.config)
     check_unknown_keys(values, RunOptions, LMTaskConfig, TrainConfig)
     run = build_config(RunOptions, values, args)
+    if run.resume:  # the run's own options, under the TOML file and the flags
+        values = {**saved_options(run.resume), **values}
     config = build_config(LMTaskConfig, values, args)
     train_config = build_config(TrainConfig, values, args)
+    if not run.out and run.resume:  # continue in the run directory being resumed
+        resumed = Path(run.resume)
+        run.out = str(resumed.parent if resumed.name in ("last", "best") else resumed)
     _require(run.out, "--out")
     result = train_lm(config, train_config, run.out, resume=run.resume)
     if os.environ.get("RANK", "0") != "0":

@@ -31,7 +31,8 @@ from rnnkit.train.distributed import init_distributed
 from rnnkit.train.rng import seed_everything
 from rnnkit.train.trainer import resolve_device
 
-__all__ = ["LMTaskConfig", "LanguageModelTask", "train_lm", "evaluate_lm", "load_lm"]
+__all__ = ["LMTaskConfig", "LanguageModelTask", "train_lm", "evaluate_lm", "load_lm",
+           "saved_options"]
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -210,6 +211,8 @@ def train_lm(config: LMTaskConfig, train_config: TrainConfig, out_dir: str | Pat
         saved = ckpt.read_config(directory, "lm")
         tokenizer = _read_tokenizer(directory)
         model_config = _model_config(directory, saved)
+        if not config.data:  # resuming without data options: those of the run
+            config = _saved_task_config(directory, saved)
     prepared = _prepare_in_order(config, tokenizer, out_dir / "cache", shard)
     tokenizer, train_tokens, valid_tokens, chars_per_token = prepared
     model_config = model_config or config.model_config(tokenizer.vocab_size)
@@ -248,6 +251,23 @@ def _model_config(directory: Path, saved: dict[str, Any]) -> LMConfig:
     except (KeyError, TypeError, ValueError) as err:
         raise RnnkitError(f"checkpoint {directory}: {ckpt.CONFIG} has no valid model "
                           f"description: {err}") from None
+
+
+def saved_options(checkpoint: str | Path) -> dict[str, Any]:
+    """Data, model and training options a run was started with (from its ``last/`` or given
+    checkpoint), as one flat mapping: the base that flags override when resuming."""
+    directory = ckpt.resolve_checkpoint(checkpoint, prefer="last")
+    saved = ckpt.read_config(directory, "lm")
+    options = {**saved.get("lm", {}), **saved.get("train", {})}
+    return {"__source__": str(directory / ckpt.CONFIG), **options}
+
+
+def _saved_task_config(directory: Path, saved: dict[str, Any]) -> LMTaskConfig:
+    try:
+        return LMTaskConfig(**saved["lm"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise RnnkitError(f"checkpoint {directory}: {ckpt.CONFIG} has no valid data options "
+                          f"({err}); give --data") from None
 
 
 def load_lm(checkpoint: str | Path, device: str = "auto"):
