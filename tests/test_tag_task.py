@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
     (root / "train.txt").write_text(synthetic(120, 1))
     (root / "dev.txt").write_text(synthetic(40, 2))
     code = main(["tag", "train", "--train", str(root / "train.txt"), "--dev",
-                 str(root / "dev.txt"), "--out", str(root / "run"), "--max-epochs", "5", *TINY])
+                 str(root / "dev.txt"), "--out", str(root / "run"), "--max-epochs", "3", *TINY])
     assert code == 0
     return root
 
