@@ -137,6 +137,8 @@ def test_headless_browser_renders_the_report(tmp_path):
     shot = tmp_path / "shot.png"
     done = subprocess.run(
         [browser, "--headless", "--disable-gpu", "--no-sandbox", "--window-size=1200,1600",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
          f"--screenshot={shot}", page.as_uri()],
         capture_output=True, text=True, timeout=60,
     )
