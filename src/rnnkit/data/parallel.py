@@ -67,8 +67,7 @@ def read_lines(path: str | Path) -> list[str]:
         raise RnnkitError(f"{path}:{line}: not valid UTF-8") from None
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise RnnkitError(f"{path}: cannot read: {err}") from None
-    lines = text.splitlines()
-    return lines
+    return text.splitlines()
 
 
 def text_line_of(path: Path, offset: int) -> int:

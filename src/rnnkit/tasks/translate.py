@@ -91,10 +91,9 @@ class TranslateConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
                                  f"got {getattr(self, name)}")
-        for name in ("teacher_forcing",):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--teacher-forcing: expected a value in [0, 1], "
-                                 f"got {self.teacher_forcing}")
+        if not 0.0 <= self.teacher_forcing <= 1.0:
+            raise ValueError(f"--teacher-forcing: expected a value in [0, 1], "
+                             f"got {self.teacher_forcing}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"--label-smoothing: expected a value in [0, 1), "
                              f"got {self.label_smoothing}")
