@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models.tagger import CELLS
+from rnnkit.models._config import CELLS, check_model_config
 
 __all__ = ["ClassifierConfig", "Classifier", "POOLINGS"]
 
@@ -45,16 +45,11 @@ class ClassifierConfig:
     pad_id: int = 0
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
+        check_model_config(self, ("vocab_size", "num_classes", "embed_dim", "hidden_size",
+                                  "num_layers"))
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {', '.join(POOLINGS)}, "
                              f"got {self.pooling!r}")
-        for name in ("vocab_size", "num_classes", "embed_dim", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models.tagger import CELLS
+from rnnkit.models._config import CELLS, check_model_config
 
 __all__ = ["Seq2SeqConfig", "Seq2Seq", "Memory", "ATTENTIONS"]
 
@@ -62,17 +62,11 @@ class Seq2SeqConfig:
     eos_id: int = 2
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
+        check_model_config(self, ("src_vocab_size", "tgt_vocab_size", "embed_dim",
+                                  "hidden_size", "num_layers"))
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention: expected one of {', '.join(ATTENTIONS)}, "
                              f"got {self.attention!r}")
-        for name in ("src_vocab_size", "tgt_vocab_size", "embed_dim", "hidden_size",
-                     "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,11 +18,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.nn import GRU, LSTM, RNN
+from rnnkit.models._config import CELLS, check_model_config
 
 __all__ = ["TaggerConfig", "Tagger", "CELLS"]
-
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
 @dataclass
@@ -42,13 +40,8 @@ class TaggerConfig:
     pad_id: int = 0
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
-        for name in ("vocab_size", "num_tags", "word_dim", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
+        check_model_config(self, ("vocab_size", "num_tags", "word_dim", "hidden_size",
+                                  "num_layers"))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,8 +21,8 @@ from rnnkit.data.bucketing import BucketBatchSampler, pad_sequences
 from rnnkit.data.classification import Example, guess_format, read_examples
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
 from rnnkit.errors import RnnkitError
+from rnnkit.models._config import CELLS
 from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig
-from rnnkit.models.tagger import CELLS
 from rnnkit.tasks import metrics as M
 from rnnkit.tasks._labels import (
     check_known,

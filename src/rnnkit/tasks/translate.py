@@ -26,9 +26,9 @@ from rnnkit.data.bucketing import BucketBatchSampler, pad_sequences
 from rnnkit.data.parallel import NORMALIZATIONS, clean, filter_pairs, read_parallel
 from rnnkit.data.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_json
 from rnnkit.errors import RnnkitError
+from rnnkit.models._config import CELLS
 from rnnkit.models.decoding import beam_search, greedy
 from rnnkit.models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig
-from rnnkit.models.tagger import CELLS
 from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
 from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.trainer import resolve_device

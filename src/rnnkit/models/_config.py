@@ -1,0 +1,19 @@
+"""What the tagger, classifier and encoder-decoder configs check alike."""
+
+from __future__ import annotations
+
+from rnnkit.nn import GRU, LSTM, RNN
+
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+
+
+def check_model_config(config, positive: tuple[str, ...]) -> None:
+    """``ValueError`` naming the field: ``cell`` in :data:`CELLS`, each of ``positive`` ≥ 1,
+    ``dropout`` in [0, 1)."""
+    if config.cell not in CELLS:
+        raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {config.cell!r}")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {getattr(config, name)}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"dropout: expected a value in [0, 1), got {config.dropout}")
