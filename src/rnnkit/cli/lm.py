@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rnnkit.train import TrainConfig
 from rnnkit.train.config import add_dataclass_flags, build_config, check_unknown_keys, load_toml
+from rnnkit.train.distributed import finish_distributed
 
 TRAIN_EXAMPLES = """examples:
   rnnkit lm train --data input.txt --out runs/shakespeare
@@ -135,7 +136,12 @@ def run_train(args: argparse.Namespace) -> int:
         resumed = Path(run.resume)
         run.out = str(resumed.parent if resumed.name in ("last", "best") else resumed)
     _require(run.out, "--out")
-    result = train_lm(config, train_config, run.out, resume=run.resume)
+    try:
+        result = train_lm(config, train_config, run.out, resume=run.resume)
+    except BaseException:
+        finish_distributed(wait=False)
+        raise
+    finish_distributed()
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, the first process reports
     best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"
