@@ -1,4 +1,4 @@
-"""Argument plumbing shared by ``rnnkit tag`` and ``rnnkit classify`` (no task logic)."""
+"""Argument plumbing shared by ``rnnkit tag``, ``classify`` and ``translate`` (no task logic)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rnnkit.tasks._labels import UNKNOWN_LABELS
 from rnnkit.train import TrainConfig
 from rnnkit.train.config import add_dataclass_flags, build_config, check_unknown_keys, load_toml
 
-__all__ = ["add_train_arguments", "train_configs", "add_checkpoint", "read_input",
+__all__ = ["add_train_arguments", "train_configs", "run_train", "add_checkpoint", "read_input",
            "write_output", "add_unknown_labels"]
 
 
@@ -29,6 +29,16 @@ def train_configs(task_config: type, args: argparse.Namespace):
     toml = load_toml(args.config)
     check_unknown_keys(toml, task_config, TrainConfig)
     return build_config(task_config, toml, args), build_config(TrainConfig, toml, args)
+
+
+def run_train(task, task_config: type, args: argparse.Namespace) -> int:
+    """Train ``task`` (a module with ``train(config, train_config, out, resume=)``) and report."""
+    config, train_config = train_configs(task_config, args)
+    result = task.train(config, train_config, args.out, resume=args.resume)
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    print(f"done ({result.stop_reason}) after {result.steps} steps: {shown}")
+    print(f"best checkpoint: {result.best_dir}")
+    return 0
 
 
 def add_checkpoint(parser: argparse.ArgumentParser) -> None:

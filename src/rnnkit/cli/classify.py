@@ -85,12 +85,7 @@ def _options(args: argparse.Namespace, data: dict) -> dict:
 def run_train(args: argparse.Namespace) -> int:
     from rnnkit.tasks import classify
 
-    config, train_config = common.train_configs(classify.ClassifyConfig, args)
-    result = classify.train(config, train_config, args.out, resume=args.resume)
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-    print(f"done ({result.stop_reason}) after {result.steps} steps: {shown}")
-    print(f"best checkpoint: {result.best_dir}")
-    return 0
+    return common.run_train(classify, classify.ClassifyConfig, args)
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -62,12 +62,7 @@ def _add_file_options(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from rnnkit.tasks import tag
 
-    config, train_config = common.train_configs(tag.TagConfig, args)
-    result = tag.train(config, train_config, args.out, resume=args.resume)
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-    print(f"done ({result.stop_reason}) after {result.steps} steps: {shown}")
-    print(f"best checkpoint: {result.best_dir}")
-    return 0
+    return common.run_train(tag, tag.TagConfig, args)
 
 
 def _file_options(args: argparse.Namespace, data: dict, path: str) -> tuple[str, str | None]:

@@ -85,12 +85,7 @@ def decoding(args: argparse.Namespace, translator) -> dict:
 def run_train(args: argparse.Namespace) -> int:
     from rnnkit.tasks import translate
 
-    config, train_config = common.train_configs(translate.TranslateConfig, args)
-    result = translate.train(config, train_config, args.out, resume=args.resume)
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-    print(f"done ({result.stop_reason}) after {result.steps} steps: {shown}")
-    print(f"best checkpoint: {result.best_dir}")
-    return 0
+    return common.run_train(translate, translate.TranslateConfig, args)
 
 
 def run_eval(args: argparse.Namespace) -> int:
