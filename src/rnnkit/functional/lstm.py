@@ -18,97 +18,137 @@ import torch
 from torch import Tensor
 
 from rnnkit.functional import _common as common
+from rnnkit.functional import _workspace as workspace
 from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
 
-__all__ = ["lstm", "LSTMFunction", "forward_recurrence", "backward_recurrence"]
+__all__ = ["lstm", "LSTMFunction", "forward_recurrence", "backward_recurrence", "doubled_g"]
+
+
+def doubled_g(weight: Tensor | None) -> Tensor | None:
+    """``weight`` (or bias) with the g block's rows times two: then ``σ`` of the pre-activation
+    gives ``σ(2 z_g)``, and ``tanh z_g = 2 σ(2 z_g) − 1``. The reference recurrence uses this so
+    that one sigmoid serves all four gates (tanh costs about five sigmoids per element on the CPU).
+    """
+    if weight is None:
+        return None
+    size = weight.shape[0] // 4
+    out = weight.detach().clone()
+    out[2 * size : 3 * size] *= 2
+    return out
+
+
+def _two_x_minus_one(x: Tensor, out: Tensor, minus_one: Tensor) -> Tensor:
+    """``2 x − 1`` into ``out`` in one pass: with ``x = σ(2z)`` that is ``tanh z``."""
+    return torch.add(minus_one, x, alpha=2, out=out)
 
 
 def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     """Sequential part of the forward, in processing order.
 
-    Args: xp ``(T, B, 4H)`` with both biases; h0 ``(B, P)``; c0 ``(B, H)``; w_hh ``(4H, P)``;
+    Args: xp ``(T, B, 4H)`` with both biases and **its g block doubled** (:func:`doubled_g` on
+    ``w_ih`` and the bias, see ``LSTMFunction``); it is overwritten: step t's gates replace its
+    row t once read. h0 ``(B, P)``; c0 ``(B, H)``; w_hh ``(4H, P)`` as the module holds it;
     w_hr ``(P, H)`` or None.
-    Returns: gates ``(T, B, 4H)`` after their nonlinearities, cells ``(T, B, H)``,
-    hidden ``(T, B, P)``; all zero past each row's end.
+    Returns: ``saved`` for :func:`backward_recurrence`: (gates ``(T, B, 4H)`` after their
+    nonlinearities — xp's memory —, ``tanh c_t`` ``(T, B, H)``, and with a projection
+    ``o ⊙ tanh c_t`` ``(T, B, H)``, else None); cells ``(T, B, H)``; hidden ``(T, B, P)``.
+    Cells, hidden and the tanh/projection buffers are zero past each row's end; gates there
+    hold whatever xp held (never read).
     """
     steps, batch, four_h = xp.shape
     size = four_h // 4
     ragged = schedule.ragged
-    gates = common.buffer(xp, xp.shape, ragged)
+    gates = xp  # each step's gates overwrite the pre-activations it has just read
+    tanh_cells = common.buffer(xp, (steps, batch, size), ragged)
     cells = common.buffer(xp, (steps, batch, size), ragged)
     hidden = common.buffer(xp, (steps, batch, h0.shape[1]), ragged)
-    recurrent = ReusedWeight(w_hh, batch)  # h W_hhᵀ
+    outputs = None if w_hr is None else common.buffer(xp, (steps, batch, size), ragged)
+    recurrent = ReusedWeight(doubled_g(w_hh), batch)  # h W_hhᵀ, g rows doubled like xp's
     project = None if w_hr is None else ReusedWeight(w_hr, batch)
-    g_cols = slice(2 * size, 3 * size)
+    minus_one = xp.new_full((), -1.0)
     # Per-step views made once: slicing inside the loop costs as much as a small kernel.
-    xp_t, gates_t, cells_t, hidden_t = (v.unbind(0) for v in (xp, gates, cells, hidden))
-    quads_t = gates.view(steps, batch, 4, size).unbind(0)
+    step_t, tanh_t, cells_t, hidden_t = (v.unbind(0) for v in (xp, tanh_cells, cells, hidden))
+    quads_t = xp.view(steps, batch, 4, size).unbind(0)
+    out_t = None if outputs is None else outputs.unbind(0)
     h_prev, c_prev = h0, c0
     for t, n in enumerate(schedule.batch_sizes):
         if n == 0:
             break
-        full = n == batch
-        step, quad = gates_t[t], quads_t[t]
-        c, h = cells_t[t], hidden_t[t]
-        x = xp_t[t]
-        if not full:
-            step, quad, c, h, x = step[:n], quad[:n], c[:n], h[:n], x[:n]
+        step, quad, tanh_c, c, h = step_t[t], quads_t[t], tanh_t[t], cells_t[t], hidden_t[t]
+        if n != batch:
+            step, quad, tanh_c, c, h = step[:n], quad[:n], tanh_c[:n], c[:n], h[:n]
             h_prev, c_prev = h_prev[:n], c_prev[:n]
-        pre = recurrent(h_prev, x)  # (n, 4H) gate pre-activations
-        torch.sigmoid(pre, out=step)  # i, f, o (and g, overwritten next)
-        torch.tanh(pre[:, g_cols], out=step[:, g_cols])
+        torch.sigmoid(recurrent(h_prev, step), out=step)  # i, f, o; σ(2 z_g) for g
         i, f, g, o = quad.unbind(1)
+        _two_x_minus_one(g, g, minus_one)  # g = tanh z_g
         torch.mul(f, c_prev, out=c)
-        c.addcmul_(i, g)
+        c.addcmul_(i, g)  # c_t = f c_{t-1} + i g
+        _two_x_minus_one(torch.add(c, c, out=tanh_c).sigmoid_(), tanh_c, minus_one)  # tanh c
         if project is None:
-            torch.mul(o, torch.tanh(c), out=h)
+            torch.mul(o, tanh_c, out=h)
         else:
-            h.copy_(project(o * torch.tanh(c)))
+            r = out_t[t] if n == batch else out_t[t][:n]
+            h.copy_(project(torch.mul(o, tanh_c, out=r)))
         h_prev, c_prev = h, c
-    return gates, cells, hidden
+    return (gates, tanh_cells, outputs), cells, hidden
 
 
-def backward_recurrence(dout, dh_n, dc_n, gates, cells, c0, w_hh, w_hr, schedule: Schedule):
-    """Sequential part of BPTT, in processing order.
+def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule: Schedule):
+    """Sequential part of BPTT, in processing order, from :func:`forward_recurrence`'s
+    ``saved``.
 
-    Returns: dpre ``(T, B, 4H)`` (∂L/∂ gate pre-activations), dh0 ``(B, P)``, dc0 ``(B, H)``,
-    and ∂L/∂w_hr ``(P, H)`` (None without projection).
+    Walks t = T−1 … 0 carrying ∂L/∂h and ∂L/∂c of step t+1. Everything a step needs is computed
+    from that step's gates while they are in cache (a few elementwise passes over ``(n, H)``):
+
+    - ∂L/∂h_t = dout_t + ∂L/∂pre_{t+1} W_hh (one product, dout added inside it)
+    - ∂L/∂c_t = ∂L/∂c_{t+1} f_{t+1} + ∂L/∂h_t o (1 − tanh² c_t)
+    - ∂L/∂pre = (dc g σ'(i), dc c_{t-1} σ'(f), dc i (1 − g²), dh tanh c_t σ'(o)), σ' = s (1 − s)
+
+    Returns: dpre ``(T, B, 4H)`` (∂L/∂ gate pre-activations; a :mod:`_workspace` buffer),
+    dh0 ``(B, P)``, dc0 ``(B, H)``, and ∂L/∂w_hr ``(P, H)`` (None without projection).
     """
+    gates, tanh_cells, outputs = saved
     steps, batch, four_h = gates.shape
     size = four_h // 4
-    i, f, g, o = gates.view(steps, batch, 4, size).unbind(2)
-    tanh_c = torch.tanh(cells)
-    # All that does not depend on the carried error, for all steps at once (few passes over
-    # memory: each line is one or two whole-tensor ops). Inside the loop then
-    # ∂L/∂(i, f, g)_pre = dc ⊙ coef[:, :, :3] and ∂L/∂o_pre = dr ⊙ coef[:, :, 3].
-    coef = torch.addcmul(gates, gates, gates, value=-1).view(steps, batch, 4, size)  # σ' = s − s²
-    torch.addcmul(gates.new_ones(()), g, g, value=-1, out=coef[:, :, 2])  # tanh' = 1 − g²
-    coef[:, :, 0].mul_(g)  # ∂c/∂i = g
-    coef[0, :, 1].mul_(c0)  # ∂c/∂f = c_{t-1}
-    coef[1:, :, 1].mul_(cells[:-1])
-    coef[:, :, 2].mul_(i)  # ∂c/∂g = i
-    coef[:, :, 3].mul_(tanh_c)  # ∂h/∂o = tanh c
-    through_h = torch.addcmul(o, o, tanh_c * tanh_c, value=-1)  # ∂h/∂c = o (1 − tanh² c)
-    dpre = common.buffer(gates, gates.shape, schedule.ragged)
+    dout = dout.contiguous()
+    dpre = workspace.take(gates.shape, gates, zero=schedule.ragged)
     dh_total = None if w_hr is None else common.buffer(dout, dout.shape, schedule.ragged)
     back = ReusedWeight(w_hh.t(), batch)  # dpre W_hh
     unproject = None if w_hr is None else ReusedWeight(w_hr.t(), batch)  # dh W_hr
-    dh = dh_n.clone()  # ∂L/∂h carried back from step t+1
+    dh_state = dh_n.clone()  # ∂L/∂h carried back, for rows whose next step has not run
     dc = dc_n.clone()  # ∂L/∂c carried back from step t+1
+    scratch = torch.empty_like(dc)
+    one = gates.new_ones(())
     record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
-    per_step = [v.unbind(0) for v in (dout, through_h, coef, f, dpre, dpre.view(coef.shape))]
+    quads_t, dquads_t = (v.view(steps, batch, 4, size).unbind(0) for v in (gates, dpre))
+    dpre_t, dout_t, cells_t, tanh_t = (v.unbind(0) for v in (dpre, dout, cells, tanh_cells))
     total_t = None if dh_total is None else dh_total.unbind(0)
+    below = None  # (dpre_{t+1}, rows running at t+1)
     for t in reversed(range(steps)):
         n = schedule.batch_sizes[t]
         if n == 0:
             continue
-        d_out, through, cf, forget, d_pre, quad, dh_prev, dc_t = common.rows(
-            n, *(views[t] for views in per_step), dh, dc
-        )
-        dh_t = d_out + dh_prev  # error from output t and from state t+1
+        quad, dquad, d_out, tanh_c = quads_t[t], dquads_t[t], dout_t[t], tanh_t[t]
+        c_prev = c0 if t == 0 else cells_t[t - 1]
+        if n != batch:
+            quad, dquad, d_out, tanh_c, c_prev = (
+                quad[:n], dquad[:n], d_out[:n], tanh_c[:n], c_prev[:n]
+            )
+        # error from output t and from state t+1
+        if below is None:
+            dh_t = d_out + dh_state[:n]
+        else:
+            d_next, m = below
+            top = back(d_next, d_out[:m])
+            if m == n:
+                dh_t = top
+            else:  # rows m..n end at step t: their carried error is still dh_n's
+                dh_t = dh_state[:n]
+                dh_t[:m] = top
+                dh_t[m:] += d_out[m:]
         if record is not None:
             record(t, dh_t)  # ∂L/∂h_t
         if unproject is None:
@@ -116,17 +156,32 @@ def backward_recurrence(dout, dh_n, dc_n, gates, cells, c0, w_hh, w_hr, schedule
         else:
             total_t[t][:n] = dh_t
             dr = unproject(dh_t)  # back through the projection: (n, H)
-        dc_t.addcmul_(dr, through)
-        torch.mul(dc_t.unsqueeze(1), cf[:, :3], out=quad[:, :3])
-        torch.mul(dr, cf[:, 3], out=quad[:, 3])
-        dc_t.mul_(forget)  # on to c_{t-1}
-        dh = common.carry(dh, back(d_pre))  # on to h_{t-1}
+        i, f, g, o = quad.unbind(1)
+        dc_t = dc if n == batch else dc[:n]
+        dr_o = torch.mul(dr, o, out=scratch if n == batch else scratch[:n])
+        # ∂L/∂c_t gains dr o (1 − tanh² c_t)
+        dc_t.add_(dr_o)
+        dr_o_tanh = dr_o.mul_(tanh_c)
+        dc_t.addcmul_(dr_o_tanh, tanh_c, value=-1)
+        torch.addcmul(dr_o_tanh, dr_o_tanh, o, value=-1, out=dquad[:, 3])  # dr tanh c σ'(o)
+        ifg, d_ifg = quad[:, :3], dquad[:, :3]
+        torch.addcmul(ifg, ifg, ifg, value=-1, out=d_ifg)  # σ'(i), σ'(f), (g − g², fixed next)
+        torch.addcmul(one, g, g, value=-1, out=dquad[:, 2])  # tanh'(g) = 1 − g²
+        dquad[:, 0].mul_(g)  # ∂c/∂i = g
+        dquad[:, 1].mul_(c_prev)  # ∂c/∂f = c_{t-1}
+        dquad[:, 2].mul_(i)  # ∂c/∂g = i
+        d_ifg.mul_(dc_t.unsqueeze(1))
+        dc_t.mul_(f)  # on to c_{t-1}
+        below = (dpre_t[t] if n == batch else dpre_t[t][:n], n)
+    if below is not None:  # ∂L/∂h_{-1}: every row runs at step 0
+        dh_state = common.carry(dh_state, back(below[0]))
     dw_hr = None
     if w_hr is not None:  # Σ_t dh_tᵀ (o ⊙ tanh c_t), one product over all steps
-        dw_hr = dh_total.reshape(-1, dh_total.shape[-1]).t() @ (o * tanh_c).reshape(-1, size)
-    return dpre, dh, dc, dw_hr
+        dw_hr = dh_total.reshape(-1, dh_total.shape[-1]).t() @ outputs.reshape(-1, size)
+    return dpre, dh_state, dc, dw_hr
 
 
+forward_recurrence.doubles_g = True  # LSTMFunction hands it xp with the g block doubled
 register("lstm", "reference", forward_recurrence, backward_recurrence)
 
 
@@ -138,30 +193,34 @@ class LSTMFunction(torch.autograd.Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, schedule, backend):
         bias = None if b_ih is None else b_ih + b_hh
         forward_rec, _ = lookup("lstm", backend)
-        xp = common.project_inputs(x, w_ih, bias, schedule)  # (T, B, 4H), processing order
+        w_in = w_ih
+        if getattr(forward_rec, "doubles_g", False):  # see doubled_g
+            w_in, bias = doubled_g(w_ih), doubled_g(bias)
+        xp = common.project_inputs(x, w_in, bias, schedule)  # (T, B, 4H), processing order
         h0p = schedule.batch_to_processing(h0)
         c0p = schedule.batch_to_processing(c0)
-        gates, cells, hidden = forward_rec(xp, h0p, c0p, w_hh, w_hr, schedule)
+        saved, cells, hidden = forward_rec(xp, h0p, c0p, w_hh, w_hr, schedule)
         h_n = schedule.batch_from_processing(schedule.last_steps(hidden))
         c_n = schedule.batch_from_processing(schedule.last_steps(cells))
-        ctx.save_for_backward(x, h0p, c0p, w_ih, w_hh, w_hr, gates, cells, hidden)
+        ctx.save_for_backward(x, h0p, c0p, w_ih, w_hh, w_hr, cells, hidden, *saved)
         ctx.config = (schedule, backend, b_ih is not None)
         return schedule.from_processing(hidden), h_n, c_n
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dout, dh_n, dc_n):
-        x, h0p, c0p, w_ih, w_hh, w_hr, gates, cells, hidden = ctx.saved_tensors
+        x, h0p, c0p, w_ih, w_hh, w_hr, cells, hidden, *saved = ctx.saved_tensors
         schedule, backend, has_bias = ctx.config
         _, backward_rec = lookup("lstm", backend)
         dout = schedule.to_processing(common.grad_or_zeros(dout, hidden))
         dh_n = schedule.batch_to_processing(common.grad_or_zeros(dh_n, h0p))
         dc_n = schedule.batch_to_processing(common.grad_or_zeros(dc_n, c0p))
         dpre, dh0, dc0, dw_hr = backward_rec(
-            dout, dh_n, dc_n, gates, cells, c0p, w_hh, w_hr, schedule
+            dout, dh_n, dc_n, tuple(saved), cells, c0p, w_hh, w_hr, schedule
         )
         dw_hh = common.recurrent_weight_grad(dpre, h0p, hidden)
         dx, dw_ih, dbias = common.input_grads(dpre, x, w_ih, schedule, ctx.needs_input_grad[0])
+        workspace.give(dpre)  # nothing returned refers to it
         db = dbias if has_bias else None
         dh0 = schedule.batch_from_processing(dh0)
         dc0 = schedule.batch_from_processing(dc0)

@@ -207,7 +207,9 @@ def _lstm_backward(
 
 
 def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
-    """Same contract as :func:`rnnkit.functional.lstm.forward_recurrence` (``w_hr`` None)."""
+    """Same contract as :func:`rnnkit.functional.lstm.forward_recurrence` (``w_hr`` None),
+    except that ``xp`` holds the plain pre-activations (no ``doubles_g``) and is only read;
+    ``saved`` is ``(gates,)``."""
     if w_hr is not None:
         raise ValueError("backend='triton' does not support proj_size > 0 (LSTM projection)")
     steps, batch, four_h = xp.shape
@@ -229,11 +231,13 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
         hidden,
     )
     _plan.launch_forward(_lstm_forward, plan, args, steps, batch, B=batch, H=size)
-    return gates, cells, hidden
+    return (gates,), cells, hidden
 
 
-def backward_recurrence(dout, dh_n, dc_n, gates, cells, c0, w_hh, w_hr, schedule: Schedule):
-    """Same contract as :func:`rnnkit.functional.lstm.backward_recurrence` (``w_hr`` None)."""
+def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule: Schedule):
+    """Same contract as :func:`rnnkit.functional.lstm.backward_recurrence` (``w_hr`` None);
+    ``saved`` is ``(gates,)`` from :func:`forward_recurrence`."""
+    (gates,) = saved
     if w_hr is not None:
         raise ValueError("backend='triton' does not support proj_size > 0 (LSTM projection)")
     steps, batch, four_h = gates.shape
