@@ -45,6 +45,13 @@ def _two_x_minus_one(x: Tensor, out: Tensor, minus_one: Tensor) -> Tensor:
     return torch.add(minus_one, x, alpha=2, out=out)
 
 
+def _per_step_blocks(seq: Tensor, blocks: int) -> list[tuple[Tensor, ...]]:
+    """``seq`` ``(T, B, k·H)`` as T tuples of k ``(B, H)`` views, made in bulk before a loop."""
+    steps, batch, width = seq.shape
+    per_block = (v.unbind(0) for v in seq.view(steps, batch, blocks, width // blocks).unbind(2))
+    return list(zip(*per_block))
+
+
 def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     """Sequential part of the forward, in processing order.
 
@@ -71,18 +78,19 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     minus_one = xp.new_full((), -1.0)
     # Per-step views made once: slicing inside the loop costs as much as a small kernel.
     step_t, tanh_t, cells_t, hidden_t = (v.unbind(0) for v in (xp, tanh_cells, cells, hidden))
-    quads_t = xp.view(steps, batch, 4, size).unbind(0)
+    gates_t = _per_step_blocks(xp, 4)  # (i, f, g, o) views of each step
     out_t = None if outputs is None else outputs.unbind(0)
     h_prev, c_prev = h0, c0
     for t, n in enumerate(schedule.batch_sizes):
         if n == 0:
             break
-        step, quad, tanh_c, c, h = step_t[t], quads_t[t], tanh_t[t], cells_t[t], hidden_t[t]
+        step, tanh_c, c, h = step_t[t], tanh_t[t], cells_t[t], hidden_t[t]
+        i, f, g, o = gates_t[t]
         if n != batch:
-            step, quad, tanh_c, c, h = step[:n], quad[:n], tanh_c[:n], c[:n], h[:n]
+            step, tanh_c, c, h = step[:n], tanh_c[:n], c[:n], h[:n]
+            i, f, g, o = i[:n], f[:n], g[:n], o[:n]
             h_prev, c_prev = h_prev[:n], c_prev[:n]
         torch.sigmoid(recurrent(h_prev, step), out=step)  # i, f, o; σ(2 z_g) for g
-        i, f, g, o = quad.unbind(1)
         _two_x_minus_one(g, g, minus_one)  # g = tanh z_g
         torch.mul(f, c_prev, out=c)
         c.addcmul_(i, g)  # c_t = f c_{t-1} + i g
@@ -123,7 +131,8 @@ def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule
     scratch = torch.empty_like(dc)
     one = gates.new_ones(())
     record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
-    quads_t, dquads_t = (v.view(steps, batch, 4, size).unbind(0) for v in (gates, dpre))
+    gates_t, dgates_t = _per_step_blocks(gates, 4), _per_step_blocks(dpre, 4)
+    ifg_t, difg_t = (v.view(steps, batch, 4, size)[:, :, :3].unbind(0) for v in (gates, dpre))
     dpre_t, dout_t, cells_t, tanh_t = (v.unbind(0) for v in (dpre, dout, cells, tanh_cells))
     total_t = None if dh_total is None else dh_total.unbind(0)
     below = None  # (dpre_{t+1}, rows running at t+1)
@@ -131,11 +140,11 @@ def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule
         n = schedule.batch_sizes[t]
         if n == 0:
             continue
-        quad, dquad, d_out, tanh_c = quads_t[t], dquads_t[t], dout_t[t], tanh_t[t]
-        c_prev = c0 if t == 0 else cells_t[t - 1]
+        (i, f, g, o), (di, df, dg, do), ifg, d_ifg = gates_t[t], dgates_t[t], ifg_t[t], difg_t[t]
+        d_out, tanh_c, c_prev = dout_t[t], tanh_t[t], c0 if t == 0 else cells_t[t - 1]
         if n != batch:
-            quad, dquad, d_out, tanh_c, c_prev = (
-                quad[:n], dquad[:n], d_out[:n], tanh_c[:n], c_prev[:n]
+            i, f, g, o, di, df, dg, do, ifg, d_ifg, d_out, tanh_c, c_prev = (
+                v[:n] for v in (i, f, g, o, di, df, dg, do, ifg, d_ifg, d_out, tanh_c, c_prev)
             )
         # error from output t and from state t+1
         if below is None:
@@ -156,20 +165,18 @@ def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule
         else:
             total_t[t][:n] = dh_t
             dr = unproject(dh_t)  # back through the projection: (n, H)
-        i, f, g, o = quad.unbind(1)
         dc_t = dc if n == batch else dc[:n]
         dr_o = torch.mul(dr, o, out=scratch if n == batch else scratch[:n])
         # ∂L/∂c_t gains dr o (1 − tanh² c_t)
         dc_t.add_(dr_o)
         dr_o_tanh = dr_o.mul_(tanh_c)
         dc_t.addcmul_(dr_o_tanh, tanh_c, value=-1)
-        torch.addcmul(dr_o_tanh, dr_o_tanh, o, value=-1, out=dquad[:, 3])  # dr tanh c σ'(o)
-        ifg, d_ifg = quad[:, :3], dquad[:, :3]
+        torch.addcmul(dr_o_tanh, dr_o_tanh, o, value=-1, out=do)  # dr tanh c σ'(o)
         torch.addcmul(ifg, ifg, ifg, value=-1, out=d_ifg)  # σ'(i), σ'(f), (g − g², fixed next)
-        torch.addcmul(one, g, g, value=-1, out=dquad[:, 2])  # tanh'(g) = 1 − g²
-        dquad[:, 0].mul_(g)  # ∂c/∂i = g
-        dquad[:, 1].mul_(c_prev)  # ∂c/∂f = c_{t-1}
-        dquad[:, 2].mul_(i)  # ∂c/∂g = i
+        torch.addcmul(one, g, g, value=-1, out=dg)  # tanh'(g) = 1 − g²
+        di.mul_(g)  # ∂c/∂i = g
+        df.mul_(c_prev)  # ∂c/∂f = c_{t-1}
+        dg.mul_(i)  # ∂c/∂g = i
         d_ifg.mul_(dc_t.unsqueeze(1))
         dc_t.mul_(f)  # on to c_{t-1}
         below = (dpre_t[t] if n == batch else dpre_t[t][:n], n)
