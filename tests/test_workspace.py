@@ -43,9 +43,12 @@ def test_given_twice_is_kept_once_and_the_count_is_capped():
     workspace.give(buf)
     assert workspace.take((8,), like).data_ptr() == buf.data_ptr()
     assert workspace.take((8,), like).data_ptr() != buf.data_ptr()
-    for size in range(10, 10 + workspace.MAX_KEPT + 3):
+    workspace.clear()
+    sizes = [30, 10, 40, 20, 50]  # the smallest is not first: eviction must find it by index
+    for size in sizes:
         workspace.give(workspace.take((size,), like))
     assert len(workspace._kept) == workspace.MAX_KEPT
+    assert sorted(buf.numel() for buf in workspace._kept) == sorted(sizes)[-workspace.MAX_KEPT:]
 
 
 def test_other_dtype_is_not_reused():

@@ -58,8 +58,8 @@ def give(t: Tensor) -> None:
         if any(buf.data_ptr() == flat.data_ptr() for buf in _kept):
             return  # given twice: keep one entry, never hand it out to two callers
         _kept.append(flat)
-        if len(_kept) > MAX_KEPT:
-            _kept.remove(min(_kept, key=Tensor.numel))
+        if len(_kept) > MAX_KEPT:  # drop the smallest (by index: == on tensors compares values)
+            del _kept[min(range(len(_kept)), key=lambda k: _kept[k].numel())]
 
 
 def clear() -> None:
