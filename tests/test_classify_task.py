@@ -145,3 +145,95 @@ def test_unseen_label_at_eval(trained, tmp_path, capsys):
                  "--unknown-labels", "wrong", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["labels"] == ["maybe", "neg", "pos"] and result["accuracy"] <= 0.5
+
+
+def test_embed_dropout_drops_whole_word_types():
+    torch.manual_seed(0)
+    model = Classifier(ClassifierConfig(vocab_size=12, num_classes=2, embed_dim=4,
+                                        hidden_size=3, dropout=0.0, embed_dropout=0.5))
+    seen = []
+    model.rnn.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    tokens = torch.tensor([[2, 3, 2, 4, 3, 2], [4, 4, 2, 3, 5, 5]])
+    lengths = torch.tensor([6, 6])
+    table = model.embedding.weight.detach()
+    kept_somewhere = dropped_somewhere = False
+    for _ in range(5):
+        model.train()
+        model.encode(tokens, lengths)
+        inputs = seen.pop()  # (B, T, E)
+        choice = {}
+        for b, t in ((b, t) for b in range(2) for t in range(6)):
+            token = int(tokens[b, t])
+            kept = bool(inputs[b, t].abs().sum() > 0)
+            expected = 2 * table[token] if kept else torch.zeros(4)
+            torch.testing.assert_close(inputs[b, t], expected)
+            assert choice.setdefault(token, kept) == kept  # every occurrence alike
+            kept_somewhere |= kept
+            dropped_somewhere |= not kept
+    assert kept_somewhere and dropped_somewhere
+    model.eval()
+    model.encode(tokens, lengths)
+    torch.testing.assert_close(seen.pop(), table[tokens])
+
+
+def test_embed_dropout_and_label_smoothing_train_and_are_saved(tmp_path, trained):
+    code = main(["classify", "train", "--train", str(trained / "train.txt"), "--dev",
+                 str(trained / "dev.txt"), "--out", str(tmp_path / "run"), "--max-epochs", "1",
+                 *TINY, "--embed-dropout", "0.2", "--label-smoothing", "0.1"])
+    assert code == 0
+    model, _, _, _ = classify.load(str(tmp_path / "run"))
+    assert model.config.embed_dropout == 0.2
+
+
+@pytest.mark.parametrize("flag, value", [("--embed-dropout", "1.0"),
+                                         ("--label-smoothing", "-0.1")])
+def test_bad_regularisation_values(tmp_path, trained, capsys, flag, value):
+    code = main(["classify", "train", "--train", str(trained / "train.txt"), "--out",
+                 str(tmp_path / "run"), *TINY, flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{flag}: expected a value in [0, 1), got {float(value)}" in err
+    assert "Traceback" not in err
+
+
+def test_ensemble_eval_and_predict(trained, tmp_path, capsys):
+    second = tmp_path / "second"
+    assert main(["classify", "train", "--train", str(trained / "train.txt"), "--dev",
+                 str(trained / "dev.txt"), "--out", str(second), "--max-epochs", "2", *TINY,
+                 "--seed", "7"]) == 0
+    members, labels, _ = classify.load_ensemble([str(trained / "run"), str(second)])
+    examples = read_examples(trained / "dev.txt")
+    probs = classify.ensemble_probs(members, examples)
+    alone = [classify.predict_probs(m, examples, v) for m, v in members]
+    torch.testing.assert_close(probs, (alone[0] + alone[1]) / 2)
+    capsys.readouterr()
+    assert main(["classify", "eval", "--checkpoint", str(trained / "run"), "--checkpoint",
+                 str(second), "--data", str(trained / "dev.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "100 examples (ensemble of 2)" in out
+    assert main(["classify", "eval", "--checkpoint", str(trained / "run"), "--checkpoint",
+                 str(trained / "run"), "--data", str(trained / "dev.txt"), "--json"]) == 0
+    twice = json.loads(capsys.readouterr().out)
+    assert main(["classify", "eval", "--checkpoint", str(trained / "run"), "--data",
+                 str(trained / "dev.txt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == twice["accuracy"]
+    out_file = tmp_path / "pred.jsonl"
+    assert main(["classify", "predict", "--checkpoint", str(trained / "run"), "--checkpoint",
+                 str(second), "--input", str(trained / "dev.txt"), "--format", "label-text",
+                 "--output", str(out_file), "--output-format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [row["probabilities"]["pos"] for row in rows] == pytest.approx(
+        probs[:, labels.id_of("pos")].tolist(), abs=1e-5)
+
+
+def test_ensemble_needs_the_same_labels(trained, tmp_path, capsys):
+    other = tmp_path / "other.txt"
+    other.write_text((trained / "train.txt").read_text().replace("pos ", "yes "))
+    assert main(["classify", "train", "--train", str(other), "--dev", str(other), "--out",
+                 str(tmp_path / "other"), "--max-steps", "1", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["classify", "eval", "--checkpoint", str(trained / "run"), "--checkpoint",
+                 str(tmp_path / "other"), "--data", str(trained / "dev.txt")]) == 2
+    err = capsys.readouterr().err
+    assert f"--checkpoint {tmp_path / 'other'}: its labels (neg, yes) differ" in err
+
+

@@ -14,12 +14,16 @@ EXAMPLES = """examples:
   rnnkit classify train --train data.jsonl --text-column body --label-column topic
   rnnkit classify eval --checkpoint runs/sst2 --data stsa.binary.dev --confusion-png cm.png
   rnnkit classify eval --checkpoint runs/sst2 --data stsa.binary.dev --json
+  rnnkit classify eval --checkpoint runs/s1 --checkpoint runs/s2 --checkpoint runs/s3 \
+      --data stsa.binary.dev          (an ensemble: the mean of the class probabilities)
   echo "a gripping , funny film" | rnnkit classify predict --checkpoint runs/sst2
   rnnkit classify predict --checkpoint runs/sst2 --input texts.txt --output-format jsonl
 
 files: 'LABEL TEXT' lines (label-text, the SST-2 files), tsv/csv (columns by header name or
 1-based number; --header/--no-header), jsonl (field names). predict reads one text a line
-(or the training format with --format) and writes label, probability and text.
+(or the training format with --format) and writes label, probability and text. eval and
+predict take --checkpoint several times for an ensemble (same labels; each member keeps its
+own vocabulary; the data options are the first checkpoint's).
 """
 
 
@@ -40,7 +44,7 @@ def register(subparsers) -> None:
 
     evaluate = actions.add_parser("eval", help="score a classifier on a labelled file",
                                   epilog=EXAMPLES, formatter_class=formatter)
-    common.add_checkpoint(evaluate)
+    _add_checkpoints(evaluate)
     evaluate.add_argument("--data", required=True, help="labelled file")
     _add_file_options(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON "
@@ -52,7 +56,7 @@ def register(subparsers) -> None:
 
     predict = actions.add_parser("predict", help="label texts", epilog=EXAMPLES,
                                  formatter_class=formatter)
-    common.add_checkpoint(predict)
+    _add_checkpoints(predict)
     predict.add_argument("--input", default="-", help="texts, one a line, or a file in "
                          "--format (default: - = stdin)")
     predict.add_argument("--output", default="-", help="where to write (default: - = stdout)")
@@ -61,6 +65,16 @@ def register(subparsers) -> None:
                               "probability (default: tsv)")
     _add_file_options(predict)
     predict.set_defaults(func=run_predict)
+
+
+def _add_checkpoints(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` (repeatable: an ensemble) and ``--batch-size``."""
+    parser.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
+                        help="a run directory (its best/ is used) or a checkpoint directory; "
+                             "give it several times to average the class probabilities of "
+                             "an ensemble")
+    parser.add_argument("--batch-size", type=int, default=64, help="items per batch "
+                        "(default: 64)")
 
 
 def _add_file_options(parser: argparse.ArgumentParser) -> None:
@@ -93,18 +107,19 @@ def run_eval(args: argparse.Namespace) -> int:
     from rnnkit.tasks import metrics as M
 
     common.check_batch_size(args.batch_size)
-    model, vocab, labels, data = classify.load(args.checkpoint)
+    members, labels, data = classify.load_ensemble(args.checkpoint)
     examples = classify.read(args.data, _options(args, data))
-    result = classify.evaluate_examples(model, examples, vocab, labels, args.data,
-                                        unknown_labels=args.unknown_labels,
-                                        batch_size=args.batch_size)
+    probs = classify.ensemble_probs(members, examples, args.batch_size)
+    result = classify.score_probs(probs, examples, labels, args.data,
+                                  unknown_labels=args.unknown_labels)
     if args.confusion_png:
         M.plot_confusion(result["confusion"], result["labels"], args.confusion_png,
                          title=f"{args.data}: accuracy {100 * result['accuracy']:.2f} %")
     if args.json:
         print(json.dumps(result, sort_keys=True))
         return 0
-    print(f"{args.data}: {result['examples']} examples")
+    members_note = f" (ensemble of {len(members)})" if len(members) > 1 else ""
+    print(f"{args.data}: {result['examples']} examples{members_note}")
     print(f"accuracy {100 * result['accuracy']:.2f} %   macro-F1 {100 * result['macro_f1']:.2f}")
     print(f"{'label':>12} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>8}")
     for name, s in result["per_label"].items():
@@ -119,7 +134,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from rnnkit.tasks import classify
 
     common.check_batch_size(args.batch_size)
-    model, vocab, labels, data = classify.load(args.checkpoint)
+    members, labels, data = classify.load_ensemble(args.checkpoint)
     name, text = common.read_input(args.input)
     options = _options(args, data)
     # Without --format: plain text, one a line. With --format label-text, the labels present
@@ -127,7 +142,7 @@ def run_predict(args: argparse.Namespace) -> int:
     options["format"] = args.format or "label-text"
     examples = classify.read(name, options, require_labels=args.format == "label-text",
                              text=text)
-    probs = classify.predict_probs(model, examples, vocab, args.batch_size)
+    probs = classify.ensemble_probs(members, examples, args.batch_size)
     common.write_output(args.output,
                         classify.format_predictions(examples, probs, labels, args.output_format))
     return 0

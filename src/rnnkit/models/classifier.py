@@ -12,6 +12,10 @@ never changes it). Alternatives over the last layer's outputs ``o_1 … o_T``:
 
 Padding positions never enter any of them. Scores: ``logits = V dropout(r) + b``.
 
+``embed_dropout`` (Gal & Ghahramani, 2016) drops whole word types while training: per batch,
+each vocabulary row is zeroed with that probability (every occurrence of the word in the batch
+at once) and the kept rows are scaled by ``1/(1-p)``; ordinary dropout then still applies.
+
 Axes: B texts, T tokens, E embedding, H hidden units, D directions, K classes.
 """
 
@@ -43,6 +47,7 @@ class ClassifierConfig:
     pooling: str = "last"
     dropout: float = 0.5
     pad_id: int = 0
+    embed_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         check_model_config(self, ("vocab_size", "num_classes", "embed_dim", "hidden_size",
@@ -50,6 +55,9 @@ class ClassifierConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {', '.join(POOLINGS)}, "
                              f"got {self.pooling!r}")
+        if not 0.0 <= self.embed_dropout < 1.0:
+            raise ValueError(f"embed_dropout: expected a value in [0, 1), "
+                             f"got {self.embed_dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +90,13 @@ class Classifier(nn.Module):
 
     def encode(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """The sequence representation ``(B, D·H)``."""
-        embedded = self.dropout(self.embedding(tokens))  # (B, T, E)
+        embedded = self.embedding(tokens)  # (B, T, E)
+        p = self.config.embed_dropout
+        if self.training and p > 0.0:
+            keep = torch.rand(self.config.vocab_size, device=tokens.device) >= p  # (V,)
+            scale = keep.to(embedded.dtype) / (1.0 - p)
+            embedded = embedded * scale[tokens].unsqueeze(-1)  # whole word types dropped
+        embedded = self.dropout(embedded)
         outputs, final = self.rnn(embedded, lengths=lengths)  # (B, T, D·H)
         pooling = self.config.pooling
         if pooling == "last":

@@ -4,7 +4,8 @@
 Tokens are looked up in a vocabulary of the training tokens seen ``min_freq`` times or more
 (others are ``<unk>``); while training, tokens seen once are replaced by ``<unk>`` with
 probability ``word_dropout``. A checkpoint directory holds ``model.safetensors``, ``config.json``
-and ``vocab.json``, ``labels.json``.
+and ``vocab.json``, ``labels.json``. Several checkpoints with the same labels make an ensemble
+(:func:`load_ensemble`, :func:`ensemble_probs`: the mean of their class probabilities).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from rnnkit.tasks._labels import (
 from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
 from rnnkit.train import checkpoint as ckpt
 
-__all__ = ["ClassifyConfig", "ClassifyTask", "train", "load", "read", "predict_probs",
-           "evaluate_examples", "format_predictions"]
+__all__ = ["ClassifyConfig", "ClassifyTask", "train", "load", "load_ensemble", "read",
+           "predict_probs", "ensemble_probs", "evaluate_examples", "format_predictions"]
 
 DATA_KEYS = ("format", "text_column", "label_column", "header", "lowercase")
 
@@ -75,6 +76,11 @@ class ClassifyConfig:
         choices=POOLINGS))
     dropout: float = field(default=0.5, **_opt("dropout on embeddings, between layers and "
                                                "before the output layer"))
+    embed_dropout: float = field(default=0.0, **_opt(
+        "probability of dropping a whole word type (every occurrence in the batch) while "
+        "training (Gal & Ghahramani)"))
+    label_smoothing: float = field(default=0.0, **_opt(
+        "label smoothing of the training loss (0: none)"))
     batch_size: int = field(default=32, **_opt("texts per batch"))
 
     def __post_init__(self) -> None:
@@ -84,6 +90,12 @@ class ClassifyConfig:
                                  f"got {getattr(self, name)}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"--word-dropout: expected a value in [0, 1), got {self.word_dropout}")
+        if not 0.0 <= self.embed_dropout < 1.0:
+            raise ValueError(f"--embed-dropout: expected a value in [0, 1), "
+                             f"got {self.embed_dropout}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing: expected a value in [0, 1), "
+                             f"got {self.label_smoothing}")
 
 
 def read(path: str, options: ClassifyConfig | dict, *, require_labels: bool = True,
@@ -127,6 +139,16 @@ def predict_probs(model: Classifier, examples: list[Example], vocab: Vocabulary,
     return torch.stack(rows)
 
 
+def ensemble_probs(members: list[tuple[Classifier, Vocabulary]], examples: list[Example],
+                   batch_size: int = 64) -> Tensor:
+    """The mean of the members' class probabilities ``(N, K)`` (each member with its own
+    vocabulary; the label vocabularies must agree, see :func:`load_ensemble`)."""
+    if not members:
+        raise ValueError("ensemble_probs: no members")
+    total = sum(predict_probs(model, examples, vocab, batch_size) for model, vocab in members)
+    return total / len(members)
+
+
 def score(gold: list[str], pred: list[str], labels: list[str]) -> dict:
     """Accuracy, macro-F1 over ``labels`` ∪ gold, per-label P/R/F1, confusion matrix."""
     names = sorted(set(labels) | set(gold))
@@ -144,10 +166,17 @@ def evaluate_examples(model: Classifier, examples: list[Example], vocab: Vocabul
                       labels: Vocabulary, path: str, *, unknown_labels: str = "error",
                       batch_size: int = 64) -> dict:
     """Score ``model`` on labelled examples read from ``path``."""
+    return score_probs(predict_probs(model, examples, vocab, batch_size), examples, labels, path,
+                       unknown_labels=unknown_labels)
+
+
+def score_probs(probs: Tensor, examples: list[Example], labels: Vocabulary, path: str, *,
+                unknown_labels: str = "error") -> dict:
+    """Score class probabilities ``(N, K)`` (one model's or an ensemble's) against the labels
+    of ``examples`` read from ``path``."""
     gold = [example.label for example in examples]
     check_known(gold, [f"{path}:{e.line}" for e in examples], labels, unknown_labels, "label")
-    best = predict_probs(model, examples, vocab, batch_size).argmax(-1).tolist()
-    return score(gold, labels.decode(best), labels.tokens)
+    return score(gold, labels.decode(probs.argmax(-1).tolist()), labels.tokens)
 
 
 def format_predictions(examples: list[Example], probs: Tensor, labels: Vocabulary,
@@ -202,7 +231,8 @@ class ClassifyTask:
 
     def step(self, model, batch) -> StepOutput:
         logits = logits_of(model, batch)
-        loss = nnf.cross_entropy(logits, batch["labels"].to(logits.device))
+        loss = nnf.cross_entropy(logits, batch["labels"].to(logits.device),
+                                 label_smoothing=self.config.label_smoothing)
         return StepOutput(loss, len(batch["labels"]))
 
     def evaluate(self, model) -> dict[str, float]:
@@ -246,7 +276,7 @@ def train(config: ClassifyConfig, train_config: TrainConfig, out_dir: str,
         vocab_size=len(vocab), num_classes=len(labels), embed_dim=config.embed_dim,
         hidden_size=config.hidden_size, num_layers=config.num_layers, cell=config.cell,
         bidirectional=config.bidirectional, pooling=config.pooling, dropout=config.dropout,
-        pad_id=vocab.pad_id,
+        pad_id=vocab.pad_id, embed_dropout=config.embed_dropout,
     )
     task = ClassifyTask(config, train_examples, dev_examples, vocab, labels, model_cfg,
                         train_config.seed)
@@ -269,3 +299,23 @@ def load(checkpoint: str) -> tuple[Classifier, Vocabulary, Vocabulary, dict]:
     data = {key: config.get("data", {}).get(key) for key in DATA_KEYS}
     data["lowercase"] = bool(data["lowercase"])
     return model, vocab, labels, data
+
+
+def load_ensemble(checkpoints: list[str]) -> tuple[list[tuple[Classifier, Vocabulary]],
+                                                   Vocabulary, dict]:
+    """Members ``(model, vocab)``, the shared label vocabulary and the first checkpoint's data
+    options; the checkpoints must have the same labels, in the same order."""
+    members, labels, data = [], None, None
+    for checkpoint in checkpoints:
+        model, vocab, its_labels, its_data = load(checkpoint)
+        if labels is None:
+            labels, data = its_labels, its_data
+        elif its_labels.tokens != labels.tokens:
+            raise RnnkitError(f"--checkpoint {checkpoint}: its labels "
+                              f"({', '.join(its_labels.tokens)}) differ from those of "
+                              f"{checkpoints[0]} ({', '.join(labels.tokens)}); an ensemble "
+                              "needs the same labels")
+        members.append((model, vocab))
+    if labels is None:
+        raise RnnkitError("--checkpoint: at least one checkpoint is required")
+    return members, labels, data
