@@ -18,19 +18,29 @@ import torch
 from torch import Tensor
 
 from rnnkit.functional import _common as common
+from rnnkit.functional import _workspace as workspace
 from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
 
-__all__ = ["gru", "GRUFunction", "forward_recurrence", "backward_recurrence"]
+__all__ = ["gru", "GRUFunction", "forward_recurrence", "backward_recurrence", "doubled_block"]
+
+
+def doubled_block(weight: Tensor, block: int) -> Tensor:
+    """A copy of ``weight`` (or a bias) with the rows of gate ``block`` (of three) times two."""
+    size = weight.shape[0] // 3
+    out = weight.detach().clone()
+    out[block * size : (block + 1) * size] *= 2
+    return out
 
 
 def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
     """Sequential part of the forward, in processing order.
 
-    Args: xp ``(T, B, 3H)`` with b_ih and (b_hr, b_hz) added; h0 ``(B, H)``; w_hh ``(3H, H)``;
-    b_hn ``(H,)`` or None.
+    Args: xp ``(T, B, 3H)`` with b_ih and (b_hr, b_hz) added, **its n block doubled** (see
+    ``GRUFunction``: ``tanh a = 2σ(2a) − 1``, and PyTorch's CPU tanh costs about five sigmoids per
+    element); h0 ``(B, H)``; w_hh ``(3H, H)``; b_hn ``(H,)`` or None.
     Returns: gates ``(T, B, 3H)`` = (r, z, n) after their nonlinearities, hn_lin ``(T, B, H)`` =
     ``W_hn h_{t-1} + b_hn``, hidden ``(T, B, H)``; all zero past each row's end.
     """
@@ -42,6 +52,7 @@ def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
     hidden = common.buffer(xp, (steps, batch, size), ragged)
     hh_bias = None if b_hn is None else torch.cat([b_hn.new_zeros(2 * size), b_hn])
     recurrent = ReusedWeight(w_hh, batch, hh_bias)  # h W_hhᵀ + (0, 0, b_hn)
+    minus_one = xp.new_full((), -1.0)
     rz_cols, n_cols = slice(0, 2 * size), slice(2 * size, 3 * size)
     per_step = [v.unbind(0) for v in (xp, gates, hn_lin, hidden)]
     h_prev = h0
@@ -55,55 +66,73 @@ def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
         torch.add(x[:, rz_cols], hh[:, rz_cols], out=rz)
         rz.sigmoid_()
         new = step[:, n_cols]
-        torch.addcmul(x[:, n_cols], step[:, :size], hn, out=new)
-        new.tanh_()
+        torch.addcmul(x[:, n_cols], step[:, :size], hn, value=2, out=new)  # 2 (x_n + r ⊙ hn)
+        torch.add(minus_one, new.sigmoid_(), alpha=2, out=new)  # n = tanh(x_n + r ⊙ hn)
         torch.sub(h_prev, new, out=h)
         h.mul_(step[:, size : 2 * size]).add_(new)  # n + z ⊙ (h_{t-1} − n)
         h_prev = h
     return gates, hn_lin, hidden
 
 
+forward_recurrence.doubles_n = True  # GRUFunction hands it xp with the n block doubled
+
+
 def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: Schedule):
     """Sequential part of BPTT, in processing order.
 
-    Returns: dxp ``(T, B, 3H)`` (∂L/∂ input projection), dhh ``(T, B, 3H)`` (∂L/∂(W_hh h_{t-1}
-    + b_hh)), dh0 ``(B, H)``.
+    Each step's factors are computed from its gates while they are in cache:
+    ∂L/∂n_pre = dh (1 − z)(1 − n²), ∂L/∂hn = ∂L/∂n_pre ⊙ r, ∂L/∂r_pre = ∂L/∂hn ⊙ hn (1 − r),
+    ∂L/∂z_pre = dh (h_{t-1} − n) z (1 − z), and dh_{t-1} = ∂L/∂(W_hh h + b_hh) W_hh + dh ⊙ z.
+
+    Returns: dxp_n ``(T, B, H)`` (∂L/∂ the n block of the input projection; its r and z blocks
+    equal dhh's), dhh ``(T, B, 3H)`` (∂L/∂(W_hh h_{t-1} + b_hh); a :mod:`_workspace` buffer),
+    dh0 ``(B, H)``.
     """
     steps, batch, three_h = gates.shape
     size = three_h // 3
-    r, z, new = gates.view(steps, batch, 3, size).unbind(2)
-    # Factors free of the carried error, for all steps at once (one or two whole-tensor ops each).
-    one = gates.new_ones(())
-    coef_n = torch.addcmul(one, new, new, value=-1).mul_(1 - z)  # ∂n_pre/∂h_t = (1−z)(1−n²)
-    coef_z = torch.addcmul(z, z, z, value=-1)  # σ'(z_pre) = z − z², then × (h_{t-1} − n):
-    coef_z[0].mul_(h0 - new[0])
-    coef_z[1:].mul_(hidden[:-1] - new[1:])
-    coef_r = torch.addcmul(r, r, r, value=-1).mul_(hn_lin)  # ∂r_pre/∂n_pre = r(1−r) hn_lin
     ragged = schedule.ragged
-    dhh = common.buffer(gates, gates.shape, ragged)
+    dhh = workspace.take(gates.shape, gates, zero=ragged)
     dn_pre = common.buffer(gates, (steps, batch, size), ragged)
     back = ReusedWeight(w_hh.t(), batch)  # dhh W_hh
     dh = dh_n.clone()  # ∂L/∂h carried back from step t+1
+    scratch = [torch.empty_like(dh) for _ in range(2)]
     record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
-    per_step = [v.unbind(0) for v in (dout, coef_n, coef_r, coef_z, r, z, dn_pre, dhh)]
+    per_step = [v.unbind(0) for v in (dout, hn_lin, dn_pre)]
+    gates_t, dhh_t = _per_step_blocks(gates, 3), _per_step_blocks(dhh, 3)
+    dhh_rows, hidden_t = dhh.unbind(0), hidden.unbind(0)
     for t in reversed(range(steps)):
         n = schedule.batch_sizes[t]
         if n == 0:
             continue
-        d_out, c_n, c_r, c_z, reset, update, dn, d_hh, dh_prev = common.rows(
-            n, *(views[t] for views in per_step), dh
+        h_prev = h0 if t == 0 else hidden_t[t - 1]
+        (reset, update, new), (d_r, d_z, d_hn) = gates_t[t], dhh_t[t]
+        d_out, hn, dn, d_hh, h_prev, dh_prev, s1, s2 = common.rows(
+            n, *(views[t] for views in per_step), dhh_rows[t], h_prev, dh, *scratch
         )
+        if n != batch:
+            reset, update, new, d_r, d_z, d_hn = (
+                v[:n] for v in (reset, update, new, d_r, d_z, d_hn)
+            )
         dh_t = d_out + dh_prev  # error from output t and from state t+1
         if record is not None:
             record(t, dh_t)  # ∂L/∂h_t
-        torch.mul(dh_t, c_n, out=dn)
-        torch.mul(dn, c_r, out=d_hh[:, :size])  # r
-        torch.mul(dh_t, c_z, out=d_hh[:, size : 2 * size])  # z
-        torch.mul(dn, reset, out=d_hh[:, 2 * size :])  # W_hn h + b_hn
-        dh_t.mul_(update)  # the direct path z ⊙ h_{t-1}
-        dh = common.carry(dh, back(d_hh, dh_t))
-    dxp = torch.cat([dhh[..., : 2 * size], dn_pre], dim=-1)
-    return dxp, dhh, dh
+        a = torch.addcmul(dh_t, dh_t, update, value=-1, out=s1)  # dh (1 − z)
+        torch.addcmul(a, torch.mul(a, new, out=s2), new, value=-1, out=dn)  # a (1 − n²)
+        torch.mul(dn, reset, out=d_hn)  # into W_hn h + b_hn
+        v = torch.mul(d_hn, hn, out=s1)
+        torch.addcmul(v, v, reset, value=-1, out=d_r)  # dn hn r (1 − r)
+        w = torch.sub(h_prev, new, out=s1).mul_(dh_t)
+        u = torch.mul(w, update, out=s2)
+        torch.addcmul(u, u, update, value=-1, out=d_z)  # dh (h_{t-1} − n) z (1 − z)
+        dh = common.carry(dh, back(d_hh, dh_t.mul_(update)))  # + the direct path z ⊙ dh
+    return dn_pre, dhh, dh
+
+
+def _per_step_blocks(seq: Tensor, blocks: int) -> list[tuple[Tensor, ...]]:
+    """``seq`` ``(T, B, k·H)`` as T tuples of k ``(B, H)`` views, made in bulk before a loop."""
+    steps, batch, width = seq.shape
+    per_block = (v.unbind(0) for v in seq.view(steps, batch, blocks, width // blocks).unbind(2))
+    return list(zip(*per_block))
 
 
 register("gru", "reference", forward_recurrence, backward_recurrence)
@@ -122,7 +151,11 @@ class GRUFunction(torch.autograd.Function):
         if b_ih is not None:
             bias = b_ih + torch.cat([b_hh[: 2 * size], b_hh.new_zeros(size)])
             b_hn = b_hh[2 * size :]
-        xp = common.project_inputs(x, w_ih, bias, schedule)  # (T, B, 3H), processing order
+        w_in = w_ih
+        if getattr(forward_rec, "doubles_n", False):  # see forward_recurrence
+            w_in = doubled_block(w_ih, 2)
+            bias = None if bias is None else doubled_block(bias, 2)
+        xp = common.project_inputs(x, w_in, bias, schedule)  # (T, B, 3H), processing order
         h0p = schedule.batch_to_processing(h0)
         gates, hn_lin, hidden = forward_rec(xp, h0p, w_hh, b_hn, schedule)
         h_n = schedule.batch_from_processing(schedule.last_steps(hidden))
@@ -140,8 +173,14 @@ class GRUFunction(torch.autograd.Function):
         dh_n = schedule.batch_to_processing(common.grad_or_zeros(dh_n, h0p))
         dxp, dhh, dh0 = backward_rec(dout, dh_n, gates, hn_lin, hidden, h0p, w_hh, schedule)
         dw_hh = common.recurrent_weight_grad(dhh, h0p, hidden)
-        dx, dw_ih, db_ih = common.input_grads(dxp, x, w_ih, schedule, ctx.needs_input_grad[0])
         db_hh = dhh.sum((0, 1)) if has_bias else None
+        kept = None
+        if dxp.shape[-1] != dhh.shape[-1]:  # only the n block: r and z are dhh's, reuse it
+            dhh[..., 2 * dxp.shape[-1] :] = dxp
+            dxp = kept = dhh
+        dx, dw_ih, db_ih = common.input_grads(dxp, x, w_ih, schedule, ctx.needs_input_grad[0])
+        if kept is not None:
+            workspace.give(kept)  # nothing returned refers to it
         if not has_bias:
             db_ih = None
         dh0 = schedule.batch_from_processing(dh0)

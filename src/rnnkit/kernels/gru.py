@@ -194,7 +194,8 @@ def _gru_backward(
 
 
 def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
-    """Same contract as :func:`rnnkit.functional.gru.forward_recurrence`."""
+    """Same contract as :func:`rnnkit.functional.gru.forward_recurrence`, except that ``xp``
+    holds the plain projection (no ``doubles_n``)."""
     steps, batch, three_h = xp.shape
     size = three_h // 3
     plan = _plan.make_plan(batch, size, 3, w_hh)
@@ -218,7 +219,8 @@ def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
 
 
 def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: Schedule):
-    """Same contract as :func:`rnnkit.functional.gru.backward_recurrence`."""
+    """Same contract as :func:`rnnkit.functional.gru.backward_recurrence`, except that it
+    returns the whole ``dxp`` ``(T, B, 3H)`` (``GRUFunction`` takes either)."""
     steps, batch, three_h = gates.shape
     size = three_h // 3
     plan = _plan.make_plan(batch, size, 3, w_hh)
