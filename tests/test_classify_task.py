@@ -11,6 +11,8 @@ import torch
 
 from rnnkit.cli.main import main
 from rnnkit.data.classification import read_examples
+from rnnkit.data.vocab import PAD, UNK, Vocabulary
+from rnnkit.errors import RnnkitError
 from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig
 from rnnkit.tasks import classify
 
@@ -203,7 +205,7 @@ def test_ensemble_eval_and_predict(trained, tmp_path, capsys):
     members, labels, _ = classify.load_ensemble([str(trained / "run"), str(second)])
     examples = read_examples(trained / "dev.txt")
     probs = classify.ensemble_probs(members, examples)
-    alone = [classify.predict_probs(m, examples, v) for m, v in members]
+    alone = [classify.predict_probs(m, examples, v, chars=c) for m, v, c in members]
     torch.testing.assert_close(probs, (alone[0] + alone[1]) / 2)
     capsys.readouterr()
     assert main(["classify", "eval", "--checkpoint", str(trained / "run"), "--checkpoint",
@@ -237,3 +239,130 @@ def test_ensemble_needs_the_same_labels(trained, tmp_path, capsys):
     assert f"--checkpoint {tmp_path / 'other'}: its labels (neg, yes) differ" in err
 
 
+
+
+def spelled(n: int, seed: int, stems: list[str]) -> str:
+    """``LABEL TEXT`` lines whose label only the spelling tells: pos when the one word built on
+    a stem ends in 'ful', neg when it ends in 'less'; dev stems never occur in training."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        label, suffix = rng.choice([("pos", "ful"), ("neg", "less")])
+        words = [rng.choice(WORDS) for _ in range(rng.randint(0, 3))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(stems) + suffix)
+        lines.append(f"{label} {' '.join(words)}\n")
+    return "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def spelling(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chars")
+    rng = random.Random(3)
+    stems = ["".join(rng.choice("abcdeghikmnoprstuvz") for _ in range(rng.randint(3, 6)))
+             for _ in range(80)]
+    (root / "train.txt").write_text(spelled(400, 1, stems[:60]))
+    (root / "dev.txt").write_text(spelled(100, 2, stems[60:]))
+    for name, flags in (("chars", ["--chars", "--char-dim", "8", "--char-hidden", "12",
+                                   "--max-word-length", "12"]), ("words", [])):
+        assert main(["classify", "train", "--train", str(root / "train.txt"), "--dev",
+                     str(root / "dev.txt"), "--out", str(root / name), "--max-epochs", "8",
+                     *TINY, *flags]) == 0
+    return root
+
+
+def test_chars_are_off_by_default(trained):
+    assert not (trained / "run" / "best" / "chars.json").exists()
+    model, _, _, data = classify.load(str(trained / "run"))
+    assert model.chars is None and model.config.char_vocab_size == 0 and data["chars"] is None
+    saved = json.loads((trained / "run" / "best" / "config.json").read_text())
+    assert "max_word_length" not in saved["data"]
+
+
+def test_checkpoint_from_before_chars_loads(trained, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(trained / "run" / "best", old)
+    saved = json.loads((old / "config.json").read_text())
+    for key in ("char_vocab_size", "char_dim", "char_hidden"):
+        del saved["model"][key]
+    (old / "config.json").write_text(json.dumps(saved))
+    model, vocab, _, _ = classify.load(str(old))
+    examples = read_examples(trained / "dev.txt")
+    reference, ref_vocab, _, _ = classify.load(str(trained / "run"))
+    torch.testing.assert_close(classify.predict_probs(model, examples, vocab),
+                               classify.predict_probs(reference, examples, ref_vocab))
+
+
+def test_chars_read_the_spelling_of_unseen_words(spelling, capsys):
+    directory = spelling / "chars" / "best"
+    assert (directory / "chars.json").exists()
+    saved = json.loads((directory / "config.json").read_text())
+    assert saved["model"]["char_vocab_size"] > 2 and saved["model"]["char_hidden"] == 12
+    assert saved["data"]["max_word_length"] == 12
+    model, vocab, _, data = classify.load(str(spelling / "chars"))
+    assert model.chars is not None and data["chars"].max_word_length == 12
+    examples = read_examples(spelling / "dev.txt")
+    assert all(vocab.unk_id in vocab.encode(e.tokens) for e in examples)  # stems unseen
+    accuracy = {}
+    for name in ("chars", "words"):
+        capsys.readouterr()
+        assert main(["classify", "eval", "--checkpoint", str(spelling / name), "--data",
+                     str(spelling / "dev.txt"), "--json"]) == 0
+        accuracy[name] = json.loads(capsys.readouterr().out)["accuracy"]
+    assert accuracy["chars"] > 0.9 and accuracy["words"] < 0.75
+    bucketed = classify.predict_probs(model, examples, vocab, 7, chars=data["chars"])
+    single = classify.predict_probs(model, examples, vocab, 1, bucketed=False,
+                                    chars=data["chars"])
+    torch.testing.assert_close(bucketed, single, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RnnkitError, match="reads characters"):
+        classify.predict_probs(model, examples, vocab)
+
+
+def test_chars_predict_and_mixed_ensemble(spelling, tmp_path, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("w1 zzqful w2\nzzqless w3\n"))
+    capsys.readouterr()
+    assert main(["classify", "predict", "--checkpoint", str(spelling / "chars"),
+                 "--output-format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["label"] for row in rows] == ["pos", "neg"]
+    members, labels, _ = classify.load_ensemble([str(spelling / "chars"),
+                                                 str(spelling / "words")])
+    assert members[0][2] is not None and members[1][2] is None
+    examples = read_examples(spelling / "dev.txt")
+    probs = classify.ensemble_probs(members, examples)
+    alone = [classify.predict_probs(m, examples, v, chars=c) for m, v, c in members]
+    torch.testing.assert_close(probs, (alone[0] + alone[1]) / 2)
+    out_file = tmp_path / "pred.jsonl"
+    assert main(["classify", "predict", "--checkpoint", str(spelling / "chars"), "--checkpoint",
+                 str(spelling / "words"), "--input", str(spelling / "dev.txt"), "--format",
+                 "label-text", "--output", str(out_file), "--output-format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [row["probabilities"]["pos"] for row in rows] == pytest.approx(
+        probs[:, labels.id_of("pos")].tolist(), abs=1e-5)
+
+
+def test_word_dropout_never_changes_the_characters():
+    batch = classify.collate([[5, 6], [7]], [0, 1], Vocabulary.build([], specials=(PAD, UNK)),
+                             word_dropout=0.99, singles=frozenset({5, 6, 7}),
+                             rng=random.Random(0), char_ids=[[[2, 3, 4], [5]], [[6, 7]]])
+    assert batch["tokens"].tolist() == [[1, 1], [1, 0]]
+    assert batch["chars"].tolist() == [[[2, 3, 4], [5, 0, 0]], [[6, 7, 0], [0, 0, 0]]]
+    assert batch["char_lengths"].tolist() == [[3, 1], [2, 0]]
+
+
+def test_classifier_with_chars_needs_them():
+    model = Classifier(ClassifierConfig(vocab_size=10, num_classes=2, embed_dim=4,
+                                        hidden_size=3, char_vocab_size=8, char_dim=3,
+                                        char_hidden=2, pooling="max", dropout=0.0)).eval()
+    assert model.chars.output_size == 4
+    tokens, lengths = torch.tensor([[2, 3, 0]]), torch.tensor([2])
+    chars = torch.tensor([[[2, 3], [4, 0], [0, 0]]])
+    char_lengths = torch.tensor([[2, 1, 0]])
+    assert model(tokens, lengths, chars, char_lengths).shape == (1, 2)
+    with pytest.raises(ValueError, match="chars, char_lengths: required"):
+        model(tokens, lengths)
+    with pytest.raises(ValueError, match="char_hidden: expected an integer >= 1"):
+        ClassifierConfig(vocab_size=10, num_classes=2, char_vocab_size=8, char_hidden=0)

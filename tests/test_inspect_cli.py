@@ -125,3 +125,17 @@ def test_classifier_report(tmp_path, capsys):
     html = out.read_text(encoding="utf-8")
     assert set(_spans(html).values()) == {3}
     assert "Class probabilities" in html and "pos" in html and "neg" in html
+
+
+def test_classifier_with_chars_report(tmp_path):
+    lines = ["pos good fine film", "neg bad dull film", "pos fine good", "neg dull bad"] * 6
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    assert main(["classify", "train", "--train", str(tmp_path / "train.txt"), "--dev",
+                 str(tmp_path / "train.txt"), "--out", str(tmp_path / "run"), "--embed-dim",
+                 "8", "--chars", "--char-dim", "4", "--char-hidden", "4", *SMALL]) == 0
+    out = tmp_path / "cls.html"
+    assert main(["inspect", "--checkpoint", str(tmp_path / "run"), "--text",
+                 "a goodish film", "--out", str(out)]) == 0  # "goodish": unseen, read by spelling
+    html = out.read_text(encoding="utf-8")
+    assert set(_spans(html).values()) == {3}
+    assert "Class probabilities" in html

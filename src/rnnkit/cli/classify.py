@@ -12,6 +12,8 @@ EXAMPLES = """examples:
   rnnkit classify train --train reviews.tsv --text-column review --label-column stars \\
       --pooling attention --out runs/reviews
   rnnkit classify train --train data.jsonl --text-column body --label-column topic
+  rnnkit classify train --train stsa.binary.train --dev stsa.binary.dev --chars \\
+      --out runs/sst2-chars       (a character RNN per token, for words unseen in training)
   rnnkit classify eval --checkpoint runs/sst2 --data stsa.binary.dev --confusion-png cm.png
   rnnkit classify eval --checkpoint runs/sst2 --data stsa.binary.dev --json
   rnnkit classify eval --checkpoint runs/s1 --checkpoint runs/s2 --checkpoint runs/s3 \
@@ -23,7 +25,8 @@ files: 'LABEL TEXT' lines (label-text, the SST-2 files), tsv/csv (columns by hea
 1-based number; --header/--no-header), jsonl (field names). predict reads one text a line
 (or the training format with --format) and writes label, probability and text. eval and
 predict take --checkpoint several times for an ensemble (same labels; each member keeps its
-own vocabulary; the data options are the first checkpoint's).
+own vocabularies, word and, with --chars, character; the data options are the first
+checkpoint's).
 """
 
 

@@ -228,7 +228,10 @@ def _run_classifier(directory: Path, config: InspectConfig) -> _Run:
     notes: list[str] = []
     words = _limit(config.text.split(), config, notes)
     tokens = [w.lower() for w in words] if data.get("lowercase") else words
-    batch = classify.collate([vocab.encode(tokens)], None, vocab)
+    chars = data.get("chars")  # the character vocabulary of a --chars classifier, or None
+    batch = classify.collate([vocab.encode(tokens)], None, vocab,
+                             char_ids=None if chars is None else [chars.encode(tokens)],
+                             char_pad=0 if chars is None else chars.vocab.pad_id)
     with _Capture(_top_layer(model)) as capture, torch.no_grad():
         logits = classify.logits_of(model, batch)[0]  # (K,)
     probs = torch.softmax(logits.float(), dim=-1)

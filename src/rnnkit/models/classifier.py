@@ -16,7 +16,13 @@ Padding positions never enter any of them. Scores: ``logits = V dropout(r) + b``
 each vocabulary row is zeroed with that probability (every occurrence of the word in the batch
 at once) and the kept rows are scaled by ``1/(1-p)``; ordinary dropout then still applies.
 
-Axes: B texts, T tokens, E embedding, H hidden units, D directions, K classes.
+With ``char_vocab_size > 0`` each token's input is ``[E w_t ; c_t]``: its embedding and the
+final states of a bidirectional character RNN over its spelling (the tagger's
+:class:`~rnnkit.models._chars.CharEncoder`), so a token unseen in training (``<unk>``) still
+gets a representation from prefixes and suffixes.
+
+Axes: B texts, T tokens, C characters per token, E embedding, H hidden units, D directions,
+K classes.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from rnnkit.models._chars import CharEncoder
 from rnnkit.models._config import CELLS, check_model_config
 
 __all__ = ["ClassifierConfig", "Classifier", "POOLINGS"]
@@ -35,7 +42,8 @@ POOLINGS = ("last", "mean", "max", "attention")
 
 @dataclass
 class ClassifierConfig:
-    """Sizes and options of a :class:`Classifier`."""
+    """Sizes and options of a :class:`Classifier`. ``char_vocab_size = 0`` (the default) turns
+    the character RNN off."""
 
     vocab_size: int
     num_classes: int
@@ -48,6 +56,9 @@ class ClassifierConfig:
     dropout: float = 0.5
     pad_id: int = 0
     embed_dropout: float = 0.0
+    char_vocab_size: int = 0
+    char_dim: int = 32
+    char_hidden: int = 64
 
     def __post_init__(self) -> None:
         check_model_config(self, ("vocab_size", "num_classes", "embed_dim", "hidden_size",
@@ -58,6 +69,11 @@ class ClassifierConfig:
         if not 0.0 <= self.embed_dropout < 1.0:
             raise ValueError(f"embed_dropout: expected a value in [0, 1), "
                              f"got {self.embed_dropout}")
+        if self.char_vocab_size < 0:
+            raise ValueError(f"char_vocab_size: expected an integer >= 0, "
+                             f"got {self.char_vocab_size}")
+        if self.char_vocab_size > 0:
+            check_model_config(self, ("char_dim", "char_hidden"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,8 +87,12 @@ class Classifier(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim,
                                       padding_idx=config.pad_id)
+        self.chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
+                                  config.cell, config.pad_id)
+                      if config.char_vocab_size > 0 else None)
+        input_size = config.embed_dim + (self.chars.output_size if self.chars else 0)
         self.rnn = CELLS[config.cell](
-            config.embed_dim, config.hidden_size, num_layers=config.num_layers, batch_first=True,
+            input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
             bidirectional=config.bidirectional,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
@@ -84,11 +104,14 @@ class Classifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(size, config.num_classes)
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """tokens ``(B, T)``, lengths ``(B,)`` (each ≥ 1) → logits ``(B, K)``."""
-        return self.output(self.dropout(self.encode(tokens, lengths)))
+    def forward(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None = None,
+                char_lengths: Tensor | None = None) -> Tensor:
+        """tokens ``(B, T)``, lengths ``(B,)`` (each ≥ 1); with the character RNN also chars
+        ``(B, T, C)`` and char_lengths ``(B, T)`` (0 at padding) → logits ``(B, K)``."""
+        return self.output(self.dropout(self.encode(tokens, lengths, chars, char_lengths)))
 
-    def encode(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+    def encode(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None = None,
+               char_lengths: Tensor | None = None) -> Tensor:
         """The sequence representation ``(B, D·H)``."""
         embedded = self.embedding(tokens)  # (B, T, E)
         p = self.config.embed_dropout
@@ -96,6 +119,11 @@ class Classifier(nn.Module):
             keep = torch.rand(self.config.vocab_size, device=tokens.device) >= p  # (V,)
             scale = keep.to(embedded.dtype) / (1.0 - p)
             embedded = embedded * scale[tokens].unsqueeze(-1)  # whole word types dropped
+        if self.chars is not None:
+            if chars is None or char_lengths is None:
+                raise ValueError("chars, char_lengths: required by a classifier with a char RNN")
+            features = self.chars.features(chars, char_lengths)  # (B, T, 2·H_c)
+            embedded = torch.cat([embedded, features], dim=-1)  # (B, T, E + 2·H_c)
         embedded = self.dropout(embedded)
         outputs, final = self.rnn(embedded, lengths=lengths)  # (B, T, D·H)
         pooling = self.config.pooling

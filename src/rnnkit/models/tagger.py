@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from rnnkit.models._chars import CharEncoder
 from rnnkit.models._config import CELLS, check_model_config
 
-__all__ = ["TaggerConfig", "Tagger", "CELLS"]
+__all__ = ["TaggerConfig", "Tagger", "CharEncoder", "CELLS"]
 
 
 @dataclass
@@ -47,24 +48,6 @@ class TaggerConfig:
         return asdict(self)
 
 
-class CharEncoder(nn.Module):
-    """Characters of each real word → final states of a bidirectional RNN, ``(N, 2·H_c)``."""
-
-    def __init__(self, config: TaggerConfig) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(config.char_vocab_size, config.char_dim,
-                                      padding_idx=config.pad_id)
-        self.rnn = CELLS[config.cell](config.char_dim, config.char_hidden, batch_first=True,
-                                      bidirectional=True)
-        self.output_size = 2 * config.char_hidden
-
-    def forward(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
-        """chars ``(N, C)``, char_lengths ``(N,)`` (each ≥ 1) → ``(N, 2·H_c)``."""
-        _, final = self.rnn(self.embedding(chars), lengths=char_lengths)
-        hidden = final[0] if isinstance(final, tuple) else final  # (2, N, H_c)
-        return torch.cat([hidden[0], hidden[1]], dim=-1)  # (N, 2·H_c)
-
-
 class Tagger(nn.Module):
     """Bidirectional word (+ character) RNN tagger; see the module docstring."""
 
@@ -73,7 +56,9 @@ class Tagger(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.word_dim,
                                       padding_idx=config.pad_id)
-        self.chars = CharEncoder(config) if config.char_vocab_size > 0 else None
+        self.chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
+                                  config.cell, config.pad_id)
+                      if config.char_vocab_size > 0 else None)
         input_size = config.word_dim + (self.chars.output_size if self.chars else 0)
         self.rnn = CELLS[config.cell](
             input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
@@ -101,11 +86,4 @@ class Tagger(nn.Module):
         return self.output(self.dropout(hidden))  # (B, T, K)
 
     def _char_features(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
-        real = char_lengths > 0  # (B, T)
-        # Each distinct word of the batch is read once (a sentence batch repeats many words).
-        words, inverse = torch.unique(chars[real], dim=0, return_inverse=True)  # (U, C), (N,)
-        lengths = (words != self.config.pad_id).sum(1)  # (U,); char ids are never pad
-        encoded = self.chars(words, lengths.cpu())[inverse]  # (N, 2·H_c)
-        features = encoded.new_zeros(*chars.shape[:2], encoded.shape[-1])  # (B, T, 2·H_c)
-        features[real] = encoded
-        return features
+        return self.chars.features(chars, char_lengths)  # (B, T, 2·H_c)

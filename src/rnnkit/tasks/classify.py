@@ -3,9 +3,13 @@
 
 Tokens are looked up in a vocabulary of the training tokens seen ``min_freq`` times or more
 (others are ``<unk>``); while training, tokens seen once are replaced by ``<unk>`` with
-probability ``word_dropout``. A checkpoint directory holds ``model.safetensors``, ``config.json``
-and ``vocab.json``, ``labels.json``. Several checkpoints with the same labels make an ensemble
-(:func:`load_ensemble`, :func:`ensemble_probs`: the mean of their class probabilities).
+probability ``word_dropout``. With ``chars`` (off by default) a character RNN also reads each
+token's first ``max_word_length`` characters (always the token's own, also when word dropout
+made it ``<unk>``), from a character vocabulary of the training text. A checkpoint directory
+holds ``model.safetensors``, ``config.json`` and ``vocab.json``, ``labels.json`` and, with
+chars, ``chars.json``. Several checkpoints with the same labels make an ensemble
+(:func:`load_ensemble`, :func:`ensemble_probs`: the mean of their class probabilities; each
+member keeps its own vocabularies).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from rnnkit.tasks._labels import (
 from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
 from rnnkit.train import checkpoint as ckpt
 
-__all__ = ["ClassifyConfig", "ClassifyTask", "train", "load", "load_ensemble", "read",
+__all__ = ["ClassifyConfig", "ClassifyTask", "CharVocab", "train", "load", "load_ensemble", "read",
            "predict_probs", "ensemble_probs", "evaluate_examples", "format_predictions"]
 
 DATA_KEYS = ("format", "text_column", "label_column", "header", "lowercase")
@@ -81,10 +85,18 @@ class ClassifyConfig:
         "training (Gal & Ghahramani)"))
     label_smoothing: float = field(default=0.0, **_opt(
         "label smoothing of the training loss (0: none)"))
+    chars: bool = field(default=False, **_opt(
+        "add a character-RNN encoding of each token (its spelling) to its embedding"))
+    char_dim: int = field(default=32, **_opt("character embedding size (with --chars)"))
+    char_hidden: int = field(default=64, **_opt(
+        "char RNN hidden size, per direction (with --chars)"))
+    max_word_length: int = field(default=30, **_opt(
+        "characters of a token the char RNN reads (with --chars)"))
     batch_size: int = field(default=32, **_opt("texts per batch"))
 
     def __post_init__(self) -> None:
-        for name in ("min_freq", "embed_dim", "hidden_size", "num_layers", "batch_size"):
+        for name in ("min_freq", "embed_dim", "hidden_size", "num_layers", "char_dim",
+                     "char_hidden", "max_word_length", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
                                  f"got {getattr(self, name)}")
@@ -107,45 +119,92 @@ def read(path: str, options: ClassifyConfig | dict, *, require_labels: bool = Tr
                          require_labels=require_labels, lowercase=data["lowercase"], text=text)
 
 
+@dataclass
+class CharVocab:
+    """The character vocabulary of a classifier with a char RNN, and how much of a token it
+    reads."""
+
+    vocab: Vocabulary
+    max_word_length: int = 30
+
+    @classmethod
+    def build(cls, examples: list[Example], max_word_length: int) -> CharVocab:
+        return cls(Vocabulary.build(([c for token in e.tokens for c in token] for e in examples),
+                                    specials=(PAD, UNK)), max_word_length)
+
+    def encode(self, tokens: list[str]) -> list[list[int]]:
+        """Character ids of each token (at least one: an empty token reads as ``<unk>``)."""
+        return [self.vocab.encode(token[: self.max_word_length]) or [self.vocab.unk_id]
+                for token in tokens]
+
+
 def collate(token_ids: list[list[int]], labels: list[int] | None, vocab: Vocabulary,
             word_dropout: float = 0.0, singles: frozenset[int] = frozenset(),
-            rng: random.Random | None = None) -> dict[str, Tensor]:
-    """``tokens`` ``(B, T)``, ``lengths`` ``(B,)`` and, with labels, ``labels`` ``(B,)``."""
+            rng: random.Random | None = None, char_ids: list[list[list[int]]] | None = None,
+            char_pad: int = 0) -> dict[str, Tensor]:
+    """``tokens`` ``(B, T)``, ``lengths`` ``(B,)``; with labels, ``labels`` ``(B,)``; with
+    ``char_ids`` (per text, per token), ``chars`` ``(B, T, C)`` and ``char_lengths`` ``(B, T)``
+    (0 at padding). Word dropout changes ``tokens`` only, never the characters."""
     if word_dropout > 0.0 and singles:
         rng = rng or random.Random()
         token_ids = [[vocab.unk_id if t in singles and rng.random() < word_dropout else t
                       for t in ids] for ids in token_ids]
     tokens, lengths = pad_sequences(token_ids, vocab.pad_id)
     batch = {"tokens": tokens, "lengths": lengths}
+    if char_ids is not None:
+        steps = tokens.shape[1]
+        longest = max(len(word) for text in char_ids for word in text)
+        rows = [[word + [char_pad] * (longest - len(word)) for word in text]
+                + [[char_pad] * longest] * (steps - len(text)) for text in char_ids]
+        batch["chars"] = torch.tensor(rows, dtype=torch.long)  # (B, T, C)
+        batch["char_lengths"] = torch.tensor(
+            [[len(word) for word in text] + [0] * (steps - len(text)) for text in char_ids],
+            dtype=torch.long)  # (B, T)
     if labels is not None:
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
     return batch
 
 
 def logits_of(model: Classifier, batch: dict[str, Tensor]) -> Tensor:
-    return model(batch["tokens"].to(device_of(model)), batch["lengths"])  # (B, K)
+    device = device_of(model)
+    if model.chars is None:
+        return model(batch["tokens"].to(device), batch["lengths"])  # (B, K)
+    if "chars" not in batch:
+        raise RnnkitError("this classifier reads characters (trained with --chars); its "
+                          "character vocabulary (chars.json) is needed to run it")
+    return model(batch["tokens"].to(device), batch["lengths"], batch["chars"].to(device),
+                 batch["char_lengths"].to(device))  # (B, K)
 
 
 def predict_probs(model: Classifier, examples: list[Example], vocab: Vocabulary,
-                  batch_size: int = 64, *, bucketed: bool = True) -> Tensor:
-    """Class probabilities ``(N, K)``, in the order of ``examples``."""
+                  batch_size: int = 64, *, bucketed: bool = True,
+                  chars: CharVocab | None = None) -> Tensor:
+    """Class probabilities ``(N, K)``, in the order of ``examples`` (``chars``: the character
+    vocabulary of a classifier with a char RNN)."""
     ids = [vocab.encode(example.tokens) for example in examples]
+    char_ids = ([chars.encode(example.tokens) for example in examples]
+                if chars is not None and model.chars is not None else None)
 
     def run(indices: list[int]) -> Tensor:
-        batch = collate([ids[i] for i in indices], None, vocab)
+        batch = collate([ids[i] for i in indices], None, vocab,
+                        char_ids=None if char_ids is None else [char_ids[i] for i in indices],
+                        char_pad=chars.vocab.pad_id if chars is not None else 0)
         return torch.softmax(logits_of(model, batch).float(), dim=-1)
 
     rows = run_in_buckets(model, [len(x) for x in ids], batch_size, run, bucketed=bucketed)
     return torch.stack(rows)
 
 
-def ensemble_probs(members: list[tuple[Classifier, Vocabulary]], examples: list[Example],
+def ensemble_probs(members: list[tuple], examples: list[Example],
                    batch_size: int = 64) -> Tensor:
-    """The mean of the members' class probabilities ``(N, K)`` (each member with its own
-    vocabulary; the label vocabularies must agree, see :func:`load_ensemble`)."""
+    """The mean of the members' class probabilities ``(N, K)``; members are ``(model, vocab)``
+    or ``(model, vocab, chars)`` (each with its own vocabularies; the label vocabularies must
+    agree, see :func:`load_ensemble`)."""
     if not members:
         raise ValueError("ensemble_probs: no members")
-    total = sum(predict_probs(model, examples, vocab, batch_size) for model, vocab in members)
+    total = sum(predict_probs(model, examples, vocab, batch_size,
+                              chars=rest[0] if rest else None)
+                for model, vocab, *rest in members)
     return total / len(members)
 
 
@@ -164,10 +223,10 @@ def score(gold: list[str], pred: list[str], labels: list[str]) -> dict:
 
 def evaluate_examples(model: Classifier, examples: list[Example], vocab: Vocabulary,
                       labels: Vocabulary, path: str, *, unknown_labels: str = "error",
-                      batch_size: int = 64) -> dict:
+                      batch_size: int = 64, chars: CharVocab | None = None) -> dict:
     """Score ``model`` on labelled examples read from ``path``."""
-    return score_probs(predict_probs(model, examples, vocab, batch_size), examples, labels, path,
-                       unknown_labels=unknown_labels)
+    return score_probs(predict_probs(model, examples, vocab, batch_size, chars=chars), examples,
+                       labels, path, unknown_labels=unknown_labels)
 
 
 def score_probs(probs: Tensor, examples: list[Example], labels: Vocabulary, path: str, *,
@@ -208,10 +267,13 @@ class ClassifyTask:
 
     def __init__(self, config: ClassifyConfig, train_examples: list[Example],
                  dev_examples: list[Example], vocab: Vocabulary, labels: Vocabulary,
-                 model_cfg: ClassifierConfig, seed: int = 0) -> None:
+                 model_cfg: ClassifierConfig, seed: int = 0,
+                 chars: CharVocab | None = None) -> None:
         self.config, self.vocab, self.labels, self.model_cfg = config, vocab, labels, model_cfg
-        self.seed = seed
+        self.seed, self.chars = seed, chars
         self.train_ids = [vocab.encode(e.tokens) for e in train_examples]
+        self.train_chars = ([chars.encode(e.tokens) for e in train_examples]
+                            if chars is not None else None)
         self.train_labels = [labels.id_of(e.label) for e in train_examples]
         counts: dict[int, int] = {}
         for ids in self.train_ids:
@@ -225,8 +287,12 @@ class ClassifyTask:
                                      seed=self.seed)
         sampler.set_epoch(epoch)
         rng = random.Random(self.seed * 7919 + epoch)
+        def char_ids(batch: list[int]) -> list[list[list[int]]] | None:
+            return None if self.train_chars is None else [self.train_chars[i] for i in batch]
+
         return [collate([self.train_ids[i] for i in batch], [self.train_labels[i] for i in batch],
-                        self.vocab, self.config.word_dropout, self.singles, rng)
+                        self.vocab, self.config.word_dropout, self.singles, rng,
+                        char_ids(batch), self.chars.vocab.pad_id if self.chars else 0)
                 for batch in shard_batches(sampler.batches(), shard)]
 
     def step(self, model, batch) -> StepOutput:
@@ -236,7 +302,8 @@ class ClassifyTask:
         return StepOutput(loss, len(batch["labels"]))
 
     def evaluate(self, model) -> dict[str, float]:
-        probs = predict_probs(model, self.dev, self.vocab, 2 * self.config.batch_size)
+        probs = predict_probs(model, self.dev, self.vocab, 2 * self.config.batch_size,
+                              chars=self.chars)
         targets = torch.tensor([self.labels.id_of(e.label) if e.label in self.labels else -100
                                 for e in self.dev])
         loss = nnf.nll_loss(probs.clamp_min(1e-12).log(), targets, ignore_index=-100)
@@ -248,8 +315,11 @@ class ClassifyTask:
     def checkpoint_files(self) -> dict:
         data = {key: getattr(self.config, key) for key in DATA_KEYS}
         data["format"] = guess_format(self.config.train, self.config.format)
-        return {ckpt.CONFIG: {"model": self.model_cfg.to_dict(), "data": data},
-                "vocab.json": self.vocab.to_json(), "labels.json": self.labels.to_json()}
+        files = {"vocab.json": self.vocab.to_json(), "labels.json": self.labels.to_json()}
+        if self.chars is not None:
+            data["max_word_length"] = self.chars.max_word_length
+            files["chars.json"] = self.chars.vocab.to_json()
+        return {ckpt.CONFIG: {"model": self.model_cfg.to_dict(), "data": data}, **files}
 
 
 def train(config: ClassifyConfig, train_config: TrainConfig, out_dir: str,
@@ -271,20 +341,24 @@ def train(config: ClassifyConfig, train_config: TrainConfig, out_dir: str,
     vocab = Vocabulary.build((e.tokens for e in train_examples), min_freq=config.min_freq,
                              specials=(PAD, UNK))
     labels = label_vocabulary([e.label for e in train_examples])
+    chars = CharVocab.build(train_examples, config.max_word_length) if config.chars else None
     seed_everything(train_config.seed)
     model_cfg = ClassifierConfig(
         vocab_size=len(vocab), num_classes=len(labels), embed_dim=config.embed_dim,
         hidden_size=config.hidden_size, num_layers=config.num_layers, cell=config.cell,
         bidirectional=config.bidirectional, pooling=config.pooling, dropout=config.dropout,
         pad_id=vocab.pad_id, embed_dropout=config.embed_dropout,
+        char_vocab_size=len(chars.vocab) if chars is not None else 0, char_dim=config.char_dim,
+        char_hidden=config.char_hidden,
     )
     task = ClassifyTask(config, train_examples, dev_examples, vocab, labels, model_cfg,
-                        train_config.seed)
+                        train_config.seed, chars)
     return Trainer(Classifier(model_cfg), task, train_config, out_dir).fit(resume)
 
 
 def load(checkpoint: str) -> tuple[Classifier, Vocabulary, Vocabulary, dict]:
-    """Model, token and label vocabularies, and the data options of a checkpoint."""
+    """Model, token and label vocabularies, and the data options of a checkpoint; under
+    ``data["chars"]`` the :class:`CharVocab` of a classifier with a char RNN, else None."""
     directory = ckpt.resolve_checkpoint(checkpoint)
     config = ckpt.read_config(directory, "classify")
     vocab = Vocabulary.from_json(ckpt.read_json(directory / "vocab.json"), source=str(directory))
@@ -296,15 +370,25 @@ def load(checkpoint: str) -> tuple[Classifier, Vocabulary, Vocabulary, dict]:
         raise RnnkitError(f"checkpoint {directory}: bad model config: {err}") from None
     ckpt.load_weights(directory, model)
     model.eval()
-    data = {key: config.get("data", {}).get(key) for key in DATA_KEYS}
+    saved = config.get("data", {})
+    data = {key: saved.get(key) for key in DATA_KEYS}
     data["lowercase"] = bool(data["lowercase"])
+    data["chars"] = None
+    if model.chars is not None:
+        if not (directory / "chars.json").exists():
+            raise RnnkitError(f"checkpoint {directory}: the model reads characters but "
+                              "chars.json is missing")
+        data["chars"] = CharVocab(
+            Vocabulary.from_json(ckpt.read_json(directory / "chars.json"), source=str(directory)),
+            int(saved.get("max_word_length") or 30))
     return model, vocab, labels, data
 
 
-def load_ensemble(checkpoints: list[str]) -> tuple[list[tuple[Classifier, Vocabulary]],
-                                                   Vocabulary, dict]:
-    """Members ``(model, vocab)``, the shared label vocabulary and the first checkpoint's data
-    options; the checkpoints must have the same labels, in the same order."""
+def load_ensemble(checkpoints: list[str]) -> tuple[
+        list[tuple[Classifier, Vocabulary, CharVocab | None]], Vocabulary, dict]:
+    """Members ``(model, vocab, chars)`` (each its own vocabularies; ``chars`` None without a
+    char RNN), the shared label vocabulary and the first checkpoint's data options; the
+    checkpoints must have the same labels, in the same order."""
     members, labels, data = [], None, None
     for checkpoint in checkpoints:
         model, vocab, its_labels, its_data = load(checkpoint)
@@ -315,7 +399,7 @@ def load_ensemble(checkpoints: list[str]) -> tuple[list[tuple[Classifier, Vocabu
                               f"({', '.join(its_labels.tokens)}) differ from those of "
                               f"{checkpoints[0]} ({', '.join(labels.tokens)}); an ensemble "
                               "needs the same labels")
-        members.append((model, vocab))
+        members.append((model, vocab, its_data["chars"]))
     if labels is None:
         raise RnnkitError("--checkpoint: at least one checkpoint is required")
     return members, labels, data

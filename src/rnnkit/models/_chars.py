@@ -1,0 +1,45 @@
+r"""The character RNN that the tagger and the classifier share: each word's characters → the
+final states of a bidirectional RNN, ``c = [→h_C ; ←h_1]``, a representation of the word from
+its spelling (prefixes, suffixes), which rare and unknown words also get.
+
+Axes: B texts, T words, C characters per word, N real words, U distinct words, H_c hidden units.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.models._config import CELLS
+
+__all__ = ["CharEncoder"]
+
+
+class CharEncoder(nn.Module):
+    """Characters of each real word → final states of a bidirectional RNN, ``(N, 2·H_c)``."""
+
+    def __init__(self, vocab_size: int, char_dim: int, char_hidden: int, cell: str = "lstm",
+                 pad_id: int = 0) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, char_dim, padding_idx=pad_id)
+        self.rnn = CELLS[cell](char_dim, char_hidden, batch_first=True, bidirectional=True)
+        self.output_size = 2 * char_hidden
+
+    def forward(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
+        """chars ``(N, C)``, char_lengths ``(N,)`` (each ≥ 1) → ``(N, 2·H_c)``."""
+        _, final = self.rnn(self.embedding(chars), lengths=char_lengths)
+        hidden = final[0] if isinstance(final, tuple) else final  # (2, N, H_c)
+        return torch.cat([hidden[0], hidden[1]], dim=-1)  # (N, 2·H_c)
+
+    def features(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
+        """chars ``(B, T, C)``, char_lengths ``(B, T)`` (0 at padding) → ``(B, T, 2·H_c)``,
+        zeros at padding."""
+        real = char_lengths > 0  # (B, T)
+        # Each distinct word of the batch is read once (a sentence batch repeats many words).
+        words, inverse = torch.unique(chars[real], dim=0, return_inverse=True)  # (U, C), (N,)
+        lengths = (words != self.pad_id).sum(1)  # (U,); char ids are never pad
+        encoded = self(words, lengths.cpu())[inverse]  # (N, 2·H_c)
+        features = encoded.new_zeros(*chars.shape[:2], encoded.shape[-1])  # (B, T, 2·H_c)
+        features[real] = encoded
+        return features
