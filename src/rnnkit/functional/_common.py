@@ -68,3 +68,30 @@ def carry(state: Tensor, first_rows: Tensor) -> Tensor:
 
 def grad_or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
+
+
+def doubled_block(weight: Tensor | None, block: int, blocks: int) -> Tensor | None:
+    """A copy of ``weight`` (or a bias) with the rows of gate ``block`` (of ``blocks``) times
+    two, so that ``σ`` of that gate's pre-activation is ``σ(2a)`` and ``tanh a = 2σ(2a) − 1``
+    (:func:`two_x_minus_one`). The reference loops use this: PyTorch's CPU tanh costs about five
+    sigmoids per element."""
+    if weight is None:
+        return None
+    size = weight.shape[0] // blocks
+    out = weight.detach().clone()
+    out[block * size : (block + 1) * size] *= 2
+    return out
+
+
+def two_x_minus_one(x: Tensor, out: Tensor, minus_one: Tensor) -> Tensor:
+    """``2x − 1`` into ``out`` in one pass (``minus_one``: a 0-dim tensor like ``x``); with
+    ``x = σ(2a)`` that is ``tanh a``."""
+    return torch.add(minus_one, x, alpha=2, out=out)
+
+
+def per_step_blocks(seq: Tensor, blocks: int) -> list[tuple[Tensor, ...]]:
+    """``seq`` ``(T, B, k·H)`` as T tuples of k ``(B, H)`` views, made in bulk before a loop
+    (slicing inside the loop costs as much as a small kernel)."""
+    steps, batch, width = seq.shape
+    per_block = (v.unbind(0) for v in seq.view(steps, batch, blocks, width // blocks).unbind(2))
+    return list(zip(*per_block))

@@ -53,14 +53,14 @@ def forward_recurrence(xp: Tensor, h0: Tensor, w_hh: Tensor, schedule: Schedule,
         x, step, prev = common.rows(n, *(views[t] for views in per_step), prev)
         pre = recurrent(prev, x)  # U x_t + W s_{t-1} + b (times two for tanh)
         if tanh:
-            torch.add(minus_one, torch.sigmoid(pre, out=step), alpha=2, out=step)
+            common.two_x_minus_one(torch.sigmoid(pre, out=step), step, minus_one)
         else:
             torch.clamp_min(pre, 0, out=step)
         prev = step
     return hidden
 
 
-forward_recurrence.doubles_tanh_input = True  # ElmanFunction doubles xp when tanh
+forward_recurrence.doubles_tanh_rows = True  # ElmanFunction doubles xp when tanh
 
 
 def backward_recurrence(
@@ -104,7 +104,7 @@ class ElmanFunction(torch.autograd.Function):
         bias = None if b_ih is None else b_ih + b_hh
         forward_rec, _ = lookup("elman", backend)
         w_in = w_ih
-        if nonlinearity == "tanh" and getattr(forward_rec, "doubles_tanh_input", False):
+        if nonlinearity == "tanh" and getattr(forward_rec, "doubles_tanh_rows", False):
             w_in, bias = 2 * w_ih, None if bias is None else 2 * bias
         xp = common.project_inputs(x, w_in, bias, schedule)  # (T, B, H), processing order
         h0p = schedule.batch_to_processing(h0)

@@ -24,15 +24,7 @@ from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
 
-__all__ = ["gru", "GRUFunction", "forward_recurrence", "backward_recurrence", "doubled_block"]
-
-
-def doubled_block(weight: Tensor, block: int) -> Tensor:
-    """A copy of ``weight`` (or a bias) with the rows of gate ``block`` (of three) times two."""
-    size = weight.shape[0] // 3
-    out = weight.detach().clone()
-    out[block * size : (block + 1) * size] *= 2
-    return out
+__all__ = ["gru", "GRUFunction", "forward_recurrence", "backward_recurrence"]
 
 
 def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
@@ -67,14 +59,14 @@ def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
         rz.sigmoid_()
         new = step[:, n_cols]
         torch.addcmul(x[:, n_cols], step[:, :size], hn, value=2, out=new)  # 2 (x_n + r ⊙ hn)
-        torch.add(minus_one, new.sigmoid_(), alpha=2, out=new)  # n = tanh(x_n + r ⊙ hn)
+        common.two_x_minus_one(new.sigmoid_(), new, minus_one)  # n = tanh(x_n + r ⊙ hn)
         torch.sub(h_prev, new, out=h)
         h.mul_(step[:, size : 2 * size]).add_(new)  # n + z ⊙ (h_{t-1} − n)
         h_prev = h
     return gates, hn_lin, hidden
 
 
-forward_recurrence.doubles_n = True  # GRUFunction hands it xp with the n block doubled
+forward_recurrence.doubles_tanh_rows = True  # GRUFunction hands it xp with the n block doubled
 
 
 def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: Schedule):
@@ -98,7 +90,7 @@ def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: S
     scratch = [torch.empty_like(dh) for _ in range(2)]
     record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
     per_step = [v.unbind(0) for v in (dout, hn_lin, dn_pre)]
-    gates_t, dhh_t = _per_step_blocks(gates, 3), _per_step_blocks(dhh, 3)
+    gates_t, dhh_t = common.per_step_blocks(gates, 3), common.per_step_blocks(dhh, 3)
     dhh_rows, hidden_t = dhh.unbind(0), hidden.unbind(0)
     for t in reversed(range(steps)):
         n = schedule.batch_sizes[t]
@@ -128,13 +120,6 @@ def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: S
     return dn_pre, dhh, dh
 
 
-def _per_step_blocks(seq: Tensor, blocks: int) -> list[tuple[Tensor, ...]]:
-    """``seq`` ``(T, B, k·H)`` as T tuples of k ``(B, H)`` views, made in bulk before a loop."""
-    steps, batch, width = seq.shape
-    per_block = (v.unbind(0) for v in seq.view(steps, batch, blocks, width // blocks).unbind(2))
-    return list(zip(*per_block))
-
-
 register("gru", "reference", forward_recurrence, backward_recurrence)
 
 
@@ -152,9 +137,8 @@ class GRUFunction(torch.autograd.Function):
             bias = b_ih + torch.cat([b_hh[: 2 * size], b_hh.new_zeros(size)])
             b_hn = b_hh[2 * size :]
         w_in = w_ih
-        if getattr(forward_rec, "doubles_n", False):  # see forward_recurrence
-            w_in = doubled_block(w_ih, 2)
-            bias = None if bias is None else doubled_block(bias, 2)
+        if getattr(forward_rec, "doubles_tanh_rows", False):  # see forward_recurrence
+            w_in, bias = common.doubled_block(w_ih, 2, 3), common.doubled_block(bias, 2, 3)
         xp = common.project_inputs(x, w_in, bias, schedule)  # (T, B, 3H), processing order
         h0p = schedule.batch_to_processing(h0)
         gates, hn_lin, hidden = forward_rec(xp, h0p, w_hh, b_hn, schedule)

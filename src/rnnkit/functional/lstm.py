@@ -24,39 +24,14 @@ from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
 
-__all__ = ["lstm", "LSTMFunction", "forward_recurrence", "backward_recurrence", "doubled_g"]
-
-
-def doubled_g(weight: Tensor | None) -> Tensor | None:
-    """``weight`` (or bias) with the g block's rows times two: then ``σ`` of the pre-activation
-    gives ``σ(2 z_g)``, and ``tanh z_g = 2 σ(2 z_g) − 1``. The reference recurrence uses this so
-    that one sigmoid serves all four gates (tanh costs about five sigmoids per element on the CPU).
-    """
-    if weight is None:
-        return None
-    size = weight.shape[0] // 4
-    out = weight.detach().clone()
-    out[2 * size : 3 * size] *= 2
-    return out
-
-
-def _two_x_minus_one(x: Tensor, out: Tensor, minus_one: Tensor) -> Tensor:
-    """``2 x − 1`` into ``out`` in one pass: with ``x = σ(2z)`` that is ``tanh z``."""
-    return torch.add(minus_one, x, alpha=2, out=out)
-
-
-def _per_step_blocks(seq: Tensor, blocks: int) -> list[tuple[Tensor, ...]]:
-    """``seq`` ``(T, B, k·H)`` as T tuples of k ``(B, H)`` views, made in bulk before a loop."""
-    steps, batch, width = seq.shape
-    per_block = (v.unbind(0) for v in seq.view(steps, batch, blocks, width // blocks).unbind(2))
-    return list(zip(*per_block))
+__all__ = ["lstm", "LSTMFunction", "forward_recurrence", "backward_recurrence"]
 
 
 def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     """Sequential part of the forward, in processing order.
 
-    Args: xp ``(T, B, 4H)`` with both biases and **its g block doubled** (:func:`doubled_g` on
-    ``w_ih`` and the bias, see ``LSTMFunction``); it is overwritten: step t's gates replace its
+    Args: xp ``(T, B, 4H)`` with both biases and **its g block doubled** (``common.doubled_block``
+    on ``w_ih`` and the bias, see ``LSTMFunction``); it is overwritten: step t's gates replace its
     row t once read. h0 ``(B, P)``; c0 ``(B, H)``; w_hh ``(4H, P)`` as the module holds it;
     w_hr ``(P, H)`` or None.
     Returns: ``saved`` for :func:`backward_recurrence`: (gates ``(T, B, 4H)`` after their
@@ -73,12 +48,12 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     cells = common.buffer(xp, (steps, batch, size), ragged)
     hidden = common.buffer(xp, (steps, batch, h0.shape[1]), ragged)
     outputs = None if w_hr is None else common.buffer(xp, (steps, batch, size), ragged)
-    recurrent = ReusedWeight(doubled_g(w_hh), batch)  # h W_hhᵀ, g rows doubled like xp's
+    recurrent = ReusedWeight(common.doubled_block(w_hh, 2, 4), batch)  # h W_hhᵀ, g rows doubled
     project = None if w_hr is None else ReusedWeight(w_hr, batch)
     minus_one = xp.new_full((), -1.0)
     # Per-step views made once: slicing inside the loop costs as much as a small kernel.
     step_t, tanh_t, cells_t, hidden_t = (v.unbind(0) for v in (xp, tanh_cells, cells, hidden))
-    gates_t = _per_step_blocks(xp, 4)  # (i, f, g, o) views of each step
+    gates_t = common.per_step_blocks(xp, 4)  # (i, f, g, o) views of each step
     out_t = None if outputs is None else outputs.unbind(0)
     h_prev, c_prev = h0, c0
     for t, n in enumerate(schedule.batch_sizes):
@@ -91,10 +66,10 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
             i, f, g, o = i[:n], f[:n], g[:n], o[:n]
             h_prev, c_prev = h_prev[:n], c_prev[:n]
         torch.sigmoid(recurrent(h_prev, step), out=step)  # i, f, o; σ(2 z_g) for g
-        _two_x_minus_one(g, g, minus_one)  # g = tanh z_g
+        common.two_x_minus_one(g, g, minus_one)  # g = tanh z_g
         torch.mul(f, c_prev, out=c)
         c.addcmul_(i, g)  # c_t = f c_{t-1} + i g
-        _two_x_minus_one(torch.add(c, c, out=tanh_c).sigmoid_(), tanh_c, minus_one)  # tanh c
+        common.two_x_minus_one(torch.add(c, c, out=tanh_c).sigmoid_(), tanh_c, minus_one)  # tanh c
         if project is None:
             torch.mul(o, tanh_c, out=h)
         else:
@@ -131,7 +106,7 @@ def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule
     scratch = torch.empty_like(dc)
     one = gates.new_ones(())
     record = probe.recorder(w_hh, schedule, dout)  # None unless diagnostics are recording
-    gates_t, dgates_t = _per_step_blocks(gates, 4), _per_step_blocks(dpre, 4)
+    gates_t, dgates_t = common.per_step_blocks(gates, 4), common.per_step_blocks(dpre, 4)
     ifg_t, difg_t = (v.view(steps, batch, 4, size)[:, :, :3].unbind(0) for v in (gates, dpre))
     dpre_t, dout_t, cells_t, tanh_t = (v.unbind(0) for v in (dpre, dout, cells, tanh_cells))
     total_t = None if dh_total is None else dh_total.unbind(0)
@@ -188,7 +163,7 @@ def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule
     return dpre, dh_state, dc, dw_hr
 
 
-forward_recurrence.doubles_g = True  # LSTMFunction hands it xp with the g block doubled
+forward_recurrence.doubles_tanh_rows = True  # LSTMFunction hands it xp with the g block doubled
 register("lstm", "reference", forward_recurrence, backward_recurrence)
 
 
@@ -201,8 +176,8 @@ class LSTMFunction(torch.autograd.Function):
         bias = None if b_ih is None else b_ih + b_hh
         forward_rec, _ = lookup("lstm", backend)
         w_in = w_ih
-        if getattr(forward_rec, "doubles_g", False):  # see doubled_g
-            w_in, bias = doubled_g(w_ih), doubled_g(bias)
+        if getattr(forward_rec, "doubles_tanh_rows", False):  # tanh via σ: see common.doubled_block
+            w_in, bias = common.doubled_block(w_ih, 2, 4), common.doubled_block(bias, 2, 4)
         xp = common.project_inputs(x, w_in, bias, schedule)  # (T, B, 4H), processing order
         h0p = schedule.batch_to_processing(h0)
         c0p = schedule.batch_to_processing(c0)

@@ -143,7 +143,7 @@ def _elman_backward(
 
 def forward_recurrence(xp, h0, w_hh, schedule: Schedule, nonlinearity: str):
     """Same contract as :func:`rnnkit.functional.elman.forward_recurrence`, except that ``xp``
-    holds the plain projection (no ``doubles_tanh_input``)."""
+    holds the plain projection (no ``doubles_tanh_rows``)."""
     steps, batch, size = xp.shape
     plan = _plan.make_plan(batch, size, 1, w_hh)
     hidden = _plan.output(xp, xp.shape, schedule.ragged)

@@ -195,7 +195,7 @@ def _gru_backward(
 
 def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
     """Same contract as :func:`rnnkit.functional.gru.forward_recurrence`, except that ``xp``
-    holds the plain projection (no ``doubles_n``)."""
+    holds the plain projection (no ``doubles_tanh_rows``)."""
     steps, batch, three_h = xp.shape
     size = three_h // 3
     plan = _plan.make_plan(batch, size, 3, w_hh)

@@ -208,7 +208,7 @@ def _lstm_backward(
 
 def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     """Same contract as :func:`rnnkit.functional.lstm.forward_recurrence` (``w_hr`` None),
-    except that ``xp`` holds the plain pre-activations (no ``doubles_g``) and is only read;
+    except that ``xp`` holds the plain pre-activations (no ``doubles_tanh_rows``) and is only read;
     ``saved`` is ``(gates,)``."""
     if w_hr is not None:
         raise ValueError("backend='triton' does not support proj_size > 0 (LSTM projection)")

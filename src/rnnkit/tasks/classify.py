@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
@@ -38,6 +38,7 @@ from rnnkit.tasks._labels import (
 )
 from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.config import option as _opt
 
 __all__ = ["ClassifyConfig", "ClassifyTask", "CharVocab", "train", "load", "load_ensemble", "read",
            "predict_probs", "ensemble_probs", "evaluate_examples", "format_predictions"]
@@ -45,54 +46,49 @@ __all__ = ["ClassifyConfig", "ClassifyTask", "CharVocab", "train", "load", "load
 DATA_KEYS = ("format", "text_column", "label_column", "header", "lowercase")
 
 
-def _opt(help_text: str, **extra) -> dict:
-    return {"metadata": {"help": help_text, **extra}}
-
-
 @dataclass
 class ClassifyConfig:
     """Data and model options of the classification task (training options: the Trainer's)."""
 
-    train: str = field(default="", **_opt("training file"))
-    dev: str = field(default="", **_opt("development file, evaluated during training"))
-    format: str | None = field(default=None, **_opt(
-        "label-text, tsv, csv or jsonl (default: from the extension, else label-text)",
-        choices=("label-text", "tsv", "csv", "jsonl")))
-    text_column: str | None = field(default=None, **_opt(
-        "text column: header name or 1-based number (tsv/csv, default 2), field (jsonl, "
-        "default text)"))
-    label_column: str | None = field(default=None, **_opt(
-        "label column: header name or 1-based number (tsv/csv, default 1), field (jsonl, "
-        "default label)"))
-    header: bool | None = field(default=None, **_opt(
-        "tsv/csv: the first row is a header (default: when a column is given by name)"))
-    lowercase: bool = field(default=False, **_opt("lower-case the text"))
-    min_freq: int = field(default=1, **_opt("tokens seen fewer times are <unk>"))
-    word_dropout: float = field(default=0.1, **_opt(
-        "probability of replacing a token seen once in training by <unk> while training"))
-    cell: str = field(default="lstm", **_opt("recurrent cell", choices=tuple(CELLS)))
-    embed_dim: int = field(default=128, **_opt("embedding size"))
-    hidden_size: int = field(default=128, **_opt("hidden size (per direction)"))
-    num_layers: int = field(default=1, **_opt("RNN layers"))
-    bidirectional: bool = field(default=True, **_opt("read the text both ways"))
-    pooling: str = field(default="last", **_opt(
-        "sequence representation: last (final hidden state), mean, max or attention",
-        choices=POOLINGS))
-    dropout: float = field(default=0.5, **_opt("dropout on embeddings, between layers and "
-                                               "before the output layer"))
-    embed_dropout: float = field(default=0.0, **_opt(
-        "probability of dropping a whole word type (every occurrence in the batch) while "
-        "training (Gal & Ghahramani)"))
-    label_smoothing: float = field(default=0.0, **_opt(
-        "label smoothing of the training loss (0: none)"))
-    chars: bool = field(default=False, **_opt(
-        "add a character-RNN encoding of each token (its spelling) to its embedding"))
-    char_dim: int = field(default=32, **_opt("character embedding size (with --chars)"))
-    char_hidden: int = field(default=64, **_opt(
-        "char RNN hidden size, per direction (with --chars)"))
-    max_word_length: int = field(default=30, **_opt(
-        "characters of a token the char RNN reads (with --chars)"))
-    batch_size: int = field(default=32, **_opt("texts per batch"))
+    train: str = _opt("", "training file")
+    dev: str = _opt("", "development file, evaluated during training")
+    format: str | None = _opt(
+        None, "label-text, tsv, csv or jsonl (default: from the extension, else label-text)",
+        choices=("label-text", "tsv", "csv", "jsonl"))
+    text_column: str | None = _opt(
+        None,
+        "text column: header name or 1-based number (tsv/csv, default 2), field (jsonl, default "
+        "text)")
+    label_column: str | None = _opt(
+        None,
+        "label column: header name or 1-based number (tsv/csv, default 1), field (jsonl, default "
+        "label)")
+    header: bool | None = _opt(
+        None, "tsv/csv: the first row is a header (default: when a column is given by name)")
+    lowercase: bool = _opt(False, "lower-case the text")
+    min_freq: int = _opt(1, "tokens seen fewer times are <unk>")
+    word_dropout: float = _opt(
+        0.1, "probability of replacing a token seen once in training by <unk> while training")
+    cell: str = _opt("lstm", "recurrent cell", choices=tuple(CELLS))
+    embed_dim: int = _opt(128, "embedding size")
+    hidden_size: int = _opt(128, "hidden size (per direction)")
+    num_layers: int = _opt(1, "RNN layers")
+    bidirectional: bool = _opt(True, "read the text both ways")
+    pooling: str = _opt(
+        "last", "sequence representation: last (final hidden state), mean, max or attention",
+        choices=POOLINGS)
+    dropout: float = _opt(0.5, "dropout on embeddings, between layers and before the output layer")
+    embed_dropout: float = _opt(
+        0.0,
+        "probability of dropping a whole word type (every occurrence in the batch) while training "
+        "(Gal & Ghahramani)")
+    label_smoothing: float = _opt(0.0, "label smoothing of the training loss (0: none)")
+    chars: bool = _opt(
+        False, "add a character-RNN encoding of each token (its spelling) to its embedding")
+    char_dim: int = _opt(32, "character embedding size (with --chars)")
+    char_hidden: int = _opt(64, "char RNN hidden size, per direction (with --chars)")
+    max_word_length: int = _opt(30, "characters of a token the char RNN reads (with --chars)")
+    batch_size: int = _opt(32, "texts per batch")
 
     def __post_init__(self) -> None:
         for name in ("min_freq", "embed_dim", "hidden_size", "num_layers", "char_dim",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.models.lm import CELLS, LanguageModel, LMConfig, detach_hidden
 from rnnkit.train import Callback, Shard, StepOutput, TrainConfig, Trainer, TrainResult
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.config import option as _opt
 from rnnkit.train.distributed import init_distributed
 from rnnkit.train.rng import seed_everything
 from rnnkit.train.trainer import resolve_device
@@ -35,13 +36,6 @@ __all__ = ["LMTaskConfig", "LanguageModelTask", "train_lm", "evaluate_lm", "load
            "saved_options"]
 
 TOKENIZER_FILE = "tokenizer.json"
-
-
-def _opt(default, help_text: str, choices: tuple[str, ...] | None = None):
-    metadata: dict[str, Any] = {"help": help_text}
-    if choices:
-        metadata["choices"] = choices
-    return field(default=default, metadata=metadata)
 
 
 @dataclass

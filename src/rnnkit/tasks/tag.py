@@ -15,7 +15,7 @@ and ``words.json``, ``chars.json``, ``tags.json`` (vocabularies).
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
@@ -36,6 +36,7 @@ from rnnkit.tasks._labels import (
 )
 from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.config import option as _opt
 
 __all__ = ["TagConfig", "TagVocabs", "TagTask", "train", "load", "evaluate_document",
            "predict_document", "encode", "collate", "predict_tags", "score"]
@@ -43,40 +44,36 @@ __all__ = ["TagConfig", "TagVocabs", "TagTask", "train", "load", "evaluate_docum
 IGNORE = -100  # target id at padding positions: cross-entropy skips it
 
 
-def _opt(help_text: str, **extra) -> dict:
-    return {"metadata": {"help": help_text, **extra}}
-
-
 @dataclass
 class TagConfig:
     """Data and model options of the tagging task (training options: the Trainer's config)."""
 
-    train: str = field(default="", **_opt("training file (.conllu, or a column file)"))
-    dev: str = field(default="", **_opt("development file, evaluated after each epoch"))
-    format: str | None = field(default=None, **_opt(
-        "file format: conllu or conll (default: from the extension)", choices=("conllu", "conll")))
-    tag_column: str | None = field(default=None, **_opt(
-        "tag column: a CoNLL-U name (upos, xpos, …) or a 1-based number "
-        "(default: upos; last column for conll files)"))
-    min_freq: int = field(default=2, **_opt("words seen fewer times are <unk>"))
-    lowercase: bool = field(default=True, **_opt("lower-case words for the word embedding "
-                                                 "(the char RNN keeps case)"))
-    word_dropout: float = field(default=0.25, **_opt(
-        "with --min-freq 1: probability of replacing a word seen once by <unk> while "
-        "training (with a higher --min-freq such words are <unk> already)"))
-    chars: bool = field(default=True, **_opt("add a character-RNN encoding of each word"))
-    max_word_length: int = field(default=30, **_opt("characters of a word the char RNN reads"))
-    cell: str = field(default="lstm", **_opt("recurrent cell", choices=tuple(CELLS)))
-    word_dim: int = field(default=100, **_opt("word embedding size"))
-    char_dim: int = field(default=32, **_opt("character embedding size"))
-    char_hidden: int = field(default=64, **_opt("char RNN hidden size (per direction)"))
-    hidden_size: int = field(default=128, **_opt("word RNN hidden size (per direction)"))
-    num_layers: int = field(default=2, **_opt("word RNN layers"))
-    dropout: float = field(default=0.33, **_opt("dropout on embeddings, between layers, "
-                                                "before the output layer"))
-    batch_size: int = field(default=32, **_opt("sentences per batch"))
-    max_tokens: int | None = field(default=None, **_opt(
-        "also cap a batch at this many padded words"))
+    train: str = _opt("", "training file (.conllu, or a column file)")
+    dev: str = _opt("", "development file, evaluated after each epoch")
+    format: str | None = _opt(
+        None, "file format: conllu or conll (default: from the extension)",
+        choices=("conllu", "conll"))
+    tag_column: str | None = _opt(
+        None, "tag column: a CoNLL-U name (upos, xpos, …) or a 1-based number (default: upos; last "
+        "column for conll files)")
+    min_freq: int = _opt(2, "words seen fewer times are <unk>")
+    lowercase: bool = _opt(
+        True, "lower-case words for the word embedding (the char RNN keeps case)")
+    word_dropout: float = _opt(
+        0.25,
+        "with --min-freq 1: probability of replacing a word seen once by <unk> while training "
+        "(with a higher --min-freq such words are <unk> already)")
+    chars: bool = _opt(True, "add a character-RNN encoding of each word")
+    max_word_length: int = _opt(30, "characters of a word the char RNN reads")
+    cell: str = _opt("lstm", "recurrent cell", choices=tuple(CELLS))
+    word_dim: int = _opt(100, "word embedding size")
+    char_dim: int = _opt(32, "character embedding size")
+    char_hidden: int = _opt(64, "char RNN hidden size (per direction)")
+    hidden_size: int = _opt(128, "word RNN hidden size (per direction)")
+    num_layers: int = _opt(2, "word RNN layers")
+    dropout: float = _opt(0.33, "dropout on embeddings, between layers, before the output layer")
+    batch_size: int = _opt(32, "sentences per batch")
+    max_tokens: int | None = _opt(None, "also cap a batch at this many padded words")
 
     def __post_init__(self) -> None:
         for name in ("min_freq", "max_word_length", "word_dim", "hidden_size", "num_layers",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from rnnkit.models.decoding import beam_search, greedy
 from rnnkit.models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig
 from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.config import option as _opt
 from rnnkit.train.trainer import resolve_device
 
 __all__ = ["TranslateConfig", "Codec", "TranslateTask", "train", "load", "translate",
@@ -38,13 +39,6 @@ __all__ = ["TranslateConfig", "Codec", "TranslateTask", "train", "load", "transl
 
 PAD_ID, BOS_ID, EOS_ID, SHIFT = 0, 1, 2, 3
 SRC_TOKENIZER, TGT_TOKENIZER = "src_tokenizer.json", "tgt_tokenizer.json"
-
-
-def _opt(default, help_text: str, choices: tuple[str, ...] | None = None):
-    metadata: dict[str, Any] = {"help": help_text}
-    if choices:
-        metadata["choices"] = choices
-    return field(default=default, metadata=metadata)
 
 
 @dataclass

@@ -7,25 +7,19 @@ metrics; the :class:`~rnnkit.train.Trainer` supplies everything else. See :class
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
+from rnnkit.train.config import option as _opt
 from rnnkit.train.distributed import Shard
 
 if TYPE_CHECKING:
     from rnnkit.train.trainer import Trainer
 
 __all__ = ["TrainConfig", "StepOutput", "Task", "Callback", "TrainResult"]
-
-
-def _opt(default, help_text: str, choices: tuple[str, ...] | None = None):
-    metadata = {"help": help_text}
-    if choices:
-        metadata["choices"] = choices
-    return field(default=default, metadata=metadata)
 
 
 @dataclass

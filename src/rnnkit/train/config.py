@@ -31,10 +31,19 @@ import tomllib
 
 from rnnkit.errors import RnnkitError
 
-__all__ = ["add_dataclass_flags", "load_toml", "build_config", "check_unknown_keys"]
+__all__ = ["option", "add_dataclass_flags", "load_toml", "build_config", "check_unknown_keys"]
 
 T = TypeVar("T")
 _SCALARS = (bool, int, float, str)
+
+
+def option(default: Any, help_text: str, choices: tuple | None = None) -> Any:
+    """A dataclass field with its flag's help text (and allowed values), as
+    :func:`add_dataclass_flags` and :func:`build_config` read them."""
+    metadata: dict[str, Any] = {"help": help_text}
+    if choices:
+        metadata["choices"] = choices
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _base_type(annotation: Any) -> tuple[type, bool]:
