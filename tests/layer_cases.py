@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 import rnnkit
 
-# name -> (rnnkit class, torch class, extra constructor kwargs)
+# name -> (rnnkit class, torch class, extra constructor kwargs for both)
 CELLS = {
     "rnn_tanh": (rnnkit.RNN, torch.nn.RNN, {"nonlinearity": "tanh"}),
     "rnn_relu": (rnnkit.RNN, torch.nn.RNN, {"nonlinearity": "relu"}),
     "lstm": (rnnkit.LSTM, torch.nn.LSTM, {}),
+    "lstm_native": (rnnkit.LSTM, torch.nn.LSTM, {}),
     "lstm_proj": (rnnkit.LSTM, torch.nn.LSTM, {"proj_size": 3}),
     "gru": (rnnkit.GRU, torch.nn.GRU, {}),
 }
+# Both LSTM loops on the CPU are tested: "auto" would pick the compiled one wherever it builds.
+_BACKEND = {"lstm": "reference", "lstm_native": "native"}
+
+
+def ours_kwargs(cell: str) -> dict:
+    """Constructor kwargs for the rnnkit layer of ``cell``: CELLS' extras and its backend.
+
+    The compiled loop's cases skip where it cannot be built here (no C++ compiler), unless
+    RNNKIT_REQUIRE_NATIVE=1 (CI sets it), where they fail with the reason instead.
+    """
+    backend = _BACKEND.get(cell)
+    if backend == "native" and os.environ.get("RNNKIT_REQUIRE_NATIVE") != "1":
+        from rnnkit.native import problem
+
+        if problem() is not None:
+            pytest.skip(f"the native backend is unavailable: {problem()}")
+    extra = dict(CELLS[cell][2])
+    if backend is not None:
+        extra["backend"] = backend
+    return extra
 
 
 def make_pair(cell: str, input_size: int, hidden_size: int, dtype=torch.float32, **kwargs):
     """An rnnkit layer and a torch.nn layer with the same weights."""
     ours_cls, theirs_cls, extra = CELLS[cell]
     theirs = theirs_cls(input_size, hidden_size, dtype=dtype, **extra, **kwargs)
-    ours = ours_cls(input_size, hidden_size, dtype=dtype, **extra, **kwargs)
+    ours = ours_cls(input_size, hidden_size, dtype=dtype, **ours_kwargs(cell), **kwargs)
     ours.load_state_dict(theirs.state_dict())
     return ours, theirs
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from layer_cases import CELLS, as_tuple, initial_state
+from layer_cases import CELLS, as_tuple, initial_state, ours_kwargs
 from reference_loop import run_layer_stack
 
 STEPS, BATCH, INPUT, HIDDEN = 4, 3, 2, 4
@@ -21,9 +21,8 @@ TABLE = list(itertools.product(
 
 
 def _layer(cell, num_layers, bidirectional):
-    cls, _, extra = CELLS[cell]
-    return cls(INPUT, HIDDEN, num_layers=num_layers, bidirectional=bidirectional,
-               dtype=torch.float64, **extra)
+    return CELLS[cell][0](INPUT, HIDDEN, num_layers=num_layers, bidirectional=bidirectional,
+                          dtype=torch.float64, **ours_kwargs(cell))
 
 
 @pytest.mark.parametrize("cell,num_layers,bidirectional,lengths_kind,with_hx", TABLE)

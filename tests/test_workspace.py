@@ -44,7 +44,8 @@ def test_given_twice_is_kept_once_and_the_count_is_capped():
     assert workspace.take((8,), like).data_ptr() == buf.data_ptr()
     assert workspace.take((8,), like).data_ptr() != buf.data_ptr()
     workspace.clear()
-    sizes = [30, 10, 40, 20, 50]  # the smallest is not first: eviction must find it by index
+    # the smallest is not first: eviction must find it by index
+    sizes = [30, 10, 40, 20, 50] + [60 + k for k in range(workspace.MAX_KEPT)]
     for size in sizes:
         workspace.give(workspace.take((size,), like))
     assert len(workspace._kept) == workspace.MAX_KEPT
@@ -88,3 +89,30 @@ def test_lstm_backward_twice_on_a_retained_graph():
     second = torch.autograd.grad(loss, [x, *module.parameters()])
     for a, b in zip(first, second):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+def test_saved_buffers_come_back_and_never_corrupt_what_was_returned(backend):
+    """Forward buffers are handed back after the backward (or at once without a graph); what
+    a call returned (output, h_n, c_n) stays untouched when the next call reuses them."""
+    if backend == "native":
+        from layer_cases import ours_kwargs
+
+        ours_kwargs("lstm_native")  # skips where the library cannot be built
+    torch.manual_seed(0)
+    module = rnnkit.LSTM(6, 5, num_layers=2, backend=backend)
+    x = torch.randn(7, 4, 6)
+    with torch.no_grad():
+        out, (h, c) = module(x)
+    assert workspace._kept, "a forward without a graph hands its saved buffers back"
+    copies = [t.clone() for t in (out, h, c)]
+    with torch.no_grad():
+        module(torch.randn(7, 4, 6) * 3)  # reuses the kept buffers
+    for a, b in zip((out, h, c), copies):
+        assert torch.equal(a, b)
+    workspace.clear()
+    x.requires_grad_()
+    out, (h, c) = module(x)
+    assert not workspace._kept, "saved buffers stay with the graph until its backward"
+    (out.sum() + c.sum()).backward()
+    assert workspace._kept, "handed back after the backward"

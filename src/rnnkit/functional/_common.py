@@ -10,10 +10,24 @@ from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.schedule import Schedule
 
 
-def project_inputs(x: Tensor, w_ih: Tensor, bias: Tensor | None, schedule: Schedule) -> Tensor:
+def project_inputs(
+    x: Tensor, w_ih: Tensor, bias: Tensor | None, schedule: Schedule, out: Tensor | None = None
+) -> Tensor:
     """``x W_ihᵀ + bias`` for all steps at once, in processing order: ``(T, B, I)`` → ``(T, B, G)``.
+
+    With ``out`` (contiguous ``(T, B, G)``, typically a kept :mod:`_workspace` buffer) the result
+    is written there by ``torch.addmm``: oneDNN's packed product is about 15 % faster but has no
+    ``out=``, and a fresh block of that size costs more in page faults than that.
     """
     steps, batch, features = x.shape
+    if out is not None:
+        rows = schedule.to_processing(x).reshape(steps * batch, features)  # permute x, not xp
+        flat = out.view(steps * batch, -1)
+        if bias is None:
+            torch.mm(rows, w_ih.t(), out=flat)
+        else:
+            torch.addmm(bias, rows, w_ih.t(), out=flat)
+        return out
     projected = ReusedWeight(w_ih, steps * batch, bias)(x.reshape(steps * batch, features))
     return schedule.to_processing(projected.view(steps, batch, -1))
 

@@ -6,10 +6,14 @@ with fresh ``mmap`` pages, so every call would pay a page fault and the kernel's
 4 KB of it (roughly 0.4 ms per MB on the 2-core development machine). A buffer handed back with
 :func:`give` serves the next :func:`take` that fits in it instead.
 
-At most :data:`MAX_KEPT` buffers are kept (the largest win): the autograd engine runs one
-backward at a time on the CPU, so one is enough for any stack of layers, and bucketed batches of
-different sizes share it. Only buffers that never leave the call that took them may be given
-back. CUDA tensors are never kept: PyTorch's caching allocator already reuses their memory.
+The same holds for what a layer's forward saves for its backward (the LSTM's gates and cells):
+those are given back once the backward has used them, unless autograd keeps the graph for
+another backward (:func:`graph_kept`), or right after the forward when no graph is recorded.
+
+At most :data:`MAX_KEPT` buffers are kept (the smallest is dropped first): enough for the saved
+buffers of a deep bidirectional stack, and bucketed batches of different sizes share them. Only
+buffers that nothing outside rnnkit can still read may be given back. CUDA tensors are never
+kept: PyTorch's caching allocator already reuses their memory.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import threading
 import torch
 from torch import Tensor
 
-__all__ = ["take", "give", "clear", "MAX_KEPT", "MIN_BYTES"]
+__all__ = ["take", "give", "give_all", "graph_kept", "clear", "MAX_KEPT", "MIN_BYTES"]
 
-MAX_KEPT = 2
+MAX_KEPT = 16
 MIN_BYTES = 1 << 20  # smaller blocks come from malloc's free lists without page faults anyway
 
 _lock = threading.Lock()
@@ -60,6 +64,25 @@ def give(t: Tensor) -> None:
         _kept.append(flat)
         if len(_kept) > MAX_KEPT:  # drop the smallest (by index: == on tensors compares values)
             del _kept[min(range(len(_kept)), key=lambda k: _kept[k].numel())]
+
+
+def give_all(*tensors: Tensor | None) -> None:
+    """:func:`give` each tensor that is not None."""
+    for t in tensors:
+        if t is not None:
+            give(t)
+
+
+def graph_kept() -> bool:
+    """Inside a backward: whether autograd keeps the graph (``retain_graph`` or
+    ``create_graph``), so that saved tensors may be read again. True when torch cannot say."""
+    getter = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    if getter is None:
+        return True
+    try:
+        return bool(getter())
+    except RuntimeError:  # not inside a backward
+        return True
 
 
 def clear() -> None:

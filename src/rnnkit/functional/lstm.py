@@ -44,10 +44,11 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     size = four_h // 4
     ragged = schedule.ragged
     gates = xp  # each step's gates overwrite the pre-activations it has just read
-    tanh_cells = common.buffer(xp, (steps, batch, size), ragged)
-    cells = common.buffer(xp, (steps, batch, size), ragged)
+    # kept buffers (see LSTMFunction); hidden is the layer's output and leaves the call
+    tanh_cells = workspace.take((steps, batch, size), xp, zero=ragged)
+    cells = workspace.take((steps, batch, size), xp, zero=ragged)
     hidden = common.buffer(xp, (steps, batch, h0.shape[1]), ragged)
-    outputs = None if w_hr is None else common.buffer(xp, (steps, batch, size), ragged)
+    outputs = None if w_hr is None else workspace.take((steps, batch, size), xp, zero=ragged)
     recurrent = ReusedWeight(common.doubled_block(w_hh, 2, 4), batch)  # h W_hhᵀ, g rows doubled
     project = None if w_hr is None else ReusedWeight(w_hr, batch)
     minus_one = xp.new_full((), -1.0)
@@ -168,24 +169,37 @@ register("lstm", "reference", forward_recurrence, backward_recurrence)
 
 
 class LSTMFunction(torch.autograd.Function):
-    """One LSTM layer over a whole sequence with hand-written BPTT."""
+    """One LSTM layer over a whole sequence with hand-written BPTT.
+
+    The large per-step buffers it saves for the backward (the gates, which are the input
+    projection's memory, the cells, ``tanh c_t``) are :mod:`_workspace` buffers: handed back
+    when the backward is done with them (unless the graph is kept for another backward), or at
+    once when no graph is recorded, so the next call reuses them instead of faulting in fresh
+    pages. ``graph`` says whether autograd records this call.
+    """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, schedule, backend):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, schedule, backend, graph):
         bias = None if b_ih is None else b_ih + b_hh
         forward_rec, _ = lookup("lstm", backend)
         w_in = w_ih
         if getattr(forward_rec, "doubles_tanh_rows", False):  # tanh via σ: see common.doubled_block
             w_in, bias = common.doubled_block(w_ih, 2, 4), common.doubled_block(bias, 2, 4)
-        xp = common.project_inputs(x, w_in, bias, schedule)  # (T, B, 4H), processing order
+        xp = workspace.take((x.shape[0], x.shape[1], w_in.shape[0]), x)
+        common.project_inputs(x, w_in, bias, schedule, out=xp)  # (T, B, 4H), processing order
         h0p = schedule.batch_to_processing(h0)
         c0p = schedule.batch_to_processing(c0)
         saved, cells, hidden = forward_rec(xp, h0p, c0p, w_hh, w_hr, schedule)
         h_n = schedule.batch_from_processing(schedule.last_steps(hidden))
         c_n = schedule.batch_from_processing(schedule.last_steps(cells))
-        ctx.save_for_backward(x, h0p, c0p, w_ih, w_hh, w_hr, cells, hidden, *saved)
-        ctx.config = (schedule, backend, b_ih is not None)
+        if c_n.data_ptr() == cells[-1].data_ptr():  # a view of cells, which is handed back
+            c_n = c_n.clone()
+        if graph:
+            ctx.save_for_backward(x, h0p, c0p, w_ih, w_hh, w_hr, cells, hidden, *saved)
+            ctx.config = (schedule, backend, b_ih is not None)
+        else:
+            workspace.give_all(cells, *saved)
         return schedule.from_processing(hidden), h_n, c_n
 
     @staticmethod
@@ -203,10 +217,12 @@ class LSTMFunction(torch.autograd.Function):
         dw_hh = common.recurrent_weight_grad(dpre, h0p, hidden)
         dx, dw_ih, dbias = common.input_grads(dpre, x, w_ih, schedule, ctx.needs_input_grad[0])
         workspace.give(dpre)  # nothing returned refers to it
+        if not workspace.graph_kept():  # no later backward reads the saved buffers
+            workspace.give_all(cells, *saved)
         db = dbias if has_bias else None
         dh0 = schedule.batch_from_processing(dh0)
         dc0 = schedule.batch_from_processing(dc0)
-        return dx, dh0, dc0, dw_ih, dw_hh, db, db, dw_hr, None, None
+        return dx, dh0, dc0, dw_ih, dw_hh, db, db, dw_hr, None, None, None
 
 
 def lstm(
@@ -223,4 +239,7 @@ def lstm(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer, one direction. x ``(T, B, I)``, h0 ``(B, P)``, c0 ``(B, H)`` →
     (output ``(T, B, P)``, h_n ``(B, P)``, c_n ``(B, H)``), in batch order."""
-    return LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, schedule, backend)
+    graph = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    )
+    return LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, schedule, backend, graph)

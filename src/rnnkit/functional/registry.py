@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 __all__ = ["BACKENDS", "register", "lookup"]
 
-BACKENDS = ("reference", "triton")
-_MODULES = {"triton": "rnnkit.kernels"}  # imported on first use; registers itself
+BACKENDS = ("reference", "native", "triton")
+# imported on first use; each registers itself
+_MODULES = {"native": "rnnkit.native.lstm", "triton": "rnnkit.kernels"}
 _TABLE: dict[tuple[str, str], tuple[Callable, Callable]] = {}
 
 

@@ -25,7 +25,7 @@ from rnnkit.nn import _checks as checks
 
 __all__ = ["RNN", "LSTM", "GRU", "RecurrentBase", "BACKENDS"]
 
-BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "native", "triton")
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
@@ -226,6 +226,11 @@ class RecurrentBase(nn.Module):
     def _resolve_backend(self, seq: Tensor) -> str:
         if self.backend == "reference":
             return "reference"
+        if self.backend == "native":
+            from rnnkit.nn._backends import check_native_can_serve
+
+            check_native_can_serve(self, seq)
+            return "native"
         if self.backend == "triton":
             from rnnkit.nn._backends import check_triton_can_serve
 
@@ -241,7 +246,7 @@ class RNN(RecurrentBase):
 
     Args as ``torch.nn.RNN``: input_size, hidden_size, num_layers=1, nonlinearity='tanh',
     bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None;
-    keyword-only ``backend`` ("auto", "reference", "triton").
+    keyword-only ``backend`` ("auto", "reference", "native" (LSTM only), "triton").
 
     Forward: ``input`` ``(T, B, I)`` (``(B, T, I)`` if batch_first, ``(T, I)`` unbatched, or a
     PackedSequence), ``hx`` ``(L·D, B, H)``, ``lengths`` ``(B,)``. Returns output

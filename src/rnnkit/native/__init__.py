@@ -1,0 +1,147 @@
+"""Compiled CPU time loops, built on first use with the machine's C++ compiler.
+
+``lstm.cpp`` holds the LSTM recurrence (forward and BPTT) as plain C++17 with vector extensions
+and OpenMP; no PyTorch headers, so it compiles in about two seconds. The first call builds it
+with ``$CXX`` (or ``c++``) and ``-O3 -march=native -fopenmp`` into the user's cache
+(``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``), in a folder
+named by a hash of the source, the compiler's version and the flags, and loads it with ctypes.
+Later processes load the built library directly.
+
+Where it cannot be built or loaded (no compiler, a read-only cache, ``RNNKIT_NATIVE=0`` in the
+environment), or where its answer on a small problem disagrees with the reference math, the
+``native`` backend is unavailable and ``backend="auto"`` keeps the reference loop;
+:func:`problem` says why. ``backend="native"`` then raises a ``ValueError`` with that reason.
+
+OpenMP: torch's CPU wheels load a ``libgomp.so.1``; the library links the same soname, so its
+threads are torch's own pool (``torch.get_num_threads()`` of them) instead of a second pool
+spinning against it for the same cores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+__all__ = ["library", "problem", "cache_dir"]
+
+SOURCE = Path(__file__).with_name("lstm.cpp")
+_FLAG_SETS = (  # tried in turn; the first that compiles is used
+    ["-O3", "-march=native", "-fopenmp"],
+    ["-O3", "-fopenmp"],
+    ["-O3", "-march=native"],
+    ["-O3"],
+)
+_COMMON = ["-std=c++17", "-shared", "-fPIC"]
+_ABI = 2  # rnnkit_native_version() of the source this module speaks to
+
+
+def cache_dir() -> Path:
+    """Where built libraries are kept."""
+    explicit = os.environ.get("RNNKIT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "rnnkit"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _compiler_version(cxx: str) -> str:
+    try:
+        done = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
+def _build() -> Path:
+    """Compile ``lstm.cpp`` (or find it compiled); raises RuntimeError with the reason."""
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
+    source = SOURCE.read_bytes()
+    version = _compiler_version(cxx)
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(
+            b"\0".join([source, version.encode(), " ".join(_COMMON + flags).encode()])
+        ).hexdigest()[:16]
+        target = cache_dir() / f"native-{key}" / "librnnkit_lstm.so"
+        if target.exists():
+            return target
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RuntimeError(f"cannot create the cache folder {target.parent}: {error}") from None
+        # compile next to the target, then rename: a concurrent or interrupted build never
+        # leaves a half-written library where a loader looks
+        fd, temp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        command = [cxx, *_COMMON, *flags, "-o", temp, str(SOURCE)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as error:
+            os.unlink(temp)
+            raise RuntimeError(f"{cxx} could not run: {error}") from None
+        if done.returncode == 0:
+            os.replace(temp, target)
+            return target
+        os.unlink(temp)
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        first_error = next((line for line in lines if "error" in line), None)
+        reason = first_error or (lines[-1] if lines else f"exit status {done.returncode}")
+        errors.append(f"{' '.join(flags)}: {reason.strip()}")
+    raise RuntimeError(f"{cxx} failed to compile {SOURCE.name} ({'; '.join(errors)})")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    ptr, i64, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for suffix in ("f32", "f64"):
+        forward = getattr(lib, f"rnnkit_lstm_forward_{suffix}")
+        forward.argtypes = [ptr] * 7 + [i64, i64, i64, cint]
+        forward.restype = cint
+        backward = getattr(lib, f"rnnkit_lstm_backward_{suffix}")
+        backward.argtypes = [ptr] * 11 + [i64, i64, i64, cint]
+        backward.restype = cint
+    lib.rnnkit_native_version.restype = cint
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    if os.environ.get("RNNKIT_NATIVE", "1") == "0":
+        return None, "disabled by RNNKIT_NATIVE=0"
+    try:
+        path = _build()
+        lib = ctypes.CDLL(str(path))
+        _declare(lib)
+    except (RuntimeError, OSError, AttributeError) as error:
+        return None, str(error)
+    if lib.rnnkit_native_version() != _ABI:
+        return None, f"{path} speaks version {lib.rnnkit_native_version()}, expected {_ABI}"
+    from rnnkit.native.lstm import self_check
+
+    wrong = self_check(lib)
+    if wrong is not None:
+        return None, f"the compiled LSTM disagrees with the reference math ({wrong})"
+    return lib, None
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library, building it on first use; None where it is unavailable."""
+    return _load()[0]
+
+
+def problem() -> str | None:
+    """Why the compiled library is unavailable, or None when it is available."""
+    return _load()[1]

@@ -1,0 +1,141 @@
+"""The ``native`` backend of the LSTM: ``lstm.cpp``'s time loop behind the registry's contract.
+
+Same arguments and results as :func:`rnnkit.functional.lstm.forward_recurrence` and
+:func:`~rnnkit.functional.lstm.backward_recurrence`, for CPU tensors in float32 or float64 and
+no projection (``w_hr`` None; :func:`serves` tells). xp arrives with plain g rows (this backend
+computes tanh itself), and is overwritten with the gates, as in the reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor
+
+from rnnkit.functional import _common as common
+from rnnkit.functional import _workspace as workspace
+from rnnkit.functional.registry import register
+from rnnkit.functional.schedule import Schedule
+
+__all__ = ["forward_recurrence", "backward_recurrence", "serves", "self_check"]
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def serves(x: Tensor, proj_size: int) -> str | None:
+    """Why the native LSTM cannot serve input like ``x``, or None if it can (library aside)."""
+    if x.device.type != "cpu":
+        return f"it runs on CPU tensors only, got {x.device.type}"
+    if x.dtype not in _SUFFIX:
+        return f"it runs in float32 or float64, got {x.dtype}"
+    if proj_size:
+        return "it has no projection (proj_size must be 0)"
+    return None
+
+
+def _lib():
+    from rnnkit.native import library, problem
+
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"the native backend is unavailable: {problem()}")
+    return lib
+
+
+def _ptr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+def _sizes(schedule: Schedule) -> Tensor:
+    return torch.tensor(schedule.batch_sizes, dtype=torch.int64)
+
+
+def _forward(lib, xp, h0, c0, w_hh, batch_sizes, ragged: bool):
+    steps, batch, four_h = xp.shape
+    size = four_h // 4
+    hidden = common.buffer(xp, (steps, batch, size), ragged)  # the output: leaves the call
+    cells = workspace.take((steps, batch, size), xp, zero=ragged)  # saved: handed back later
+    h0, c0, w_hh = h0.contiguous(), c0.contiguous(), w_hh.detach().contiguous()
+    status = getattr(lib, f"rnnkit_lstm_forward_{_SUFFIX[xp.dtype]}")(
+        _ptr(xp), _ptr(h0), _ptr(c0), _ptr(w_hh), _ptr(batch_sizes), _ptr(hidden), _ptr(cells),
+        steps, batch, size, torch.get_num_threads(),
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("the native LSTM forward could not allocate its buffers")
+    return hidden, cells
+
+
+def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
+    """See :func:`rnnkit.functional.lstm.forward_recurrence` (xp without doubled g rows).
+    ``saved`` is ``(gates, None, None)``: the backward recomputes ``tanh c_t`` from the cells,
+    which costs less than writing and reading it back."""
+    if w_hr is not None:
+        raise ValueError("backend='native' has no projection (proj_size must be 0)")
+    xp = xp if xp.is_contiguous() else xp.contiguous()
+    hidden, cells = _forward(_lib(), xp, h0, c0, w_hh, _sizes(schedule), schedule.ragged)
+    return (xp, None, None), cells, hidden
+
+
+def _backward(lib, gates, cells, c0, w_hh, dout, dh_n, dc_n, batch_sizes, dpre):
+    steps, batch, four_h = gates.shape
+    size = four_h // 4
+    dh0, dc0 = torch.empty_like(dh_n), torch.empty_like(dc_n)
+    c0, w_hh = c0.contiguous(), w_hh.detach().contiguous()
+    dout, dh_n, dc_n = dout.contiguous(), dh_n.contiguous(), dc_n.contiguous()
+    status = getattr(lib, f"rnnkit_lstm_backward_{_SUFFIX[gates.dtype]}")(
+        _ptr(gates), _ptr(cells), _ptr(c0), _ptr(w_hh),
+        _ptr(dout), _ptr(dh_n), _ptr(dc_n), _ptr(batch_sizes),
+        _ptr(dpre), _ptr(dh0), _ptr(dc0),
+        steps, batch, size, torch.get_num_threads(),
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("the native LSTM backward could not allocate its buffers")
+    return dh0, dc0
+
+
+def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule: Schedule):
+    """See :func:`rnnkit.functional.lstm.backward_recurrence`."""
+    gates = saved[0]
+    dpre = workspace.take(gates.shape, gates, zero=schedule.ragged)
+    dh0, dc0 = _backward(
+        _lib(), gates, cells, c0, w_hh, dout, dh_n, dc_n, _sizes(schedule), dpre
+    )
+    return dpre, dh0, dc0, None
+
+
+register("lstm", "native", forward_recurrence, backward_recurrence)
+
+
+def _plain_lstm(xp, h0, c0, w_hh, batch_sizes):
+    """The textbook loop, for :func:`self_check`: hidden and cells ``(T, B, H)``."""
+    steps, batch, _ = xp.shape
+    h, c, hs, cs = h0.clone(), c0.clone(), [], []
+    for t in range(steps):
+        n = batch_sizes[t]
+        i, f, g, o = (xp[t, :n] + h[:n] @ w_hh.t()).chunk(4, 1)
+        c_new = f.sigmoid() * c[:n] + i.sigmoid() * g.tanh()
+        h_new = o.sigmoid() * c_new.tanh()
+        h, c = torch.cat([h_new, h[n:]]), torch.cat([c_new, c[n:]])
+        pad = h.new_zeros(batch - n, h.shape[1])
+        hs.append(torch.cat([h_new, pad]))
+        cs.append(torch.cat([c_new, pad]))
+    return torch.stack(hs), torch.stack(cs)
+
+
+def self_check(lib: ctypes.CDLL) -> str | None:
+    """Run the compiled forward on two small ragged problems (a vector-width and an odd hidden
+    size) against :func:`_plain_lstm`; None if they agree, else what differed."""
+    gen = torch.Generator().manual_seed(0)
+    sizes = (3, 3, 2, 1)
+    for hidden_size in (32, 5):
+        xp = torch.randn(4, 3, 4 * hidden_size, generator=gen)
+        h0, c0 = torch.randn(2, 3, hidden_size, generator=gen).unbind(0)
+        w_hh = torch.randn(4 * hidden_size, hidden_size, generator=gen) * 0.3
+        want_h, want_c = _plain_lstm(xp, h0, c0, w_hh, sizes)
+        batch_sizes = torch.tensor(sizes, dtype=torch.int64)
+        got_h, got_c = _forward(lib, xp.clone(), h0, c0, w_hh, batch_sizes, True)
+        error = max((got_h - want_h).abs().max().item(), (got_c - want_c).abs().max().item())
+        if not error <= 1e-4:
+            return f"hidden size {hidden_size}: largest difference {error:.3g}"
+    return None

@@ -1,0 +1,145 @@
+"""The compiled CPU LSTM loop (``backend="native"``): agreement with the reference loop at sizes
+that exercise its vector tails, its thread slices and ragged batches; backend choice; and how a
+failed build is reported. Gradcheck and torch.nn parity run in the shared tables (cell
+``lstm_native`` in ``layer_cases.py``)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+import rnnkit
+import rnnkit.native as native
+from layer_cases import ours_kwargs
+
+VALUE_TOL = {"rtol": 1e-5, "atol": 1e-5}
+GRAD_TOL = {"rtol": 1e-4, "atol": 1e-4}
+
+
+@pytest.fixture
+def threads():
+    """Restores torch's thread count after a test changes it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _pair(hidden, **kwargs):
+    ours_kwargs("lstm_native")  # skips where the library cannot be built (outside CI)
+    ref = rnnkit.LSTM(7, hidden, backend="reference", **kwargs)
+    nat = rnnkit.LSTM(7, hidden, backend="native", **kwargs)
+    nat.load_state_dict(ref.state_dict())
+    return ref, nat
+
+
+def _run(layer, x, hx, lengths):
+    x = x.detach().clone().requires_grad_()
+    hx = tuple(h.detach().clone().requires_grad_() for h in hx)
+    out, (h, c) = layer(x, hx, lengths=lengths)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    loss = (out * weights).sum() + (h * 0.5).sum() - c.sum()
+    grads = torch.autograd.grad(loss, [x, *hx, *layer.parameters()])
+    return out, h, c, grads
+
+
+@pytest.mark.parametrize("hidden", [16, 40, 67])  # one vector, vectors + tail, odd
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+@pytest.mark.parametrize("lengths", [None, [9, 2, 9, 5, 1, 7, 3, 9, 4]])
+def test_native_matches_reference(hidden, num_threads, lengths, threads):
+    torch.set_num_threads(num_threads)
+    torch.manual_seed(hidden)
+    ref, nat = _pair(hidden, num_layers=2, bidirectional=True)
+    x = torch.randn(9, 9, 7)  # batch 9: register tiles of 4 rows and a tail of 1
+    hx = (torch.randn(4, 9, hidden), torch.randn(4, 9, hidden))
+    got, want = _run(nat, x, hx, lengths), _run(ref, x, hx, lengths)
+    for name, a, b in zip(("output", "h_n", "c_n"), got[:3], want[:3]):
+        torch.testing.assert_close(a, b, **VALUE_TOL, msg=lambda m, n=name: f"{n}: {m}")
+    for k, (a, b) in enumerate(zip(got[3], want[3])):
+        torch.testing.assert_close(a, b, **GRAD_TOL, msg=lambda m, k=k: f"gradient {k}: {m}")
+
+
+def test_thread_count_does_not_change_results(threads):
+    ours_kwargs("lstm_native")
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(7, 48, backend="native")
+    x = torch.randn(6, 5, 7)
+    outs = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        outs.append(layer(x)[0])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+
+
+def test_auto_picks_native_for_the_cpu_lstm_only():
+    ours_kwargs("lstm_native")
+    x = torch.randn(3, 2, 4)
+    assert rnnkit.LSTM(4, 8)._resolve_backend(x) == "native"
+    assert rnnkit.LSTM(4, 8, proj_size=2)._resolve_backend(x) == "reference"
+    assert rnnkit.GRU(4, 8)._resolve_backend(x) == "reference"
+    assert rnnkit.LSTM(4, 8)._resolve_backend(x.bfloat16()) == "reference"
+
+
+@pytest.mark.parametrize(
+    "make,x,words",
+    [
+        (lambda: rnnkit.GRU(4, 8, backend="native"), torch.randn(3, 2, 4), "LSTM only"),
+        (lambda: rnnkit.LSTM(4, 8, proj_size=2, backend="native"), torch.randn(3, 2, 4),
+         "proj_size"),
+        (lambda: rnnkit.LSTM(4, 8, backend="native", dtype=torch.bfloat16),
+         torch.randn(3, 2, 4, dtype=torch.bfloat16), "float32 or float64"),
+    ],
+)
+def test_native_refuses_what_it_cannot_serve(make, x, words):
+    with pytest.raises(ValueError, match="backend='native'") as info:
+        make()(x)
+    assert words in str(info.value)
+
+
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """An empty cache and a forgotten library; the real one is loaded again afterwards."""
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    native._load.cache_clear()
+    yield tmp_path
+    monkeypatch.undo()
+    native._load.cache_clear()
+
+
+def test_disabled_by_environment(fresh_build, monkeypatch):
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    assert native.library() is None
+    assert native.problem() == "disabled by RNNKIT_NATIVE=0"
+    assert rnnkit.LSTM(4, 8)._resolve_backend(torch.randn(3, 2, 4)) == "reference"
+    with pytest.raises(ValueError, match="RNNKIT_NATIVE=0"):
+        rnnkit.LSTM(4, 8, backend="native")(torch.randn(3, 2, 4))
+
+
+def test_no_compiler_is_reported(fresh_build, monkeypatch):
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    assert native.library() is None
+    assert "no C++ compiler" in native.problem()
+
+
+def test_failed_compile_is_reported_and_leaves_nothing(fresh_build, monkeypatch):
+    broken = fresh_build / "broken-c++"
+    broken.write_text("#!/bin/sh\necho 'lstm.cpp:1: error: no luck' >&2\nexit 1\n")
+    broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CXX", str(broken))
+    assert native.library() is None
+    assert "failed to compile lstm.cpp" in native.problem()
+    assert "no luck" in native.problem()
+    leftovers = [p for p in (fresh_build / "cache").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_built_library_is_reused(fresh_build):
+    ours_kwargs("lstm_native")
+    first = native._build()
+    stamp = os.stat(first).st_mtime_ns
+    native._load.cache_clear()
+    assert native._build() == first
+    assert os.stat(first).st_mtime_ns == stamp
+    assert native.library() is not None and native.problem() is None
