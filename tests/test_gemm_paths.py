@@ -59,3 +59,14 @@ def test_packed_weight_matches_addmm():
 def test_small_products_stay_on_addmm():
     """Below about 3M multiply-adds oneDNN's call overhead costs more than it saves."""
     assert _gemm.ReusedWeight(torch.randn(12, 7), 5).packed is None
+
+
+@pytest.mark.skipif(not _gemm.onednn_available(torch.zeros(1)), reason="no oneDNN on this CPU")
+def test_one_large_product_reads_the_weight_unpacked():
+    """From PLAIN_FROM_ROWS rows the weight is used as it is (a transposed view too)."""
+    weight = torch.randn(256, 1024)
+    rows = torch.randn(_gemm.PLAIN_FROM_ROWS, 1024)
+    reused = _gemm.ReusedWeight(weight.t(), _gemm.PLAIN_FROM_ROWS)  # (1024, 256) view
+    assert reused.packed is not None and reused.packed.data_ptr() == weight.data_ptr()
+    torch.testing.assert_close(reused(rows[:, :256]), rows[:, :256] @ weight,
+                               rtol=1e-5, atol=1e-4)

@@ -3,8 +3,11 @@
 On the CPU in float32, oneDNN with the weight packed once into its blocked layout runs these
 small-batch products about 1.5× faster than ``torch.addmm`` (measured on an AVX-512 CPU with
 B = 16, H = 256: 58 µs against 94 µs per step). torch.nn's own CPU LSTM gets its speed the same
-way. The oneDNN entry points are the ones TorchInductor uses on the CPU; they are private, so
-they are probed once (present, and agreeing with ``addmm`` on a small product) and every other
+way. For one large product (the input gradient over all steps) oneDNN reads the weight unpacked,
+and is still 5–15 % faster than ``torch.mm`` (MKL) on the 2-core AMD development machine.
+
+The oneDNN entry points are the ones TorchInductor uses on the CPU; they are private, so they are
+probed once (present, and agreeing with ``addmm`` on a small product) and every other
 case — CUDA, float64, a torch without them, ``RNNKIT_ONEDNN=0`` in the environment, or
 ``torch.backends.mkldnn.flags(enabled=False)`` — takes the plain ``torch.addmm`` path.
 """
@@ -20,6 +23,9 @@ from torch import Tensor
 __all__ = ["ReusedWeight", "onednn_available"]
 
 MIN_PACKED_WORK = 3 << 20  # multiply-adds per product below which plain addmm is as fast
+# From this many rows (one whole-sequence product, used once) oneDNN reads the weight as it is,
+# transposed views included: packing it costs ~0.5 ms at 1024 × 256 and gains less than that.
+PLAIN_FROM_ROWS = 512
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,11 +38,14 @@ def _onednn_works() -> bool:
         packed = ops._reorder_linear_weight(weight, 3)
         plain = ops._linear_pointwise(x, packed, None, "none", [], "")
         added = ops._linear_pointwise.binary(x, addend, packed, None, "add")
+        unpacked = ops._linear_pointwise(x, weight, None, "none", [], "")  # weight as it is
+        through_view = ops._linear_pointwise(x, weight.t().contiguous().t(), None, "none", [],
+                                             "")  # the weight as a transposed view
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
     expected = x @ weight.t()
-    return bool(torch.allclose(plain, expected, atol=1e-5)
-                and torch.allclose(added, expected + 1, atol=1e-5))
+    return all(torch.allclose(got, want, atol=1e-5) for got, want in (
+        (plain, expected), (added, expected + 1), (unpacked, expected), (through_view, expected)))
 
 
 def onednn_available(like: Tensor) -> bool:
@@ -62,9 +71,12 @@ class ReusedWeight:
         self.packed = None
         # oneDNN's call costs ~15 µs more than addmm's: it pays off from about 3M multiply-adds
         if batch_hint * weight.numel() >= MIN_PACKED_WORK and onednn_available(weight):
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(
-                weight.detach().contiguous(), batch_hint
-            )
+            if batch_hint >= PLAIN_FROM_ROWS:  # one large product: packing would not pay back
+                self.packed = weight.detach()
+            else:
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(
+                    weight.detach().contiguous(), batch_hint
+                )
 
     def __call__(self, x: Tensor, addend: Tensor | None = None) -> Tensor:
         """``x Wᵀ + bias``, plus ``addend`` ``(M, N)`` when given, as a new tensor."""
