@@ -143,3 +143,26 @@ def test_built_library_is_reused(fresh_build):
     assert native._build() == first
     assert os.stat(first).st_mtime_ns == stamp
     assert native.library() is not None and native.problem() is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9, 7), (2, 1, 1, 1, 1), (130, 9, 33, 65, 129)])
+def test_one_pass_weight_gradients(shape, dtype, threads):
+    """dW_ih, dW_hh and the bias gradient in one pass, against the two products and the sum:
+    column and row edges, and more than one 1024-row block along T·B (130 × 9 rows)."""
+    ours_kwargs("lstm_native")
+    from rnnkit.native.lstm import weight_grads
+
+    steps, batch, hidden, inputs, proj = shape
+    gen = torch.Generator().manual_seed(steps)
+    make = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)  # noqa: E731
+    dpre, x = make(steps, batch, 4 * hidden), make(steps, batch, inputs)
+    h0, out = make(batch, proj), make(steps, batch, proj)
+    rows = dpre.reshape(-1, 4 * hidden).t()
+    h_prev = torch.cat([h0.unsqueeze(0), out[:-1]]).reshape(-1, proj)
+    want = (rows @ x.reshape(-1, inputs), rows @ h_prev, rows.sum(1))
+    tol = {"rtol": 1e-5, "atol": 1e-3} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    for count in (1, 2, 3):
+        torch.set_num_threads(count)
+        for got, expected in zip(weight_grads(dpre, x, h0, out), want):
+            torch.testing.assert_close(got, expected, **tol)

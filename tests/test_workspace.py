@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -91,10 +93,15 @@ def test_lstm_backward_twice_on_a_retained_graph():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("kept_xp", [False, True])
 @pytest.mark.parametrize("backend", ["reference", "native"])
-def test_saved_buffers_come_back_and_never_corrupt_what_was_returned(backend):
+def test_saved_buffers_come_back_and_never_corrupt_what_was_returned(backend, kept_xp,
+                                                                      monkeypatch):
     """Forward buffers are handed back after the backward (or at once without a graph); what
-    a call returned (output, h_n, c_n) stays untouched when the next call reuses them."""
+    a call returned (output, h_n, c_n) stays untouched when the next call reuses them. With
+    ``kept_xp`` the input projection is written into a kept buffer too (large problems)."""
+    lstm_module = sys.modules["rnnkit.functional.lstm"]
+    monkeypatch.setattr(lstm_module, "FRESH_XP_MAX_BYTES", 0 if kept_xp else 1 << 40)
     if backend == "native":
         from layer_cases import ours_kwargs
 

@@ -45,6 +45,15 @@ def input_grads(
     return dx, dw_ih, dproj.sum(0)
 
 
+def input_grad(dprojected: Tensor, w_ih: Tensor, schedule: Schedule) -> Tensor:
+    """∂L/∂x ``(T, B, I)`` in batch order from ``∂L/∂(x W_ihᵀ + b)`` in processing order (the
+    product first, then the smaller result is put back in batch order)."""
+    steps, batch, gates = dprojected.shape
+    rows = dprojected.reshape(steps * batch, gates)
+    dx = ReusedWeight(w_ih.t(), steps * batch)(rows).view(steps, batch, -1)
+    return schedule.from_processing(dx)
+
+
 def recurrent_weight_grad(dpre: Tensor, h0: Tensor, hidden: Tensor) -> Tensor:
     """``Σ_t dpre_tᵀ h_{t-1}`` with h_{-1} = h0, all in processing order: ``(G, P)``.
 

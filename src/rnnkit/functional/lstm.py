@@ -168,14 +168,21 @@ forward_recurrence.doubles_tanh_rows = True  # LSTMFunction hands it xp with the
 register("lstm", "reference", forward_recurrence, backward_recurrence)
 
 
+# Up to this size the input projection (which becomes the saved gates) is a fresh oneDNN result:
+# glibc serves blocks below its largest mmap threshold (32 MB) from memory freed by the previous
+# call, so they cost no page faults, and oneDNN's product is faster than ``torch.addmm``. Larger
+# blocks come from fresh mmap pages every time; those are written into a kept workspace buffer.
+FRESH_XP_MAX_BYTES = 32 << 20
+
+
 class LSTMFunction(torch.autograd.Function):
     """One LSTM layer over a whole sequence with hand-written BPTT.
 
-    The large per-step buffers it saves for the backward (the gates, which are the input
-    projection's memory, the cells, ``tanh c_t``) are :mod:`_workspace` buffers: handed back
-    when the backward is done with them (unless the graph is kept for another backward), or at
-    once when no graph is recorded, so the next call reuses them instead of faulting in fresh
-    pages. ``graph`` says whether autograd records this call.
+    The large per-step buffers it saves for the backward (the cells, ``tanh c_t``, and above
+    ``FRESH_XP_MAX_BYTES`` the gates, which are the input projection's memory) are
+    :mod:`_workspace` buffers: handed back when the backward is done with them (unless the graph
+    is kept for another backward), or at once when no graph is recorded, so the next call reuses
+    them instead of faulting in fresh pages. ``graph`` says whether autograd records this call.
     """
 
     @staticmethod
@@ -186,8 +193,12 @@ class LSTMFunction(torch.autograd.Function):
         w_in = w_ih
         if getattr(forward_rec, "doubles_tanh_rows", False):  # tanh via σ: see common.doubled_block
             w_in, bias = common.doubled_block(w_ih, 2, 4), common.doubled_block(bias, 2, 4)
-        xp = workspace.take((x.shape[0], x.shape[1], w_in.shape[0]), x)
-        common.project_inputs(x, w_in, bias, schedule, out=xp)  # (T, B, 4H), processing order
+        shape = (x.shape[0], x.shape[1], w_in.shape[0])
+        kept_xp = shape[0] * shape[1] * shape[2] * x.element_size() > FRESH_XP_MAX_BYTES
+        if kept_xp:  # (T, B, 4H), processing order
+            xp = common.project_inputs(x, w_in, bias, schedule, out=workspace.take(shape, x))
+        else:
+            xp = common.project_inputs(x, w_in, bias, schedule)
         h0p = schedule.batch_to_processing(h0)
         c0p = schedule.batch_to_processing(c0)
         saved, cells, hidden = forward_rec(xp, h0p, c0p, w_hh, w_hr, schedule)
@@ -197,16 +208,16 @@ class LSTMFunction(torch.autograd.Function):
             c_n = c_n.clone()
         if graph:
             ctx.save_for_backward(x, h0p, c0p, w_ih, w_hh, w_hr, cells, hidden, *saved)
-            ctx.config = (schedule, backend, b_ih is not None)
+            ctx.config = (schedule, backend, b_ih is not None, kept_xp)
         else:
-            workspace.give_all(cells, *saved)
+            workspace.give_all(cells, *saved[1:], saved[0] if kept_xp else None)
         return schedule.from_processing(hidden), h_n, c_n
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dout, dh_n, dc_n):
         x, h0p, c0p, w_ih, w_hh, w_hr, cells, hidden, *saved = ctx.saved_tensors
-        schedule, backend, has_bias = ctx.config
+        schedule, backend, has_bias, kept_xp = ctx.config
         _, backward_rec = lookup("lstm", backend)
         dout = schedule.to_processing(common.grad_or_zeros(dout, hidden))
         dh_n = schedule.batch_to_processing(common.grad_or_zeros(dh_n, h0p))
@@ -214,11 +225,18 @@ class LSTMFunction(torch.autograd.Function):
         dpre, dh0, dc0, dw_hr = backward_rec(
             dout, dh_n, dc_n, tuple(saved), cells, c0p, w_hh, w_hr, schedule
         )
-        dw_hh = common.recurrent_weight_grad(dpre, h0p, hidden)
-        dx, dw_ih, dbias = common.input_grads(dpre, x, w_ih, schedule, ctx.needs_input_grad[0])
+        fused = getattr(backward_rec, "weight_grads", None)  # a backend's one-pass version
+        if fused is not None:
+            dw_ih, dw_hh, dbias = fused(dpre, schedule.to_processing(x), h0p, hidden)
+            dx = common.input_grad(dpre, w_ih, schedule) if ctx.needs_input_grad[0] else None
+        else:
+            dw_hh = common.recurrent_weight_grad(dpre, h0p, hidden)
+            dx, dw_ih, dbias = common.input_grads(
+                dpre, x, w_ih, schedule, ctx.needs_input_grad[0]
+            )
         workspace.give(dpre)  # nothing returned refers to it
         if not workspace.graph_kept():  # no later backward reads the saved buffers
-            workspace.give_all(cells, *saved)
+            workspace.give_all(cells, *saved[1:], saved[0] if kept_xp else None)
         db = dbias if has_bias else None
         dh0 = schedule.batch_from_processing(dh0)
         dc0 = schedule.batch_from_processing(dc0)

@@ -38,7 +38,7 @@ _FLAG_SETS = (  # tried in turn; the first that compiles is used
     ["-O3"],
 )
 _COMMON = ["-std=c++17", "-shared", "-fPIC"]
-_ABI = 2  # rnnkit_native_version() of the source this module speaks to
+_ABI = 3  # rnnkit_native_version() of the source this module speaks to
 
 
 def cache_dir() -> Path:
@@ -114,6 +114,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         backward = getattr(lib, f"rnnkit_lstm_backward_{suffix}")
         backward.argtypes = [ptr] * 11 + [i64, i64, i64, cint]
         backward.restype = cint
+        grads = getattr(lib, f"rnnkit_weight_grads_{suffix}")
+        grads.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, cint]
+        grads.restype = cint
     lib.rnnkit_native_version.restype = cint
 
 

@@ -430,11 +430,133 @@ void backward(const T* gates, const T* cells, const T* c0, const T* w_hh,
     });
 }
 
+// ---------------------------------------------------------------------------------------------
+// The weight gradients after the loop, in one pass over dpre:
+//     dW_ih = Σ_k dpre_kᵀ x_k,   dW_hh = Σ_k dpre_kᵀ h_{k−B},   db = Σ_k dpre_k
+// over the K = T·B processing-order rows k (h_{k−B} is row k−B of hidden, h0 for the first B).
+// One product dpreᵀ [x | h_prev] (N = I + P columns) on packed panels: the [x | h_prev] rows in
+// strips of 64 columns, dpreᵀ in strips of 4 rows, blocks of KC along k. Row sums of dpreᵀ come
+// with its packing.
+
+constexpr int64_t KC = 1024;  // k block: a packed strip is KC × 64 values (256 KB in float32)
+constexpr int64_t MC = 64;   // rows of dpreᵀ (gate units) per task
+
+template <class T>
+inline void micro_acc(const T* ap, const T* bp, int64_t kc, T* c, int64_t ldc, int rows,
+                      int64_t cols, bool add) {
+    typedef typename Vec<T>::type V;
+    constexpr int L = Vec<T>::n;
+    constexpr int VECS = 64 / L;  // 64 columns: 4 float vectors, 8 double vectors
+    V acc[4][VECS];
+    for (int r = 0; r < 4; ++r)
+        for (int v = 0; v < VECS; ++v) acc[r][v] = V{};
+    for (int64_t k = 0; k < kc; ++k) {
+        V w[VECS];
+        for (int v = 0; v < VECS; ++v) {
+            w[v] = load<V>(bp + k * 64 + v * L);
+            RK_IN_REGISTER(w[v]);
+        }
+        for (int r = 0; r < 4; ++r) {
+            const T s = ap[k * 4 + r];
+            for (int v = 0; v < VECS; ++v) acc[r][v] += s * w[v];
+        }
+    }
+    for (int r = 0; r < rows; ++r) {
+        T* cr = c + r * ldc;
+        for (int v = 0; v < VECS; ++v) {
+            const int64_t n0 = v * L;
+            if (n0 >= cols) break;
+            if (n0 + L <= cols) {
+                V out = acc[r][v];
+                if (add) out += load<V>(cr + n0);
+                store(cr + n0, out);
+            } else {
+                for (int64_t n = n0; n < cols; ++n)
+                    cr[n] = (add ? cr[n] : T(0)) + acc[r][v][n - n0];
+            }
+        }
+    }
+}
+
+template <class T>
+void weight_grads(const T* dpre, int64_t K, int64_t G, const T* x, int64_t I, const T* h0,
+                  const T* hidden, int64_t B, int64_t P, T* dw_ih, T* dw_hh, T* db, int threads) {
+    // column strips: first those of x (→ dw_ih), then those of h_prev (→ dw_hh)
+    const int64_t x_strips = (I + 63) / 64, h_strips = (P + 63) / 64;
+    const int64_t strips = x_strips + h_strips, blocks = (G + MC - 1) / MC;
+    Buffer<T> bpack(size_t(strips) * KC * 64);
+    const int team = std::max(1, threads);
+    std::vector<std::unique_ptr<Buffer<T>>> apacks;
+    for (int p = 0; p < team; ++p) apacks.emplace_back(new Buffer<T>(size_t(MC) * KC));
+    std::fill(db, db + G, T(0));
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+#ifdef _OPENMP
+        T* ap = apacks[omp_get_thread_num()]->p;
+#else
+        T* ap = apacks[0]->p;
+#endif
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            const int64_t kc = std::min(KC, K - k0);
+#pragma omp for schedule(static)
+            for (int64_t s = 0; s < strips; ++s) {
+                const bool is_x = s < x_strips;
+                const int64_t c0 = (is_x ? s : s - x_strips) * 64, width = is_x ? I : P;
+                const int64_t n = std::min<int64_t>(64, width - c0);
+                T* dst = bpack.p + s * KC * 64;
+                for (int64_t k = 0; k < kc; ++k) {
+                    const int64_t row = k0 + k;
+                    const T* src = is_x ? x + row * I
+                                        : (row < B ? h0 + row * P : hidden + (row - B) * P);
+                    std::memcpy(dst + k * 64, src + c0, n * sizeof(T));
+                    std::fill(dst + k * 64 + n, dst + k * 64 + 64, T(0));
+                }
+            }
+#pragma omp for schedule(static)
+            for (int64_t blk = 0; blk < blocks; ++blk) {
+                const int64_t m0 = blk * MC, m1 = std::min(G, m0 + MC);
+                const int64_t row_strips = (m1 - m0 + 3) / 4;
+                for (int64_t rs = 0; rs < row_strips; ++rs) {  // dpreᵀ rows, 4 at a time
+                    T* dst = ap + rs * KC * 4;
+                    const int64_t m = m0 + rs * 4, n = std::min<int64_t>(4, m1 - m);
+                    T sums[4] = {T(0), T(0), T(0), T(0)};
+                    for (int64_t k = 0; k < kc; ++k) {
+                        const T* src = dpre + (k0 + k) * G + m;
+                        for (int r = 0; r < 4; ++r) {
+                            const T v = r < n ? src[r] : T(0);
+                            dst[k * 4 + r] = v;
+                            sums[r] += v;
+                        }
+                    }
+                    for (int r = 0; r < n; ++r) db[m + r] += sums[r];
+                }
+                const bool add = k0 > 0;
+                for (int64_t s = 0; s < strips; ++s) {
+                    const bool is_x = s < x_strips;
+                    const int64_t c0 = (is_x ? s : s - x_strips) * 64, width = is_x ? I : P;
+                    T* out = is_x ? dw_ih : dw_hh;
+                    for (int64_t rs = 0; rs < row_strips; ++rs) {
+                        const int64_t m = m0 + rs * 4;
+                        micro_acc<T>(ap + rs * KC * 4, bpack.p + s * KC * 64, kc,
+                                     out + m * width + c0, width,
+                                     int(std::min<int64_t>(4, m1 - m)),
+                                     std::min<int64_t>(64, width - c0), add);
+                    }
+                }
+            }
+        }
+    }
+    if (K == 0) {  // no rows: the gradients are zero
+        std::fill(dw_ih, dw_ih + G * I, T(0));
+        std::fill(dw_hh, dw_hh + G * P, T(0));
+    }
+}
+
 }  // namespace
 
 extern "C" {
 
-int rnnkit_native_version() { return 2; }
+int rnnkit_native_version() { return 3; }
 
 int rnnkit_lstm_forward_f32(float* xp, const float* h0, const float* c0, const float* w_hh,
                             const int64_t* batch_sizes, float* hidden, float* cells,
@@ -484,6 +606,30 @@ int rnnkit_lstm_backward_f64(const double* gates, const double* cells,
     try {
         backward<double>(gates, cells, c0, w_hh, dout, dh_n, dc_n, batch_sizes, dpre,
                          dh0, dc0, steps, batch, hidden_size, threads);
+    } catch (...) {
+        return 1;
+    }
+    return 0;
+}
+
+// dW_ih, dW_hh and the bias gradient from dpre (see weight_grads). Returns 0, or 1 if out of
+// memory.
+int rnnkit_weight_grads_f32(const float* dpre, int64_t k, int64_t g, const float* x, int64_t i,
+                            const float* h0, const float* hidden, int64_t b, int64_t p,
+                            float* dw_ih, float* dw_hh, float* db, int threads) {
+    try {
+        weight_grads<float>(dpre, k, g, x, i, h0, hidden, b, p, dw_ih, dw_hh, db, threads);
+    } catch (...) {
+        return 1;
+    }
+    return 0;
+}
+
+int rnnkit_weight_grads_f64(const double* dpre, int64_t k, int64_t g, const double* x,
+                            int64_t i, const double* h0, const double* hidden, int64_t b,
+                            int64_t p, double* dw_ih, double* dw_hh, double* db, int threads) {
+    try {
+        weight_grads<double>(dpre, k, g, x, i, h0, hidden, b, p, dw_ih, dw_hh, db, threads);
     } catch (...) {
         return 1;
     }
