@@ -6,6 +6,7 @@ failed build is reported. Gradcheck and torch.nn parity run in the shared tables
 from __future__ import annotations
 
 import os
+import platform
 import stat
 
 import pytest
@@ -166,3 +167,47 @@ def test_one_pass_weight_gradients(shape, dtype, threads):
         torch.set_num_threads(count)
         for got, expected in zip(weight_grads(dpre, x, h0, out), want):
             torch.testing.assert_close(got, expected, **tol)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 only")
+def test_the_avx2_build_agrees(tmp_path):
+    """The code path for CPUs without AVX-512 (32-byte vectors, 2-row tiles), built here with
+    -march=x86-64-v3, against the library this machine uses: forward, backward and the weight
+    gradients, on a ragged batch with vector tails."""
+    ours_kwargs("lstm_native")
+    import ctypes
+    import subprocess
+
+    from rnnkit.native.lstm import _backward, _forward, self_check
+
+    cxx = native._compiler()
+    target = tmp_path / "avx2.so"
+    done = subprocess.run(
+        [cxx, "-O3", "-march=x86-64-v3", "-std=c++17", "-shared", "-fPIC", "-fopenmp",
+         "-o", str(target), str(native.SOURCE)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this compiler cannot target x86-64-v3: {done.stderr.strip()[:200]}")
+    avx2 = ctypes.CDLL(str(target))
+    native._declare(avx2)
+    assert self_check(avx2) is None
+    gen = torch.Generator().manual_seed(5)
+    steps, batch, hidden = 9, 7, 37
+    xp = torch.randn(steps, batch, 4 * hidden, generator=gen)
+    h0, c0, dh_n, dc_n = torch.randn(4, batch, hidden, generator=gen).unbind(0)
+    w_hh = torch.randn(4 * hidden, hidden, generator=gen) * 0.3
+    dout = torch.randn(steps, batch, hidden, generator=gen)
+    sizes = torch.tensor([7, 7, 7, 6, 6, 4, 4, 2, 1], dtype=torch.int64)
+    results = []
+    for lib in (native.library(), avx2):
+        gates = xp.clone()
+        out, cells = _forward(lib, gates, h0, c0, w_hh, sizes, True)
+        dpre = torch.zeros_like(xp)
+        dh0, dc0 = _backward(lib, gates, cells, c0, w_hh, dout, dh_n, dc_n, sizes, dpre)
+        grads = [torch.empty(4 * hidden, n) for n in (hidden, hidden)] + [torch.empty(4 * hidden)]
+        status = lib.rnnkit_weight_grads_f32(
+            dpre.data_ptr(), steps * batch, 4 * hidden, out.data_ptr(), hidden, h0.data_ptr(),
+            out.data_ptr(), batch, hidden, *(g.data_ptr() for g in grads), 2)
+        assert status == 0
+        results.append([gates, out, cells, dpre, dh0, dc0, *grads])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

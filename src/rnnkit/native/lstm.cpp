@@ -38,13 +38,23 @@
 #include <omp.h>
 #endif
 
+// Vector width: a whole AVX-512 register where the CPU has them, else 32 bytes (two SSE/NEON
+// registers or one AVX register); the register tiles below are sized for 32 registers.
+#if defined(__AVX512F__)
+#define RK_VBYTES 64
+#define RK_ROWS 4  // rows per register tile: 4 × 4 accumulators + 4 weights of 32 registers
+#else
+#define RK_VBYTES 32
+#define RK_ROWS 2  // 16 registers (AVX2), or two NEON registers per vector
+#endif
+
 // Keeps a loaded vector in a register. Without it GCC folds each load into every FMA that uses
 // it (four loads per vector instead of one), and the tile runs at half the FMA rate: measured
-// 47-88 against 106-115 GFLOP/s on one Zen 4 core.
-#if defined(__x86_64__) && defined(__GNUC__)
+// 47-88 against 106-115 GFLOP/s on one Zen 4 core. Only where one vector is one register.
+#if defined(__AVX512F__) && defined(__GNUC__)
 #define RK_IN_REGISTER(x) __asm__("" : "+v"(x))
-#elif defined(__aarch64__) && defined(__GNUC__)
-#define RK_IN_REGISTER(x) __asm__("" : "+w"(x))
+#elif defined(__AVX__) && defined(__GNUC__)
+#define RK_IN_REGISTER(x) __asm__("" : "+x"(x))
 #else
 #define RK_IN_REGISTER(x) ((void)0)
 #endif
@@ -53,14 +63,14 @@ namespace {
 
 template <class T> struct Vec;
 template <> struct Vec<float> {
-    typedef float type __attribute__((vector_size(64)));
-    typedef int32_t itype __attribute__((vector_size(64)));
-    enum { n = 16 };
+    typedef float type __attribute__((vector_size(RK_VBYTES)));
+    typedef int32_t itype __attribute__((vector_size(RK_VBYTES)));
+    enum { n = RK_VBYTES / 4 };
 };
 template <> struct Vec<double> {
-    typedef double type __attribute__((vector_size(64)));
-    typedef int64_t itype __attribute__((vector_size(64)));
-    enum { n = 8 };
+    typedef double type __attribute__((vector_size(RK_VBYTES)));
+    typedef int64_t itype __attribute__((vector_size(RK_VBYTES)));
+    enum { n = RK_VBYTES / 8 };
 };
 
 template <class V, class T> inline V load(const T* p) {
@@ -202,8 +212,8 @@ void product(const T* a, int64_t lda, int64_t rows, const T* b, int64_t ldb, int
     constexpr int W = 4 * Vec<T>::n;
     for (int64_t n0 = 0; n0 < cols; n0 += W) {
         int64_t r0 = 0;
-        for (; r0 + 4 <= rows; r0 += 4)
-            tile<T, 4, 4>(a + r0 * lda, lda, b + n0, ldb, k_len, c + r0 * ldc + n0, ldc);
+        for (; r0 + RK_ROWS <= rows; r0 += RK_ROWS)
+            tile<T, RK_ROWS, 4>(a + r0 * lda, lda, b + n0, ldb, k_len, c + r0 * ldc + n0, ldc);
         const T* ar = a + r0 * lda;
         T* cr = c + r0 * ldc + n0;
         switch (rows - r0) {
@@ -344,14 +354,14 @@ void forward(T* xp, const T* h0, const T* c0, const T* w_hh, const int64_t* batc
                 for (int64_t u = 0; u * L < sl.nj; ++u) {
                     const int64_t j = sl.j0 + u * L, n = std::min<int64_t>(L, sl.nj - u * L);
                     const T* bp = sl.packed->p + u * 4 * L;
-                    for (int64_t b = 0; b < rows; b += 4) {
+                    for (int64_t b = 0; b < rows; b += RK_ROWS) {
                         T* x = xp + (t * batch + b) * H4 + j;
                         const T* hp = h_prev + b * H;
                         const T* cp = c_prev + b * H + j;
                         T* co = cells + (t * batch + b) * H + j;
                         T* ho = hidden + (t * batch + b) * H + j;
                         const int64_t ld = sl.cols;
-                        switch (std::min<int64_t>(4, rows - b)) {
+                        switch (std::min<int64_t>(RK_ROWS, rows - b)) {
                             case 4: forward_tile<T, 4>(hp, H, bp, ld, x, H4, cp, co, ho, n); break;
                             case 3: forward_tile<T, 3>(hp, H, bp, ld, x, H4, cp, co, ho, n); break;
                             case 2: forward_tile<T, 2>(hp, H, bp, ld, x, H4, cp, co, ho, n); break;
@@ -455,10 +465,10 @@ void backward(const T* gates, const T* cells, const T* c0, const T* w_hh,
 //     dW_ih = Σ_k dpre_kᵀ x_k,   dW_hh = Σ_k dpre_kᵀ h_{k−B},   db = Σ_k dpre_k
 // over the K = T·B processing-order rows k (h_{k−B} is row k−B of hidden, h0 for the first B).
 // One product dpreᵀ [x | h_prev] (N = I + P columns) on packed panels: the [x | h_prev] rows in
-// strips of 64 columns, dpreᵀ in strips of 4 rows, blocks of KC along k. Row sums of dpreᵀ come
+// strips of SW = 4 vectors of columns, dpreᵀ in strips of 4 rows, blocks of KC along k. Row sums of dpreᵀ come
 // with its packing.
 
-constexpr int64_t KC = 1024;  // k block: a packed strip is KC × 64 values (256 KB in float32)
+constexpr int64_t KC = 1024;  // k block: a packed strip is KC × SW values (256 KB, AVX-512 float)
 constexpr int64_t MC = 64;   // rows of dpreᵀ (gate units) per task
 
 template <class T>
@@ -466,14 +476,14 @@ inline void micro_acc(const T* ap, const T* bp, int64_t kc, T* c, int64_t ldc, i
                       int64_t cols, bool add) {
     typedef typename Vec<T>::type V;
     constexpr int L = Vec<T>::n;
-    constexpr int VECS = 64 / L;  // 64 columns: 4 float vectors, 8 double vectors
+    constexpr int VECS = 4, SW = 4 * L;
     V acc[4][VECS];
     for (int r = 0; r < 4; ++r)
         for (int v = 0; v < VECS; ++v) acc[r][v] = V{};
     for (int64_t k = 0; k < kc; ++k) {
         V w[VECS];
         for (int v = 0; v < VECS; ++v) {
-            w[v] = load<V>(bp + k * 64 + v * L);
+            w[v] = load<V>(bp + k * SW + v * L);
             RK_IN_REGISTER(w[v]);
         }
         for (int r = 0; r < 4; ++r) {
@@ -501,10 +511,11 @@ inline void micro_acc(const T* ap, const T* bp, int64_t kc, T* c, int64_t ldc, i
 template <class T>
 void weight_grads(const T* dpre, int64_t K, int64_t G, const T* x, int64_t I, const T* h0,
                   const T* hidden, int64_t B, int64_t P, T* dw_ih, T* dw_hh, T* db, int threads) {
+    constexpr int64_t SW = 4 * Vec<T>::n;  // columns per strip
     // column strips: first those of x (→ dw_ih), then those of h_prev (→ dw_hh)
-    const int64_t x_strips = (I + 63) / 64, h_strips = (P + 63) / 64;
+    const int64_t x_strips = (I + SW - 1) / SW, h_strips = (P + SW - 1) / SW;
     const int64_t strips = x_strips + h_strips, blocks = (G + MC - 1) / MC;
-    Buffer<T> bpack(size_t(strips) * KC * 64);
+    Buffer<T> bpack(size_t(strips) * KC * SW);
     const int team = std::max(1, threads);
     std::vector<std::unique_ptr<Buffer<T>>> apacks;
     for (int p = 0; p < team; ++p) apacks.emplace_back(new Buffer<T>(size_t(MC) * KC));
@@ -521,15 +532,15 @@ void weight_grads(const T* dpre, int64_t K, int64_t G, const T* x, int64_t I, co
 #pragma omp for schedule(static)
             for (int64_t s = 0; s < strips; ++s) {
                 const bool is_x = s < x_strips;
-                const int64_t c0 = (is_x ? s : s - x_strips) * 64, width = is_x ? I : P;
-                const int64_t n = std::min<int64_t>(64, width - c0);
-                T* dst = bpack.p + s * KC * 64;
+                const int64_t c0 = (is_x ? s : s - x_strips) * SW, width = is_x ? I : P;
+                const int64_t n = std::min<int64_t>(SW, width - c0);
+                T* dst = bpack.p + s * KC * SW;
                 for (int64_t k = 0; k < kc; ++k) {
                     const int64_t row = k0 + k;
                     const T* src = is_x ? x + row * I
                                         : (row < B ? h0 + row * P : hidden + (row - B) * P);
-                    std::memcpy(dst + k * 64, src + c0, n * sizeof(T));
-                    std::fill(dst + k * 64 + n, dst + k * 64 + 64, T(0));
+                    std::memcpy(dst + k * SW, src + c0, n * sizeof(T));
+                    std::fill(dst + k * SW + n, dst + k * SW + SW, T(0));
                 }
             }
 #pragma omp for schedule(static)
@@ -553,14 +564,14 @@ void weight_grads(const T* dpre, int64_t K, int64_t G, const T* x, int64_t I, co
                 const bool add = k0 > 0;
                 for (int64_t s = 0; s < strips; ++s) {
                     const bool is_x = s < x_strips;
-                    const int64_t c0 = (is_x ? s : s - x_strips) * 64, width = is_x ? I : P;
+                    const int64_t c0 = (is_x ? s : s - x_strips) * SW, width = is_x ? I : P;
                     T* out = is_x ? dw_ih : dw_hh;
                     for (int64_t rs = 0; rs < row_strips; ++rs) {
                         const int64_t m = m0 + rs * 4;
-                        micro_acc<T>(ap + rs * KC * 4, bpack.p + s * KC * 64, kc,
+                        micro_acc<T>(ap + rs * KC * 4, bpack.p + s * KC * SW, kc,
                                      out + m * width + c0, width,
                                      int(std::min<int64_t>(4, m1 - m)),
-                                     std::min<int64_t>(64, width - c0), add);
+                                     std::min<int64_t>(SW, width - c0), add);
                     }
                 }
             }
