@@ -211,3 +211,14 @@ def test_the_avx2_build_agrees(tmp_path):
         results.append([gates, out, cells, dpre, dh0, dc0, *grads])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_mismatched_buffers_are_refused_before_any_raw_read():
+    ours_kwargs("lstm_native")
+    from rnnkit.native import library
+    from rnnkit.native.lstm import _forward
+
+    xp = torch.randn(3, 2, 8)
+    h0 = torch.zeros(2, 2, dtype=torch.float64)  # float64 beside float32: would read wrong bytes
+    with pytest.raises(TypeError, match="float32 or all in float64"):
+        _forward(library(), xp, h0, h0, torch.zeros(8, 2), torch.tensor([2, 2, 2]), False)

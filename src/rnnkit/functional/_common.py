@@ -15,9 +15,10 @@ def project_inputs(
 ) -> Tensor:
     """``x W_ihᵀ + bias`` for all steps at once, in processing order: ``(T, B, I)`` → ``(T, B, G)``.
 
-    With ``out`` (contiguous ``(T, B, G)``, typically a kept :mod:`_workspace` buffer) the result
-    is written there by ``torch.addmm``: oneDNN's packed product is about 15 % faster but has no
-    ``out=``, and a fresh block of that size costs more in page faults than that.
+    With ``out`` (contiguous ``(T, B, G)``, a kept :mod:`_workspace` buffer) the result is
+    written there by ``torch.addmm``. oneDNN's product is about 15 % faster but has no ``out=``;
+    ``LSTMFunction`` takes this path only for blocks too large for glibc to reuse, where a fresh
+    block's page faults cost more than that.
     """
     steps, batch, features = x.shape
     if out is not None:

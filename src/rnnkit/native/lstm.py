@@ -47,6 +47,20 @@ def _ptr(t: Tensor) -> int:
     return t.data_ptr()
 
 
+def _same_kind(*tensors: Tensor) -> None:
+    """The C++ side reads raw memory: every tensor must be a contiguous CPU tensor of one
+    supported dtype, or the call would read the wrong bytes."""
+    dtype = tensors[0].dtype
+    for t in tensors:
+        if t.device.type != "cpu" or t.dtype != dtype or dtype not in _SUFFIX:
+            raise TypeError(
+                "backend='native' needs CPU tensors all in float32 or all in float64, got "
+                + ", ".join(f"{u.dtype} on {u.device}" for u in tensors)
+            )
+        if not t.is_contiguous():
+            raise ValueError("backend='native' got a non-contiguous buffer (internal error)")
+
+
 def _sizes(schedule: Schedule) -> Tensor:
     return torch.tensor(schedule.batch_sizes, dtype=torch.int64)
 
@@ -57,6 +71,7 @@ def _forward(lib, xp, h0, c0, w_hh, batch_sizes, ragged: bool):
     hidden = common.buffer(xp, (steps, batch, size), ragged)  # the output: leaves the call
     cells = workspace.take((steps, batch, size), xp, zero=ragged)  # saved: handed back later
     h0, c0, w_hh = h0.contiguous(), c0.contiguous(), w_hh.detach().contiguous()
+    _same_kind(xp, h0, c0, w_hh, hidden, cells)
     status = getattr(lib, f"rnnkit_lstm_forward_{_SUFFIX[xp.dtype]}")(
         _ptr(xp), _ptr(h0), _ptr(c0), _ptr(w_hh), _ptr(batch_sizes), _ptr(hidden), _ptr(cells),
         steps, batch, size, torch.get_num_threads(),
@@ -83,6 +98,7 @@ def _backward(lib, gates, cells, c0, w_hh, dout, dh_n, dc_n, batch_sizes, dpre):
     dh0, dc0 = torch.empty_like(dh_n), torch.empty_like(dc_n)
     c0, w_hh = c0.contiguous(), w_hh.detach().contiguous()
     dout, dh_n, dc_n = dout.contiguous(), dh_n.contiguous(), dc_n.contiguous()
+    _same_kind(gates, cells, c0, w_hh, dout, dh_n, dc_n, dpre, dh0, dc0)
     status = getattr(lib, f"rnnkit_lstm_backward_{_SUFFIX[gates.dtype]}")(
         _ptr(gates), _ptr(cells), _ptr(c0), _ptr(w_hh),
         _ptr(dout), _ptr(dh_n), _ptr(dc_n), _ptr(batch_sizes),
@@ -116,6 +132,7 @@ def weight_grads(dpre: Tensor, x: Tensor, h0: Tensor, hidden: Tensor):
     dw_ih = dpre.new_empty(gates, x.shape[-1])
     dw_hh = dpre.new_empty(gates, h0.shape[-1])
     dbias = dpre.new_empty(gates)
+    _same_kind(dpre, x, h0, hidden, dw_ih, dw_hh, dbias)
     status = getattr(_lib(), f"rnnkit_weight_grads_{_SUFFIX[dpre.dtype]}")(
         _ptr(dpre), steps * batch, gates, _ptr(x), x.shape[-1], _ptr(h0), _ptr(hidden),
         batch, h0.shape[-1], _ptr(dw_ih), _ptr(dw_hh), _ptr(dbias), torch.get_num_threads(),
