@@ -222,3 +222,13 @@ def test_mismatched_buffers_are_refused_before_any_raw_read():
     h0 = torch.zeros(2, 2, dtype=torch.float64)  # float64 beside float32: would read wrong bytes
     with pytest.raises(TypeError, match="float32 or all in float64"):
         _forward(library(), xp, h0, h0, torch.zeros(8, 2), torch.tensor([2, 2, 2]), False)
+
+
+def test_read_only_cache_falls_back_to_the_temporary_directory(fresh_build, monkeypatch):
+    blocked = fresh_build / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(blocked / "cache"))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(fresh_build / "tmp"))
+    ours_kwargs("lstm_native")
+    path = native._build()
+    assert str(path).startswith(str(fresh_build / "tmp"))

@@ -1,13 +1,15 @@
 """Compiled CPU time loops, built on first use with the machine's C++ compiler.
 
-``lstm.cpp`` holds the LSTM recurrence (forward and BPTT) as plain C++17 with vector extensions
-and OpenMP; no PyTorch headers, so it compiles in about two seconds. The first call builds it
+``lstm.cpp`` holds the LSTM recurrence (forward and BPTT) and the one-pass weight gradients as
+plain C++17 with vector extensions and OpenMP; no PyTorch headers, so it compiles in about two
+seconds. The first call builds it
 with ``$CXX`` (or ``c++``) and ``-O3 -march=native -fopenmp`` into the user's cache
-(``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``), in a folder
+(``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``; a per-user
+folder under the temporary directory where none of those can be written), in a folder
 named by a hash of the source, the compiler's version and the flags, and loads it with ctypes.
 Later processes load the built library directly.
 
-Where it cannot be built or loaded (no compiler, a read-only cache, ``RNNKIT_NATIVE=0`` in the
+Where it cannot be built or loaded (no compiler, no writable folder, ``RNNKIT_NATIVE=0`` in the
 environment), or where its answer on a small problem disagrees with the reference math, the
 ``native`` backend is unavailable and ``backend="auto"`` keeps the reference loop;
 :func:`problem` says why. ``backend="native"`` then raises a ``ValueError`` with that reason.
@@ -52,6 +54,20 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "rnnkit"
 
 
+def _writable_cache() -> Path:
+    """:func:`cache_dir`, or a per-user folder in the temporary directory where that cannot be
+    created (a read-only home)."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"rnnkit-cache-{user}"
+
+
 def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
         if name and shutil.which(name):
@@ -79,7 +95,7 @@ def _build() -> Path:
         key = hashlib.sha256(
             b"\0".join([source, version.encode(), " ".join(_COMMON + flags).encode()])
         ).hexdigest()[:16]
-        target = cache_dir() / f"native-{key}" / "librnnkit_lstm.so"
+        target = _writable_cache() / f"native-{key}" / "librnnkit_lstm.so"
         if target.exists():
             return target
         try:
