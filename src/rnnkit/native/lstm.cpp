@@ -264,17 +264,20 @@ inline void team_barrier() {
 #endif
 }
 
-// Per-slice state: hidden units [j0, j0 + nj) and that slice's packed weights and scratch.
+// Per-slice state: hidden units [j0, j0 + nj), that slice's packed weights and, for the
+// backward, a product scratch and ∂L/∂c carried back, one row per batch row.
 template <class T> struct Slice {
     int64_t j0, nj, cols;
     std::unique_ptr<Buffer<T>> packed, scratch, carry;
 };
 
 // Splits H hidden units into up to `threads` vector-aligned slices and allocates their buffers
-// (here, before any thread starts, so a failed allocation stops nothing half-way).
+// (here, before any thread starts, so a failed allocation stops nothing half-way). Forward
+// slices pack `packed_rows` × (four gates of each L-unit group) columns; backward slices pack
+// `packed_rows` × (their units) and get the per-row scratch and carry.
 template <class T>
 std::vector<Slice<T>> make_slices(int64_t hidden, int threads, int64_t packed_rows,
-                                  bool gate_columns, int64_t batch, bool carry) {
+                                  bool backward, int64_t batch) {
     constexpr int L = Vec<T>::n;
     const int64_t width = round_up((hidden + threads - 1) / threads, L);
     std::vector<Slice<T>> slices;
@@ -282,10 +285,12 @@ std::vector<Slice<T>> make_slices(int64_t hidden, int threads, int64_t packed_ro
         Slice<T> s;
         s.j0 = j;
         s.nj = std::min(width, hidden - j);
-        s.cols = gate_columns ? 4 * round_up(s.nj, L) : round_up(s.nj, 4 * L);
+        s.cols = backward ? round_up(s.nj, 4 * L) : 4 * round_up(s.nj, L);
         s.packed.reset(new Buffer<T>(size_t(packed_rows) * s.cols));
-        s.scratch.reset(new Buffer<T>(size_t(batch) * s.cols));
-        if (carry) s.carry.reset(new Buffer<T>(size_t(batch) * s.nj));
+        if (backward) {
+            s.scratch.reset(new Buffer<T>(size_t(batch) * s.cols));
+            s.carry.reset(new Buffer<T>(size_t(batch) * s.nj));
+        }
         slices.push_back(std::move(s));
     }
     return slices;
@@ -336,7 +341,7 @@ void forward(T* xp, const T* h0, const T* c0, const T* w_hh, const int64_t* batc
              T* hidden, T* cells, int64_t steps, int64_t batch, int64_t hidden_size, int threads) {
     constexpr int L = Vec<T>::n;
     const int64_t H = hidden_size, H4 = 4 * hidden_size;
-    auto slices = make_slices<T>(H, std::max(threads, 1), H, true, 0, false);
+    auto slices = make_slices<T>(H, std::max(threads, 1), H, false, batch);
     const int count = int(slices.size());
     run_team(count, [&](int p, int team) {
         // packed[k, u 4L + g L + l] = w_hh[g H + j0 + u L + l, k]: unit group u's four gates
@@ -399,7 +404,7 @@ void backward(const T* gates, const T* cells, const T* c0, const T* w_hh,
     typedef typename Vec<T>::type V;
     constexpr int L = Vec<T>::n;
     const int64_t H = hidden_size, H4 = 4 * hidden_size;
-    auto slices = make_slices<T>(H, std::max(threads, 1), H4, false, batch, true);
+    auto slices = make_slices<T>(H, std::max(threads, 1), H4, true, batch);
     const int count = int(slices.size());
     run_team(count, [&](int p, int team) {
         for (int s = p; s < count; s += team) {
@@ -600,6 +605,16 @@ void weight_grads(const T* dpre, int64_t K, int64_t G, const T* x, int64_t I, co
     }
 }
 
+// Runs f, turning any C++ exception (an allocation that failed) into status 1 for the caller.
+template <class F> int guarded(F f) {
+    try {
+        f();
+    } catch (...) {
+        return 1;
+    }
+    return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -610,26 +625,20 @@ int rnnkit_lstm_forward_f32(float* xp, const float* h0, const float* c0, const f
                             const int64_t* batch_sizes, float* hidden, float* cells,
                             int64_t steps, int64_t batch, int64_t hidden_size,
                             int threads) {
-    try {
+    return guarded([&] {
         forward<float>(xp, h0, c0, w_hh, batch_sizes, hidden, cells, steps, batch, hidden_size,
                        threads);
-    } catch (...) {
-        return 1;
-    }
-    return 0;
+    });
 }
 
 int rnnkit_lstm_forward_f64(double* xp, const double* h0, const double* c0, const double* w_hh,
                             const int64_t* batch_sizes, double* hidden, double* cells,
                             int64_t steps, int64_t batch,
                             int64_t hidden_size, int threads) {
-    try {
+    return guarded([&] {
         forward<double>(xp, h0, c0, w_hh, batch_sizes, hidden, cells, steps, batch, hidden_size,
                         threads);
-    } catch (...) {
-        return 1;
-    }
-    return 0;
+    });
 }
 
 int rnnkit_lstm_backward_f32(const float* gates, const float* cells,
@@ -637,13 +646,10 @@ int rnnkit_lstm_backward_f32(const float* gates, const float* cells,
                              const float* dh_n, const float* dc_n, const int64_t* batch_sizes,
                              float* dpre, float* dh0, float* dc0, int64_t steps, int64_t batch,
                              int64_t hidden_size, int threads) {
-    try {
+    return guarded([&] {
         backward<float>(gates, cells, c0, w_hh, dout, dh_n, dc_n, batch_sizes, dpre,
                         dh0, dc0, steps, batch, hidden_size, threads);
-    } catch (...) {
-        return 1;
-    }
-    return 0;
+    });
 }
 
 int rnnkit_lstm_backward_f64(const double* gates, const double* cells,
@@ -651,13 +657,10 @@ int rnnkit_lstm_backward_f64(const double* gates, const double* cells,
                              const double* dh_n, const double* dc_n, const int64_t* batch_sizes,
                              double* dpre, double* dh0, double* dc0, int64_t steps, int64_t batch,
                              int64_t hidden_size, int threads) {
-    try {
+    return guarded([&] {
         backward<double>(gates, cells, c0, w_hh, dout, dh_n, dc_n, batch_sizes, dpre,
                          dh0, dc0, steps, batch, hidden_size, threads);
-    } catch (...) {
-        return 1;
-    }
-    return 0;
+    });
 }
 
 // dW_ih, dW_hh and the bias gradient from dpre (see weight_grads). Returns 0, or 1 if out of
@@ -665,23 +668,17 @@ int rnnkit_lstm_backward_f64(const double* gates, const double* cells,
 int rnnkit_weight_grads_f32(const float* dpre, int64_t k, int64_t g, const float* x, int64_t i,
                             const float* h0, const float* hidden, int64_t b, int64_t p,
                             float* dw_ih, float* dw_hh, float* db, int threads) {
-    try {
+    return guarded([&] {
         weight_grads<float>(dpre, k, g, x, i, h0, hidden, b, p, dw_ih, dw_hh, db, threads);
-    } catch (...) {
-        return 1;
-    }
-    return 0;
+    });
 }
 
 int rnnkit_weight_grads_f64(const double* dpre, int64_t k, int64_t g, const double* x,
                             int64_t i, const double* h0, const double* hidden, int64_t b,
                             int64_t p, double* dw_ih, double* dw_hh, double* db, int threads) {
-    try {
+    return guarded([&] {
         weight_grads<double>(dpre, k, g, x, i, h0, hidden, b, p, dw_ih, dw_hh, db, threads);
-    } catch (...) {
-        return 1;
-    }
-    return 0;
+    });
 }
 
 }  // extern "C"

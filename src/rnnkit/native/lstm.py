@@ -87,7 +87,7 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     which costs less than writing and reading it back."""
     if w_hr is not None:
         raise ValueError("backend='native' has no projection (proj_size must be 0)")
-    xp = xp if xp.is_contiguous() else xp.contiguous()
+    xp = xp.contiguous()  # itself when it already is
     hidden, cells = _forward(_lib(), xp, h0, c0, w_hh, _sizes(schedule), schedule.ragged)
     return (xp, None, None), cells, hidden
 
