@@ -187,6 +187,62 @@ def test_embed_dropout_and_label_smoothing_train_and_are_saved(tmp_path, trained
     assert model.config.embed_dropout == 0.2
 
 
+def test_adversarial_step_adds_the_loss_at_the_worst_nearby_embeddings():
+    """With ``adversarial`` ε the step's loss is the clean loss plus the loss at embeddings moved
+    by ε (L2 norm per text) along the gradient of the clean loss: recomputed here by hand."""
+    from rnnkit.data.classification import Example
+    from rnnkit.tasks._labels import label_vocabulary
+
+    torch.manual_seed(0)
+    texts = [["w1", "good"], ["not", "good", "w2", "w3"], ["w4"]]
+    examples = [Example(" ".join(t), t, label, i + 1)
+                for i, (t, label) in enumerate(zip(texts, ["pos", "neg", "neg"]))]
+    vocab = Vocabulary.build((e.tokens for e in examples), specials=(PAD, UNK))
+    labels = label_vocabulary([e.label for e in examples])
+    model_cfg = ClassifierConfig(vocab_size=len(vocab), num_classes=2, embed_dim=5,
+                                 hidden_size=4, dropout=0.0, pad_id=vocab.pad_id, pooling="max")
+    model = Classifier(model_cfg).eval()  # no dropout: the two passes see the same network
+    batch = classify.collate([vocab.encode(t) for t in texts], [1, 0, 0], vocab)
+    eps = 0.7
+    task = classify.ClassifyTask(classify.ClassifyConfig(word_dropout=0.0, adversarial=eps),
+                                 examples, examples, vocab, labels, model_cfg)
+    got = task.step(model, batch).loss
+
+    embedded = model.embedding(batch["tokens"]).detach().requires_grad_()
+
+    def loss_at(inputs):  # the classifier from its word embeddings on
+        outputs, _ = model.rnn(inputs, lengths=batch["lengths"])
+        mask = torch.arange(inputs.shape[1]) < batch["lengths"].unsqueeze(1)
+        pooled = outputs.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+        return torch.nn.functional.cross_entropy(model.output(pooled), batch["labels"])
+
+    clean = loss_at(embedded)
+    (grad,) = torch.autograd.grad(clean, embedded)
+    step = eps * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1)
+    torch.testing.assert_close(step.flatten(1).norm(dim=1), torch.full((3,), eps))
+    worse = loss_at(embedded.detach() + step)
+    assert worse > clean  # the direction raises the loss
+    torch.testing.assert_close(got, clean + worse)
+
+
+def test_adversarial_training_learns_the_rule(trained, tmp_path, capsys):
+    assert main(["classify", "train", "--train", str(trained / "train.txt"), "--dev",
+                 str(trained / "dev.txt"), "--out", str(tmp_path / "run"), "--max-epochs", "6",
+                 *TINY, "--adversarial", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["classify", "eval", "--checkpoint", str(tmp_path / "run"), "--data",
+                 str(trained / "dev.txt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.9
+
+
+def test_negative_adversarial_step_is_refused(tmp_path, trained, capsys):
+    code = main(["classify", "train", "--train", str(trained / "train.txt"), "--out",
+                 str(tmp_path / "run"), *TINY, "--adversarial", "-1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--adversarial: expected a value >= 0, got -1.0" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("flag, value", [("--embed-dropout", "1.0"),
                                          ("--label-smoothing", "-0.1")])
 def test_bad_regularisation_values(tmp_path, trained, capsys, flag, value):

@@ -105,15 +105,19 @@ class Classifier(nn.Module):
         self.output = nn.Linear(size, config.num_classes)
 
     def forward(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None = None,
-                char_lengths: Tensor | None = None) -> Tensor:
+                char_lengths: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
         """tokens ``(B, T)``, lengths ``(B,)`` (each ≥ 1); with the character RNN also chars
-        ``(B, T, C)`` and char_lengths ``(B, T)`` (0 at padding) → logits ``(B, K)``."""
-        return self.output(self.dropout(self.encode(tokens, lengths, chars, char_lengths)))
+        ``(B, T, C)`` and char_lengths ``(B, T)`` (0 at padding) → logits ``(B, K)``.
+        ``noise`` ``(B, T, E)``, if given, is added to the word embeddings (adversarial
+        training)."""
+        return self.output(self.dropout(self.encode(tokens, lengths, chars, char_lengths, noise)))
 
     def encode(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None = None,
-               char_lengths: Tensor | None = None) -> Tensor:
+               char_lengths: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
         """The sequence representation ``(B, D·H)``."""
         embedded = self.embedding(tokens)  # (B, T, E)
+        if noise is not None:
+            embedded = embedded + noise
         p = self.config.embed_dropout
         if self.training and p > 0.0:
             keep = torch.rand(self.config.vocab_size, device=tokens.device) >= p  # (V,)
