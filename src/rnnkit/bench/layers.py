@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import statistics
 import time
 
@@ -47,7 +48,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--skip-grid", action="store_true", help="only the mixed-length part")
     parser.add_argument("--skip-mixed", action="store_true", help="only the grid")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: expected an integer >= 1, got {getattr(args, name)}")
+    for name in ("batch", "hidden"):
+        if not getattr(args, name) or min(getattr(args, name)) < 1:
+            parser.error(f"--{name}: expected integers >= 1, got {getattr(args, name)}")
+    if args.threads < 0:
+        parser.error(f"--threads: expected an integer >= 0, got {args.threads}")
+    unknown = sorted(set(args.cells.split(",")) - set(CELLS))
+    if unknown:
+        parser.error(f"--cells: unknown {', '.join(unknown)} (choose from {', '.join(CELLS)})")
+    return args
 
 
 def _sync(device: str) -> None:
@@ -56,12 +69,15 @@ def _sync(device: str) -> None:
 
 
 def interleaved_medians(fns: list, repeats: int, device: str) -> list[float]:
-    """Median wall time (ms) of each callable, running them in turn ``repeats`` times."""
+    """Median wall time (ms) of each callable, running them in turn ``repeats`` times, in a
+    fresh random order each round (so that none always runs in the wake of the same other)."""
     for fn in fns:  # warm-up
         fn()
     times: list[list[float]] = [[] for _ in fns]
+    order = random.Random(0)
     for _ in range(repeats):
-        for k, fn in enumerate(fns):
+        for k in order.sample(range(len(fns)), len(fns)):
+            fn = fns[k]
             _sync(device)
             start = time.perf_counter()
             fn()
@@ -132,7 +148,7 @@ def mixed(args) -> list[tuple]:
     rows = []
     batch = 64
     generator = torch.Generator().manual_seed(0)
-    lengths = torch.randint(args.steps // 4, args.steps + 1, (batch,), generator=generator)
+    lengths = torch.randint(max(1, args.steps // 4), args.steps + 1, (batch,), generator=generator)
     lengths[0] = args.steps
     for cell in args.cells.split(","):
         for hidden in (256,):
