@@ -235,11 +235,12 @@ def test_adversarial_training_learns_the_rule(trained, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["accuracy"] > 0.9
 
 
-def test_negative_adversarial_step_is_refused(tmp_path, trained, capsys):
+@pytest.mark.parametrize("value", ["-1", "inf", "nan"])
+def test_bad_adversarial_step_is_refused(tmp_path, trained, capsys, value):
     code = main(["classify", "train", "--train", str(trained / "train.txt"), "--out",
-                 str(tmp_path / "run"), *TINY, "--adversarial", "-1"])
+                 str(tmp_path / "run"), *TINY, "--adversarial", value])
     err = capsys.readouterr().err
-    assert code == 2 and "--adversarial: expected a value >= 0, got -1.0" in err
+    assert code == 2 and f"--adversarial: expected a finite value >= 0, got {float(value)}" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 

@@ -15,6 +15,7 @@ member keeps its own vocabularies).
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass
 
@@ -106,8 +107,8 @@ class ClassifyConfig:
         if not 0.0 <= self.embed_dropout < 1.0:
             raise ValueError(f"--embed-dropout: expected a value in [0, 1), "
                              f"got {self.embed_dropout}")
-        if not self.adversarial >= 0.0:
-            raise ValueError(f"--adversarial: expected a value >= 0, got {self.adversarial}")
+        if not 0.0 <= self.adversarial < math.inf:
+            raise ValueError(f"--adversarial: expected a finite value >= 0, got {self.adversarial}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"--label-smoothing: expected a value in [0, 1), "
                              f"got {self.label_smoothing}")
