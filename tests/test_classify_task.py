@@ -235,6 +235,26 @@ def test_adversarial_training_learns_the_rule(trained, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["accuracy"] > 0.9
 
 
+def test_torchrun_two_processes_with_adversarial_training(trained, tmp_path):
+    """Under torchrun the model is wrapped in DistributedDataParallel (the classifier's step used
+    to read an attribute the wrapper lacks), the adversarial step runs two forwards before one
+    backward, every rank leaves the process group before exiting, and only the first reports."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", "-m", "rnnkit", "classify", "train", "--train",
+               str(trained / "train.txt"), "--dev", str(trained / "dev.txt"), "--out",
+               str(tmp_path / "run"), "--max-steps", "4", *TINY, "--adversarial", "0.5"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best checkpoint:") == 1
+    saved = json.loads((tmp_path / "run/last/config.json").read_text())
+    assert saved["step"] == 4
+
+
 @pytest.mark.parametrize("value", ["-1", "inf", "nan"])
 def test_bad_adversarial_step_is_refused(tmp_path, trained, capsys, value):
     code = main(["classify", "train", "--train", str(trained / "train.txt"), "--out",

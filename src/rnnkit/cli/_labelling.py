@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rnnkit.data._atomic import atomic_write_text
@@ -32,9 +33,20 @@ def train_configs(task_config: type, args: argparse.Namespace):
 
 
 def run_train(task, task_config: type, args: argparse.Namespace) -> int:
-    """Train ``task`` (a module with ``train(config, train_config, out, resume=)``) and report."""
+    """Train ``task`` (a module with ``train(config, train_config, out, resume=)``) and report.
+    Under torchrun every process leaves the process group before exiting (see
+    :func:`~rnnkit.train.distributed.finish_distributed`), and the first one reports."""
+    from rnnkit.train.distributed import finish_distributed
+
     config, train_config = train_configs(task_config, args)
-    result = task.train(config, train_config, args.out, resume=args.resume)
+    try:
+        result = task.train(config, train_config, args.out, resume=args.resume)
+    except BaseException:
+        finish_distributed(wait=False)
+        raise
+    finish_distributed()
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     print(f"done ({result.stop_reason}) after {result.steps} steps: {shown}")
     print(f"best checkpoint: {result.best_dir}")

@@ -170,9 +170,10 @@ def collate(token_ids: list[list[int]], labels: list[int] | None, vocab: Vocabul
 
 
 def logits_of(model: Classifier, batch: dict[str, Tensor], noise: Tensor | None = None) -> Tensor:
-    """Class scores ``(B, K)``; ``noise`` ``(B, T, E)`` is added to the word embeddings."""
+    """Class scores ``(B, K)``; ``noise`` ``(B, T, E)`` is added to the word embeddings.
+    ``model`` may be wrapped in DistributedDataParallel (training under torchrun)."""
     device = device_of(model)
-    if model.chars is None:
+    if getattr(model, "module", model).chars is None:
         return model(batch["tokens"].to(device), batch["lengths"], noise=noise)  # (B, K)
     if "chars" not in batch:
         raise RnnkitError("this classifier reads characters (trained with --chars); its "
