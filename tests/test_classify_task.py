@@ -4,7 +4,10 @@ does not change predictions; bad input gives one clear message through the CLI."
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -239,10 +242,6 @@ def test_torchrun_two_processes_with_adversarial_training(trained, tmp_path):
     """Under torchrun the model is wrapped in DistributedDataParallel (the classifier's step used
     to read an attribute the wrapper lacks), the adversarial step runs two forwards before one
     backward, every rank leaves the process group before exiting, and only the first reports."""
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2", "-m", "rnnkit", "classify", "train", "--train",

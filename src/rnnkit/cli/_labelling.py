@@ -11,6 +11,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.tasks._labels import UNKNOWN_LABELS
 from rnnkit.train import TrainConfig
 from rnnkit.train.config import add_dataclass_flags, build_config, check_unknown_keys, load_toml
+from rnnkit.train.distributed import finish_distributed
 
 __all__ = ["add_train_arguments", "train_configs", "run_train", "add_checkpoint", "read_input",
            "write_output", "add_unknown_labels"]
@@ -36,8 +37,6 @@ def run_train(task, task_config: type, args: argparse.Namespace) -> int:
     """Train ``task`` (a module with ``train(config, train_config, out, resume=)``) and report.
     Under torchrun every process leaves the process group before exiting (see
     :func:`~rnnkit.train.distributed.finish_distributed`), and the first one reports."""
-    from rnnkit.train.distributed import finish_distributed
-
     config, train_config = train_configs(task_config, args)
     try:
         result = task.train(config, train_config, args.out, resume=args.resume)
