@@ -62,6 +62,65 @@ def test_native_matches_reference(hidden, num_threads, lengths, threads):
         torch.testing.assert_close(a, b, **GRAD_TOL, msg=lambda m, k=k: f"gradient {k}: {m}")
 
 
+@pytest.mark.parametrize("hidden", [16, 40])
+@pytest.mark.parametrize("lengths", [None, [5, 2, 5, 1, 4, 3]])
+@pytest.mark.parametrize("state", ["none", "zero h0, c0 with grad", "negative zero h0"])
+def test_zero_initial_state(hidden, lengths, state, threads):
+    """A zero h0 skips the first step's product, and an h0 that needs no gradient skips the
+    product that gives ∂L/∂h0; neither may change a result."""
+    torch.set_num_threads(2)
+    torch.manual_seed(hidden)
+    ref, nat = _pair(hidden)
+    x = torch.randn(5, 6, 7)
+    results = []
+    for layer in (nat, ref):
+        xg = x.clone().requires_grad_()
+        inputs = [xg]
+        if state == "none":
+            hx = None
+        else:
+            h0 = torch.zeros(1, 6, hidden) * (-1.0 if state == "negative zero h0" else 1.0)
+            c0 = torch.randn(1, 6, hidden, generator=torch.Generator().manual_seed(1))
+            if state == "zero h0, c0 with grad":
+                c0.requires_grad_()
+                inputs.append(c0)
+            else:
+                h0.requires_grad_()
+                inputs.append(h0)
+            hx = (h0, c0)
+        out, (h, c) = layer(xg, hx, lengths=lengths)
+        loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum() + h.sum() - c.sum()
+        results.append([out, h, c, *torch.autograd.grad(loss, [*inputs, *layer.parameters()])])
+    for k, (a, b) in enumerate(zip(*results)):
+        torch.testing.assert_close(a, b, **GRAD_TOL, msg=lambda m, k=k: f"result {k}: {m}")
+
+
+def test_backward_skips_dh0_only_when_told():
+    ours_kwargs("lstm_native")
+    from rnnkit.native import library
+    from rnnkit.native.lstm import _backward, _forward
+
+    gen = torch.Generator().manual_seed(3)
+    steps, batch, hidden = 4, 3, 32
+    gates = torch.randn(steps, batch, 4 * hidden, generator=gen)
+    h0, c0, dh_n, dc_n = torch.randn(4, batch, hidden, generator=gen).unbind(0)
+    w_hh = torch.randn(4 * hidden, hidden, generator=gen) * 0.3
+    dout = torch.randn(steps, batch, hidden, generator=gen)
+    sizes = torch.tensor([3, 3, 2, 1], dtype=torch.int64)
+    _, cells = _forward(library(), gates, h0, c0, w_hh, sizes, True)
+    results = []
+    for need in (True, False):
+        dpre = torch.zeros_like(gates)
+        dh0, dc0 = _backward(library(), gates, cells, c0, w_hh, dout, dh_n, dc_n, sizes, dpre,
+                             need_dh0=need)
+        results.append((dh0, dc0, dpre))
+    assert results[1][0] is None
+    want_dh0 = results[0][2][0] @ w_hh  # every row runs at step 0
+    torch.testing.assert_close(results[0][0], want_dh0, **VALUE_TOL)
+    for a, b in zip(results[0][1:], results[1][1:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_thread_count_does_not_change_results(threads):
     ours_kwargs("lstm_native")
     torch.manual_seed(0)

@@ -80,7 +80,9 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     return (gates, tanh_cells, outputs), cells, hidden
 
 
-def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule: Schedule):
+def backward_recurrence(
+    dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule: Schedule, need_dh0: bool = True
+):
     """Sequential part of BPTT, in processing order, from :func:`forward_recurrence`'s
     ``saved``.
 
@@ -93,6 +95,8 @@ def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule
 
     Returns: dpre ``(T, B, 4H)`` (∂L/∂ gate pre-activations; a :mod:`_workspace` buffer),
     dh0 ``(B, P)``, dc0 ``(B, H)``, and ∂L/∂w_hr ``(P, H)`` (None without projection).
+    With ``need_dh0`` False (h0 needs no gradient) a backend may skip the product that gives
+    dh0 and return None for it.
     """
     gates, tanh_cells, outputs = saved
     steps, batch, four_h = gates.shape
@@ -156,7 +160,9 @@ def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule
         d_ifg.mul_(dc_t.unsqueeze(1))
         dc_t.mul_(f)  # on to c_{t-1}
         below = (dpre_t[t] if n == batch else dpre_t[t][:n], n)
-    if below is not None:  # ∂L/∂h_{-1}: every row runs at step 0
+    if not need_dh0:
+        dh_state = None
+    elif below is not None:  # ∂L/∂h_{-1}: every row runs at step 0
         dh_state = common.carry(dh_state, back(below[0]))
     dw_hr = None
     if w_hr is not None:  # Σ_t dh_tᵀ (o ⊙ tanh c_t), one product over all steps
@@ -222,8 +228,9 @@ class LSTMFunction(torch.autograd.Function):
         dout = schedule.to_processing(common.grad_or_zeros(dout, hidden))
         dh_n = schedule.batch_to_processing(common.grad_or_zeros(dh_n, h0p))
         dc_n = schedule.batch_to_processing(common.grad_or_zeros(dc_n, c0p))
+        need_dh0 = ctx.needs_input_grad[1]
         dpre, dh0, dc0, dw_hr = backward_rec(
-            dout, dh_n, dc_n, tuple(saved), cells, c0p, w_hh, w_hr, schedule
+            dout, dh_n, dc_n, tuple(saved), cells, c0p, w_hh, w_hr, schedule, need_dh0=need_dh0
         )
         fused = getattr(backward_rec, "weight_grads", None)  # a backend's one-pass version
         if fused is not None:
@@ -238,7 +245,7 @@ class LSTMFunction(torch.autograd.Function):
         if not workspace.graph_kept():  # no later backward reads the saved buffers
             workspace.give_all(cells, *saved[1:], saved[0] if kept_xp else None)
         db = dbias if has_bias else None
-        dh0 = schedule.batch_from_processing(dh0)
+        dh0 = schedule.batch_from_processing(dh0) if need_dh0 else None
         dc0 = schedule.batch_from_processing(dc0)
         return dx, dh0, dc0, dw_ih, dw_hh, db, db, dw_hr, None, None, None
 

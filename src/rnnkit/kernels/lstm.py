@@ -234,9 +234,12 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     return (gates,), cells, hidden
 
 
-def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule: Schedule):
+def backward_recurrence(
+    dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule: Schedule, need_dh0: bool = True
+):
     """Same contract as :func:`rnnkit.functional.lstm.backward_recurrence` (``w_hr`` None);
-    ``saved`` is ``(gates,)`` from :func:`forward_recurrence`."""
+    ``saved`` is ``(gates,)`` from :func:`forward_recurrence`. dh0 comes back whatever
+    ``need_dh0`` says (the kernel computes it on the way)."""
     (gates,) = saved
     if w_hr is not None:
         raise ValueError("backend='triton' does not support proj_size > 0 (LSTM projection)")

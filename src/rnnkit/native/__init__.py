@@ -42,7 +42,7 @@ _FLAG_SETS = (
     ["-O3", "-march=native"],  # no OpenMP: one thread
 )
 _COMMON = ["-std=c++17", "-shared", "-fPIC"]
-_ABI = 3  # rnnkit_native_version() of the source this module speaks to
+_ABI = 4  # rnnkit_native_version() of the source this module speaks to
 
 
 def cache_dir() -> Path:

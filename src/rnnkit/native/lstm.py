@@ -92,17 +92,18 @@ def forward_recurrence(xp, h0, c0, w_hh, w_hr, schedule: Schedule):
     return (xp, None, None), cells, hidden
 
 
-def _backward(lib, gates, cells, c0, w_hh, dout, dh_n, dc_n, batch_sizes, dpre):
+def _backward(lib, gates, cells, c0, w_hh, dout, dh_n, dc_n, batch_sizes, dpre, need_dh0=True):
     steps, batch, four_h = gates.shape
     size = four_h // 4
-    dh0, dc0 = torch.empty_like(dh_n), torch.empty_like(dc_n)
+    dh0 = torch.empty_like(dh_n) if need_dh0 else None  # None: the C++ side skips its product
+    dc0 = torch.empty_like(dc_n)
     c0, w_hh = c0.contiguous(), w_hh.detach().contiguous()
     dout, dh_n, dc_n = dout.contiguous(), dh_n.contiguous(), dc_n.contiguous()
-    _same_kind(gates, cells, c0, w_hh, dout, dh_n, dc_n, dpre, dh0, dc0)
+    _same_kind(gates, cells, c0, w_hh, dout, dh_n, dc_n, dpre, dc0, *([dh0] if need_dh0 else []))
     status = getattr(lib, f"rnnkit_lstm_backward_{_SUFFIX[gates.dtype]}")(
         _ptr(gates), _ptr(cells), _ptr(c0), _ptr(w_hh),
         _ptr(dout), _ptr(dh_n), _ptr(dc_n), _ptr(batch_sizes),
-        _ptr(dpre), _ptr(dh0), _ptr(dc0),
+        _ptr(dpre), None if dh0 is None else _ptr(dh0), _ptr(dc0),
         steps, batch, size, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
@@ -110,12 +111,14 @@ def _backward(lib, gates, cells, c0, w_hh, dout, dh_n, dc_n, batch_sizes, dpre):
     return dh0, dc0
 
 
-def backward_recurrence(dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule: Schedule):
+def backward_recurrence(
+    dout, dh_n, dc_n, saved, cells, c0, w_hh, w_hr, schedule: Schedule, need_dh0: bool = True
+):
     """See :func:`rnnkit.functional.lstm.backward_recurrence`."""
     gates = saved[0]
     dpre = workspace.take(gates.shape, gates, zero=schedule.ragged)
     dh0, dc0 = _backward(
-        _lib(), gates, cells, c0, w_hh, dout, dh_n, dc_n, _sizes(schedule), dpre
+        _lib(), gates, cells, c0, w_hh, dout, dh_n, dc_n, _sizes(schedule), dpre, need_dh0
     )
     return dpre, dh0, dc0, None
 
