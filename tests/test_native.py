@@ -228,6 +228,24 @@ def test_one_pass_weight_gradients(shape, dtype, threads):
             torch.testing.assert_close(got, expected, **tol)
 
 
+@pytest.mark.parametrize("gates", [6, 70])  # a last strip of 2 rows; and one past a 64-row block
+def test_one_pass_weight_gradients_of_any_row_count(gates, threads):
+    """The library's weight gradients take any number of gate rows, not only 4H."""
+    ours_kwargs("lstm_native")
+    from rnnkit.native.lstm import weight_grads
+
+    gen = torch.Generator().manual_seed(gates)
+    dpre, x, out = (torch.randn(4, 3, n, generator=gen) for n in (gates, 5, 2))
+    h0 = torch.randn(3, 2, generator=gen)
+    rows = dpre.reshape(-1, gates).t()
+    h_prev = torch.cat([h0.unsqueeze(0), out[:-1]]).reshape(-1, 2)
+    want = (rows @ x.reshape(-1, 5), rows @ h_prev, rows.sum(1))
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        for got, expected in zip(weight_grads(dpre, x, h0, out), want):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 only")
 def test_the_avx2_build_agrees(tmp_path):
     """The code path for CPUs without AVX-512 (32-byte vectors, 2-row tiles), built here with

@@ -576,7 +576,8 @@ constexpr int64_t KC = 1024;  // k block: a packed strip is KC × SW values (256
 constexpr int64_t MC = 64;   // rows of dpreᵀ (gate units) per task
 
 template <class T>
-inline void micro_acc(const T* ap, const T* bp, int64_t kc, T* c, int64_t ldc, int rows,
+__attribute__((noinline))  // inlined (as GCC chose once), its loop ran 2.4× slower
+void micro_acc(const T* ap, const T* bp, int64_t kc, T* c, int64_t ldc, int rows,
                       int64_t cols, bool add) {
     typedef typename Vec<T>::type V;
     constexpr int L = Vec<T>::n;
@@ -619,10 +620,13 @@ void weight_grads(const T* dpre, int64_t K, int64_t G, const T* x, int64_t I, co
     // column strips: first those of x (→ dw_ih), then those of h_prev (→ dw_hh)
     const int64_t x_strips = (I + SW - 1) / SW, h_strips = (P + SW - 1) / SW;
     const int64_t strips = x_strips + h_strips, blocks = (G + MC - 1) / MC;
+    // the packed strips of 4 dpreᵀ rows lie AS values apart: 64 bytes more than a power of two,
+    // so that the 16 strips written side by side fall in different L1 sets
+    constexpr int64_t AS = KC * 4 + 64 / int64_t(sizeof(T));
     Buffer<T> bpack(size_t(strips) * KC * SW);
     const int team = std::max(1, threads);
     std::vector<std::unique_ptr<Buffer<T>>> apacks;
-    for (int p = 0; p < team; ++p) apacks.emplace_back(new Buffer<T>(size_t(MC) * KC));
+    for (int p = 0; p < team; ++p) apacks.emplace_back(new Buffer<T>(size_t(MC / 4) * AS));
     std::fill(db, db + G, T(0));
 #pragma omp parallel num_threads(team) if (team > 1)
     {
@@ -651,20 +655,22 @@ void weight_grads(const T* dpre, int64_t K, int64_t G, const T* x, int64_t I, co
             for (int64_t blk = 0; blk < blocks; ++blk) {
                 const int64_t m0 = blk * MC, m1 = std::min(G, m0 + MC);
                 const int64_t row_strips = (m1 - m0 + 3) / 4;
-                for (int64_t rs = 0; rs < row_strips; ++rs) {  // dpreᵀ rows, 4 at a time
-                    T* dst = ap + rs * KC * 4;
-                    const int64_t m = m0 + rs * 4, n = std::min<int64_t>(4, m1 - m);
-                    T sums[4] = {T(0), T(0), T(0), T(0)};
-                    for (int64_t k = 0; k < kc; ++k) {
-                        const T* src = dpre + (k0 + k) * G + m;
-                        for (int r = 0; r < 4; ++r) {
-                            const T v = r < n ? src[r] : T(0);
-                            dst[k * 4 + r] = v;
-                            sums[r] += v;
-                        }
-                    }
-                    for (int r = 0; r < n; ++r) db[m + r] += sums[r];
+                // dpreᵀ rows m0 … m1 in strips of 4, one dpre row (k) at a time: each row (4 KB
+                // from the next) is read once per block, not once per strip (16 times): 3-4 % off
+                // the weight gradients' time. The bias gradient's sums come with it.
+                const int64_t mlen = m1 - m0;
+                T sums[MC];
+                std::fill(sums, sums + mlen, T(0));
+                for (int64_t k = 0; k < kc; ++k) {
+                    const T* src = dpre + (k0 + k) * G + m0;
+                    for (int64_t i = 0; i < mlen; ++i) sums[i] += src[i];
+                    int64_t rs = 0;
+                    for (; rs * 4 + 4 <= mlen; ++rs)
+                        std::memcpy(ap + rs * AS + k * 4, src + rs * 4, 4 * sizeof(T));
+                    for (int r = 0; rs * 4 < mlen && r < 4; ++r)  // a last strip of < 4 rows
+                        ap[rs * AS + k * 4 + r] = rs * 4 + r < mlen ? src[rs * 4 + r] : T(0);
                 }
+                for (int64_t i = 0; i < mlen; ++i) db[m0 + i] += sums[i];
                 const bool add = k0 > 0;
                 for (int64_t s = 0; s < strips; ++s) {
                     const bool is_x = s < x_strips;
@@ -672,7 +678,7 @@ void weight_grads(const T* dpre, int64_t K, int64_t G, const T* x, int64_t I, co
                     T* out = is_x ? dw_ih : dw_hh;
                     for (int64_t rs = 0; rs < row_strips; ++rs) {
                         const int64_t m = m0 + rs * 4;
-                        micro_acc<T>(ap + rs * KC * 4, bpack.p + s * KC * SW, kc,
+                        micro_acc<T>(ap + rs * AS, bpack.p + s * KC * SW, kc,
                                      out + m * width + c0, width,
                                      int(std::min<int64_t>(4, m1 - m)),
                                      std::min<int64_t>(SW, width - c0), add);
