@@ -13,13 +13,23 @@ import rnnkit
 CELLS = {
     "rnn_tanh": (rnnkit.RNN, torch.nn.RNN, {"nonlinearity": "tanh"}),
     "rnn_relu": (rnnkit.RNN, torch.nn.RNN, {"nonlinearity": "relu"}),
+    "rnn_tanh_native": (rnnkit.RNN, torch.nn.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu_native": (rnnkit.RNN, torch.nn.RNN, {"nonlinearity": "relu"}),
     "lstm": (rnnkit.LSTM, torch.nn.LSTM, {}),
     "lstm_native": (rnnkit.LSTM, torch.nn.LSTM, {}),
     "lstm_proj": (rnnkit.LSTM, torch.nn.LSTM, {"proj_size": 3}),
     "gru": (rnnkit.GRU, torch.nn.GRU, {}),
 }
-# Both LSTM loops on the CPU are tested: "auto" would pick the compiled one wherever it builds.
-_BACKEND = {"lstm": "reference", "lstm_native": "native"}
+# Both loops of the LSTM and the Elman RNN on the CPU are tested: "auto" would pick the compiled
+# one wherever it builds.
+_BACKEND = {
+    "rnn_tanh": "reference",
+    "rnn_relu": "reference",
+    "rnn_tanh_native": "native",
+    "rnn_relu_native": "native",
+    "lstm": "reference",
+    "lstm_native": "native",
+}
 
 
 def ours_kwargs(cell: str) -> dict:

@@ -1,7 +1,8 @@
-"""The compiled CPU LSTM loop (``backend="native"``): agreement with the reference loop at sizes
-that exercise its vector tails, its thread slices and ragged batches; backend choice; and how a
-failed build is reported. Gradcheck and torch.nn parity run in the shared tables (cell
-``lstm_native`` in ``layer_cases.py``)."""
+"""The compiled CPU loops (``backend="native"``: the LSTM and the Elman RNN): agreement with the
+reference loops at sizes that exercise their vector tails, thread slices and ragged batches;
+backend choice; and how a failed build is reported. Gradcheck and torch.nn parity run in the
+shared tables (cells ``lstm_native``, ``rnn_tanh_native``, ``rnn_relu_native`` in
+``layer_cases.py``)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,65 @@ def test_backward_skips_dh0_only_when_told():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def _elman_pair(hidden, nonlinearity, **kwargs):
+    ours_kwargs("rnn_tanh_native")  # skips where the library cannot be built (outside CI)
+    ref = rnnkit.RNN(7, hidden, nonlinearity=nonlinearity, backend="reference", **kwargs)
+    nat = rnnkit.RNN(7, hidden, nonlinearity=nonlinearity, backend="native", **kwargs)
+    nat.load_state_dict(ref.state_dict())
+    return ref, nat
+
+
+def _run_elman(layer, x, hx, lengths):
+    x = x.detach().clone().requires_grad_()
+    inputs = [x]
+    if hx is not None:
+        hx = hx.detach().clone().requires_grad_()
+        inputs.append(hx)
+    out, h = layer(x, hx, lengths=lengths)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    loss = (out * weights).sum() + (h * 0.5).sum()
+    return out, h, torch.autograd.grad(loss, [*inputs, *layer.parameters()])
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("hidden", [16, 40, 67, 130])  # one vector, tails, odd, past one tile
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+@pytest.mark.parametrize("lengths", [None, [9, 2, 9, 5, 1, 7, 3, 9, 4]])
+def test_native_elman_matches_reference(nonlinearity, hidden, num_threads, lengths, threads):
+    torch.set_num_threads(num_threads)
+    torch.manual_seed(hidden)
+    ref, nat = _elman_pair(hidden, nonlinearity, num_layers=2, bidirectional=True)
+    x = torch.randn(9, 9, 7)  # batch 9: register tiles of 4 rows and a tail of 1
+    for hx in (torch.randn(4, 9, hidden), None):  # given, and zero (the first product skipped)
+        got, want = _run_elman(nat, x, hx, lengths), _run_elman(ref, x, hx, lengths)
+        for name, a, b in zip(("output", "h_n"), got[:2], want[:2]):
+            torch.testing.assert_close(a, b, **VALUE_TOL, msg=lambda m, n=name: f"{n}: {m}")
+        for k, (a, b) in enumerate(zip(got[2], want[2])):
+            torch.testing.assert_close(a, b, **GRAD_TOL, msg=lambda m, k=k: f"gradient {k}: {m}")
+
+
+def test_elman_backward_skips_dh0_only_when_told():
+    ours_kwargs("rnn_tanh_native")
+    from rnnkit.native import elman, library
+
+    gen = torch.Generator().manual_seed(4)
+    steps, batch, hidden = 4, 3, 20
+    xp = torch.randn(steps, batch, hidden, generator=gen)
+    h0, dh_n = torch.randn(2, batch, hidden, generator=gen).unbind(0)
+    w_hh = torch.randn(hidden, hidden, generator=gen) * 0.3
+    dout = torch.randn(steps, batch, hidden, generator=gen)
+    sizes = torch.tensor([3, 3, 2, 1], dtype=torch.int64)
+    out = elman._forward(library(), xp, h0, w_hh, sizes, True, False)
+    results = []
+    for need in (True, False):
+        dpre = torch.zeros_like(out)
+        dh0 = elman._backward(library(), out, w_hh, dout, dh_n, sizes, dpre, False, need)
+        results.append((dh0, dpre))
+    assert results[1][0] is None
+    torch.testing.assert_close(results[0][0], results[0][1][0] @ w_hh, **VALUE_TOL)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=0)
+
+
 def test_thread_count_does_not_change_results(threads):
     ours_kwargs("lstm_native")
     torch.manual_seed(0)
@@ -133,10 +193,13 @@ def test_thread_count_does_not_change_results(threads):
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)
 
 
-def test_auto_picks_native_for_the_cpu_lstm_only():
+def test_auto_picks_native_for_the_cpu_lstm_and_elman_only():
     ours_kwargs("lstm_native")
     x = torch.randn(3, 2, 4)
     assert rnnkit.LSTM(4, 8)._resolve_backend(x) == "native"
+    assert rnnkit.RNN(4, 8)._resolve_backend(x) == "native"
+    assert rnnkit.RNN(4, 8, nonlinearity="relu")._resolve_backend(x.double()) == "native"
+    assert rnnkit.RNN(4, 8)._resolve_backend(x.bfloat16()) == "reference"
     assert rnnkit.LSTM(4, 8, proj_size=2)._resolve_backend(x) == "reference"
     assert rnnkit.GRU(4, 8)._resolve_backend(x) == "reference"
     assert rnnkit.LSTM(4, 8)._resolve_backend(x.bfloat16()) == "reference"
@@ -145,7 +208,10 @@ def test_auto_picks_native_for_the_cpu_lstm_only():
 @pytest.mark.parametrize(
     "make,x,words",
     [
-        (lambda: rnnkit.GRU(4, 8, backend="native"), torch.randn(3, 2, 4), "LSTM only"),
+        (lambda: rnnkit.GRU(4, 8, backend="native"), torch.randn(3, 2, 4),
+         "the LSTM and the Elman RNN, not GRU"),
+        (lambda: rnnkit.RNN(4, 8, backend="native", dtype=torch.bfloat16),
+         torch.randn(3, 2, 4, dtype=torch.bfloat16), "float32 or float64"),
         (lambda: rnnkit.LSTM(4, 8, proj_size=2, backend="native"), torch.randn(3, 2, 4),
          "proj_size"),
         (lambda: rnnkit.LSTM(4, 8, backend="native", dtype=torch.bfloat16),
@@ -288,6 +354,18 @@ def test_the_avx2_build_agrees(tmp_path):
         results.append([gates, out, cells, dpre, dh0, dc0, *grads])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    from rnnkit.native import elman
+
+    assert elman.self_check(avx2) is None
+    for relu in (False, True):
+        results = []
+        for lib in (native.library(), avx2):
+            out = elman._forward(lib, xp[..., :hidden], h0, w_hh[:hidden], sizes, True, relu)
+            dpre = torch.zeros_like(out)
+            dh0 = elman._backward(lib, out, w_hh[:hidden], dout, dh_n, sizes, dpre, relu)
+            results.append([out, dpre, dh0])
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_mismatched_buffers_are_refused_before_any_raw_read():

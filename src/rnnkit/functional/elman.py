@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.functional import _common as common
+from rnnkit.functional import _workspace as workspace
 from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
@@ -64,11 +65,18 @@ forward_recurrence.doubles_tanh_rows = True  # ElmanFunction doubles xp when tan
 
 
 def backward_recurrence(
-    dout: Tensor, dh_n: Tensor, hidden: Tensor, w_hh: Tensor, schedule: Schedule, nonlinearity: str
+    dout: Tensor,
+    dh_n: Tensor,
+    hidden: Tensor,
+    w_hh: Tensor,
+    schedule: Schedule,
+    nonlinearity: str,
+    need_dh0: bool = True,
 ):
     """Sequential part of BPTT, in processing order.
 
-    Returns: dpre ``(T, B, H)`` (∂L/∂ pre-activation a_t) and dh0 ``(B, H)``.
+    Returns: dpre ``(T, B, H)`` (∂L/∂ pre-activation a_t) and dh0 ``(B, H)``. With ``need_dh0``
+    False (h0 needs no gradient) a backend may skip the product that gives dh0 and return None.
     """
     if nonlinearity == "tanh":
         slope = 1 - hidden * hidden  # tanh'(a) from s = tanh(a), all steps at once
@@ -88,8 +96,9 @@ def backward_recurrence(
         if record is not None:
             record(t, delta)  # ∂L/∂s_t
         delta.mul_(slope_t)  # through f
-        dh = common.carry(dh, back(delta))  # on to s_{t-1}
-    return dpre, dh
+        if t > 0 or need_dh0:
+            dh = common.carry(dh, back(delta))  # on to s_{t-1}
+    return dpre, dh if need_dh0 else None
 
 
 register("elman", "reference", forward_recurrence, backward_recurrence)
@@ -122,11 +131,21 @@ class ElmanFunction(torch.autograd.Function):
         _, backward_rec = lookup("elman", backend)
         dout = schedule.to_processing(common.grad_or_zeros(dout, hidden))
         dh_n = schedule.batch_to_processing(common.grad_or_zeros(dh_n, h0p))
-        dpre, dh0 = backward_rec(dout, dh_n, hidden, w_hh, schedule, nonlinearity)
-        dw_hh = common.recurrent_weight_grad(dpre, h0p, hidden)
-        dx, dw_ih, dbias = common.input_grads(dpre, x, w_ih, schedule, ctx.needs_input_grad[0])
+        need_dh0 = ctx.needs_input_grad[1]
+        dpre, dh0 = backward_rec(dout, dh_n, hidden, w_hh, schedule, nonlinearity,
+                                 need_dh0=need_dh0)
+        fused = getattr(backward_rec, "weight_grads", None)  # a backend's one-pass version
+        if fused is not None:  # ∂L/∂x first, as in LSTMFunction
+            dx = common.input_grad(dpre, w_ih, schedule) if ctx.needs_input_grad[0] else None
+            dw_ih, dw_hh, dbias = fused(dpre, schedule.to_processing(x), h0p, hidden)
+        else:
+            dw_hh = common.recurrent_weight_grad(dpre, h0p, hidden)
+            dx, dw_ih, dbias = common.input_grads(
+                dpre, x, w_ih, schedule, ctx.needs_input_grad[0]
+            )
+        workspace.give(dpre)  # nothing returned refers to it
         db = dbias if has_bias else None
-        dh0 = schedule.batch_from_processing(dh0)
+        dh0 = schedule.batch_from_processing(dh0) if need_dh0 else None
         return dx, dh0, dw_ih, dw_hh, db, db, None, None, None
 
 

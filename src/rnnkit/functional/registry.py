@@ -14,7 +14,7 @@ __all__ = ["BACKENDS", "register", "lookup"]
 
 BACKENDS = ("reference", "native", "triton")
 # imported on first use; each registers itself
-_MODULES = {"native": "rnnkit.native.lstm", "triton": "rnnkit.kernels"}
+_MODULES = {"native": ("rnnkit.native.lstm", "rnnkit.native.elman"), "triton": ("rnnkit.kernels",)}
 _TABLE: dict[tuple[str, str], tuple[Callable, Callable]] = {}
 
 
@@ -26,7 +26,8 @@ def register(cell: str, backend: str, forward: Callable, backward: Callable) -> 
 def lookup(cell: str, backend: str) -> tuple[Callable, Callable]:
     """The (forward, backward) recurrence pair for ``cell`` on ``backend``."""
     if (cell, backend) not in _TABLE and backend in _MODULES:
-        importlib.import_module(_MODULES[backend])
+        for module in _MODULES[backend]:
+            importlib.import_module(module)
     try:
         return _TABLE[(cell, backend)]
     except KeyError:

@@ -155,8 +155,11 @@ def forward_recurrence(xp, h0, w_hh, schedule: Schedule, nonlinearity: str):
     return hidden
 
 
-def backward_recurrence(dout, dh_n, hidden, w_hh, schedule: Schedule, nonlinearity: str):
-    """Same contract as :func:`rnnkit.functional.elman.backward_recurrence`."""
+def backward_recurrence(
+    dout, dh_n, hidden, w_hh, schedule: Schedule, nonlinearity: str, need_dh0: bool = True
+):
+    """Same contract as :func:`rnnkit.functional.elman.backward_recurrence`; dh0 comes back
+    whatever ``need_dh0`` says (the kernel computes it on the way)."""
     steps, batch, size = hidden.shape
     plan = _plan.make_plan(batch, size, 1, w_hh)
     carry = _plan.exchange(batch, size, hidden, init=dh_n)

@@ -1,8 +1,8 @@
 """Compiled CPU time loops, built on first use with the machine's C++ compiler.
 
-``lstm.cpp`` holds the LSTM recurrence (forward and BPTT) and the one-pass weight gradients as
-plain C++17 with vector extensions and OpenMP; no PyTorch headers, so it compiles in about two
-seconds. The first call builds it
+``lstm.cpp`` holds the LSTM and Elman RNN recurrences (forward and BPTT) and the one-pass
+weight gradients as plain C++17 with vector extensions and OpenMP; no PyTorch headers, so it
+compiles in a few seconds. The first call builds it
 with ``$CXX`` (or ``c++``) and ``-O3 -march=native -fopenmp`` into the user's cache
 (``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``; a per-user
 folder under the temporary directory where none of those can be written), in a folder
@@ -42,7 +42,7 @@ _FLAG_SETS = (
     ["-O3", "-march=native"],  # no OpenMP: one thread
 )
 _COMMON = ["-std=c++17", "-shared", "-fPIC"]
-_ABI = 4  # rnnkit_native_version() of the source this module speaks to
+_ABI = 5  # rnnkit_native_version() of the source this module speaks to
 
 
 def cache_dir() -> Path:
@@ -135,6 +135,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         grads = getattr(lib, f"rnnkit_weight_grads_{suffix}")
         grads.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, cint]
         grads.restype = cint
+        elman_forward = getattr(lib, f"rnnkit_elman_forward_{suffix}")
+        elman_forward.argtypes = [ptr] * 5 + [i64, i64, i64, cint, cint]
+        elman_forward.restype = cint
+        elman_backward = getattr(lib, f"rnnkit_elman_backward_{suffix}")
+        elman_backward.argtypes = [ptr] * 7 + [i64, i64, i64, cint, cint]
+        elman_backward.restype = cint
     lib.rnnkit_native_version.restype = cint
 
 
@@ -150,11 +156,12 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         return None, str(error)
     if lib.rnnkit_native_version() != _ABI:
         return None, f"{path} speaks version {lib.rnnkit_native_version()}, expected {_ABI}"
-    from rnnkit.native.lstm import self_check
+    from rnnkit.native import elman, lstm
 
-    wrong = self_check(lib)
-    if wrong is not None:
-        return None, f"the compiled LSTM disagrees with the reference math ({wrong})"
+    for name, module in (("LSTM", lstm), ("Elman RNN", elman)):
+        wrong = module.self_check(lib)
+        if wrong is not None:
+            return None, f"the compiled {name} disagrees with the reference math ({wrong})"
     return lib, None
 
 

@@ -20,6 +20,10 @@
 // After the backward loop: dW_ih, dW_hh and the bias gradient in one pass (weight_grads).
 // The input projection and ∂L/∂x stay with PyTorch (oneDNN).
 //
+// The Elman RNN's loop (rnnkit/native/elman.py) is built the same way from the same pieces:
+// forward s_t = f(xp_t + s_{t-1} W_hhᵀ), f = tanh or relu; backward
+// δ_t = (dout_t + δ_{t+1} W_hh) ⊙ f'(a_t), f' from s_t (1 − s² for tanh, [s > 0] for relu).
+//
 // Only standard C++17 and GCC/Clang vector extensions: compiled with -march=native on the
 // machine that runs it, the vectors become AVX-512, AVX2 or NEON as the CPU has them.
 
@@ -359,9 +363,20 @@ inline void transpose_block<float>(const float* src, int64_t lds, int64_t rows, 
 }
 #endif
 
-// A 4 KB-aligned block per thread for the forward's product (see forward_tile).
+// A 4 KB-aligned block per thread for the forward's product (see forward_tile): row r of a
+// tile's result in KB r, its vectors in four 64-byte slots a … a+3 of that KB, a chosen apart
+// from the slots (address bits 6-9) of up to three arrays the tile reads or writes.
 struct alignas(4096) ProductBlock {
     unsigned char bytes[4096];
+
+    template <class T> T* place(const void* u, const void* v, const void* w) {
+        const unsigned taken = (1u << ((reinterpret_cast<uintptr_t>(u) >> 6) & 15)) |
+                               (1u << ((reinterpret_cast<uintptr_t>(v) >> 6) & 15)) |
+                               (1u << ((reinterpret_cast<uintptr_t>(w) >> 6) & 15));
+        unsigned a = 0;  // three slots taken of sixteen leave four free in a row
+        while (taken & (15u << a)) ++a;
+        return reinterpret_cast<T*>(bytes) + a * (64 / sizeof(T));
+    }
 };
 
 // One forward step for R rows (R ≤ 4) and one group of L hidden units: the product
@@ -383,13 +398,8 @@ inline void forward_tile(const T* h, int64_t H, const T* bp, int64_t ldb, T* x, 
     // and h_out sits in one slot of each KB. With the block on the stack, where it fell changed
     // the loop's time from one build, or one call, to the next: 4.3 against 5.5 ms at
     // B = 16, H = 256, T = 100 on two Zen 4 cores.
-    const unsigned taken = (1u << ((reinterpret_cast<uintptr_t>(x) >> 6) & 15)) |
-                           (1u << ((reinterpret_cast<uintptr_t>(c_prev) >> 6) & 15)) |
-                           (1u << ((reinterpret_cast<uintptr_t>(h_out) >> 6) & 15));
-    unsigned a = 0;  // three slots taken of sixteen leave four free in a row
-    while (taken & (15u << a)) ++a;
     constexpr int64_t KB = 1024 / sizeof(T);
-    T* z0 = reinterpret_cast<T*>(block.bytes) + a * (64 / sizeof(T));
+    T* z0 = block.place<T>(x, c_prev, h_out);
     if (h)
         tile<T, R, 4>(h, H, bp, ldb, H, z0, KB);
     else
@@ -565,6 +575,158 @@ void backward(const T* gates, const T* cells, const T* c0, const T* w_hh,
 }
 
 // ---------------------------------------------------------------------------------------------
+// The Elman RNN. Slices as the LSTM's, but one weight row per hidden unit: forward slices pack
+// packed[k, jj] = w_hh[j0 + jj, k], backward slices packed[q, jj] = w_hh[q, j0 + jj], both with
+// the columns of whole 4-vector tiles (zero past the slice).
+
+template <class V> inline V activate(V a, bool relu) {
+    return relu ? (a > V{} ? a : V{}) : vtanh(a);
+}
+template <class T> inline T activate_one(T a, bool relu) {
+    return relu ? (a > T(0) ? a : T(0)) : stanh(a);
+}
+template <class V> inline V slope(V s, bool relu) {  // f'(a) from s = f(a)
+    return relu ? (s > V{} ? V{} + 1 : V{}) : 1.0 - s * s;
+}
+template <class T> inline T slope_one(T s, bool relu) {
+    return relu ? (s > T(0) ? T(1) : T(0)) : T(1) - s * s;
+}
+
+// One forward step for R rows (R ≤ 4) and one tile of 4 vectors of hidden units (n of them
+// exist): the product h_{t-1} W_hhᵀ for those units, then s = f(xp + product). h null: h_{t-1} =
+// 0, no product.
+template <class T, int R>
+inline void elman_tile(const T* h, int64_t H, const T* bp, int64_t ldb, const T* x, T* h_out,
+                       int64_t n, bool relu, ProductBlock& block) {
+    typedef typename Vec<T>::type V;
+    constexpr int L = Vec<T>::n;
+    constexpr int64_t KB = 1024 / sizeof(T);
+    T* z = block.place<T>(x, h_out, h);
+    if (h)
+        tile<T, R, 4>(h, H, bp, ldb, H, z, KB);
+    else
+        for (int r = 0; r < R; ++r) std::memset(z + r * KB, 0, 4 * L * sizeof(T));
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < 4 && v * L < n; ++v) {
+            const int64_t m = std::min<int64_t>(L, n - v * L);
+            const V a = load<V>(z + r * KB + v * L) + load_n<V>(x + r * H + v * L, m);
+            store_n(h_out + r * H + v * L, activate(a, relu), m);
+        }
+}
+
+// Packs a forward slice: packed[k, jj] = w_hh[j0 + jj, k], zero past the slice's units.
+template <class T> void pack_rows_transposed(const T* w_hh, int64_t H, Slice<T>& sl) {
+    constexpr int L = Vec<T>::n;
+    const int64_t whole = round_up(sl.nj, L);
+    for (int64_t jj = 0; jj < sl.nj; jj += L)
+        for (int64_t kb = 0; kb < H; kb += 16)
+            transpose_block<T>(w_hh + (sl.j0 + jj) * H + kb, H, std::min<int64_t>(L, sl.nj - jj),
+                               std::min<int64_t>(16, H - kb), sl.packed->p + kb * sl.cols + jj,
+                               sl.cols);
+    for (int64_t k = 0; k < H; ++k)
+        std::fill(sl.packed->p + k * sl.cols + whole, sl.packed->p + (k + 1) * sl.cols, T(0));
+}
+
+template <class T>
+void elman_forward(const T* xp, const T* h0, const T* w_hh, const int64_t* batch_sizes,
+                   T* hidden, int64_t steps, int64_t batch, int64_t H, bool relu, int threads) {
+    constexpr int W = 4 * Vec<T>::n;
+    // whole-tile columns, as the LSTM's backward slices have (and their small buffers)
+    auto slices = make_slices<T>(H, std::max(threads, 1), H, true, batch);
+    const int count = int(slices.size());
+    const bool zero_h0 = std::all_of(h0, h0 + batch * H, [](T v) { return v == T(0); });
+    run_team(count, [&](int p, int team) {
+        for (int s = p; s < count; s += team) pack_rows_transposed(w_hh, H, slices[s]);
+        ProductBlock pb;  // this thread's
+        for (int64_t t = 0; t < steps; ++t) {
+            const int64_t rows = batch_sizes[t];
+            if (rows == 0) break;
+            const T* h_prev = t == 0 ? h0 : hidden + (t - 1) * batch * H;
+            for (int s = p; s < count; s += team) {
+                const Slice<T>& sl = slices[s];
+                for (int64_t c = 0; c < sl.nj; c += W) {
+                    const int64_t n = std::min<int64_t>(W, sl.nj - c), j = sl.j0 + c;
+                    const T* bp = sl.packed->p + c;
+                    for (int64_t b = 0; b < rows; b += RK_ROWS) {
+                        const T* x = xp + (t * batch + b) * H + j;
+                        const T* hp = t == 0 && zero_h0 ? nullptr : h_prev + b * H;
+                        T* ho = hidden + (t * batch + b) * H + j;
+                        const int64_t ld = sl.cols;
+                        switch (std::min<int64_t>(RK_ROWS, rows - b)) {
+                            case 4: elman_tile<T, 4>(hp, H, bp, ld, x, ho, n, relu, pb); break;
+                            case 3: elman_tile<T, 3>(hp, H, bp, ld, x, ho, n, relu, pb); break;
+                            case 2: elman_tile<T, 2>(hp, H, bp, ld, x, ho, n, relu, pb); break;
+                            default: elman_tile<T, 1>(hp, H, bp, ld, x, ho, n, relu, pb); break;
+                        }
+                    }
+                }
+            }
+            team_barrier();  // s_t complete before anyone reads it
+        }
+    });
+}
+
+// dh0 null: ∂L/∂h_{-1} is not wanted, and its product is skipped.
+template <class T>
+void elman_backward(const T* hidden, const T* w_hh, const T* dout, const T* dh_n,
+                    const int64_t* batch_sizes, T* dpre, T* dh0, int64_t steps, int64_t batch,
+                    int64_t H, bool relu, int threads) {
+    typedef typename Vec<T>::type V;
+    constexpr int L = Vec<T>::n;
+    auto slices = make_slices<T>(H, std::max(threads, 1), H, true, batch);
+    const int count = int(slices.size());
+    run_team(count, [&](int p, int team) {
+        for (int s = p; s < count; s += team) {
+            Slice<T>& sl = slices[s];  // packed[q, jj] = w_hh[q, j0 + jj]
+            for (int64_t q = 0; q < H; ++q) {
+                T* row = sl.packed->p + q * sl.cols;
+                std::memcpy(row, w_hh + q * H + sl.j0, sl.nj * sizeof(T));
+                std::fill(row + sl.nj, row + sl.cols, T(0));
+            }
+        }
+        for (int64_t t = steps - 1; t >= 0; --t) {
+            const int64_t rows = batch_sizes[t];
+            if (rows == 0) continue;
+            const int64_t next = t + 1 < steps ? batch_sizes[t + 1] : 0;  // rows running at t+1
+            for (int s = p; s < count; s += team) {
+                const Slice<T>& sl = slices[s];
+                const int64_t j0 = sl.j0, nj = sl.nj, cols = sl.cols;
+                T* from_below = sl.scratch->p;  // δ_{t+1} W_hh on this slice
+                if (next > 0)
+                    product<T>(dpre + (t + 1) * batch * H, H, next, sl.packed->p, cols, H, cols,
+                               from_below, cols);
+                for (int64_t b = 0; b < rows; ++b) {
+                    const int64_t o = (t * batch + b) * H + j0;
+                    // rows that end at step t take their carried error from dh_n
+                    const T* from_next = b < next ? from_below + b * cols : dh_n + b * H + j0;
+                    int64_t jj = 0;
+                    for (; jj + L <= nj; jj += L) {
+                        const V dh = load<V>(dout + o + jj) + load<V>(from_next + jj);
+                        store(dpre + o + jj, dh * slope(load<V>(hidden + o + jj), relu));
+                    }
+                    for (; jj < nj; ++jj)
+                        dpre[o + jj] =
+                            (dout[o + jj] + from_next[jj]) * slope_one(hidden[o + jj], relu);
+                }
+            }
+            team_barrier();  // δ_t complete before anyone reads it
+        }
+        const int64_t rows = steps > 0 ? batch_sizes[0] : 0;  // every row runs at step 0
+        if (!dh0) return;
+        for (int s = p; s < count; s += team) {
+            const Slice<T>& sl = slices[s];
+            T* from_below = sl.scratch->p;
+            if (rows > 0)
+                product<T>(dpre, H, rows, sl.packed->p, sl.cols, H, sl.cols, from_below, sl.cols);
+            for (int64_t b = 0; b < batch; ++b) {
+                const T* src = b < rows ? from_below + b * sl.cols : dh_n + b * H + sl.j0;
+                std::memcpy(dh0 + b * H + sl.j0, src, sl.nj * sizeof(T));
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // The weight gradients after the loop, in one pass over dpre:
 //     dW_ih = Σ_k dpre_kᵀ x_k,   dW_hh = Σ_k dpre_kᵀ h_{k−B},   db = Σ_k dpre_k
 // over the K = T·B processing-order rows k (h_{k−B} is row k−B of hidden, h0 for the first B).
@@ -707,7 +869,7 @@ template <class F> int guarded(F f) {
 
 extern "C" {
 
-int rnnkit_native_version() { return 4; }
+int rnnkit_native_version() { return 5; }
 
 int rnnkit_lstm_forward_f32(float* xp, const float* h0, const float* c0, const float* w_hh,
                             const int64_t* batch_sizes, float* hidden, float* cells,
@@ -766,6 +928,45 @@ int rnnkit_weight_grads_f64(const double* dpre, int64_t k, int64_t g, const doub
                             int64_t p, double* dw_ih, double* dw_hh, double* db, int threads) {
     return guarded([&] {
         weight_grads<double>(dpre, k, g, x, i, h0, hidden, b, p, dw_ih, dw_hh, db, threads);
+    });
+}
+
+int rnnkit_elman_forward_f32(const float* xp, const float* h0, const float* w_hh,
+                             const int64_t* batch_sizes, float* hidden, int64_t steps,
+                             int64_t batch, int64_t hidden_size, int relu, int threads) {
+    return guarded([&] {
+        elman_forward<float>(xp, h0, w_hh, batch_sizes, hidden, steps, batch, hidden_size,
+                             relu != 0, threads);
+    });
+}
+
+int rnnkit_elman_forward_f64(const double* xp, const double* h0, const double* w_hh,
+                             const int64_t* batch_sizes, double* hidden, int64_t steps,
+                             int64_t batch, int64_t hidden_size, int relu, int threads) {
+    return guarded([&] {
+        elman_forward<double>(xp, h0, w_hh, batch_sizes, hidden, steps, batch, hidden_size,
+                              relu != 0, threads);
+    });
+}
+
+// dh0 may be null (∂L/∂h0 not wanted).
+int rnnkit_elman_backward_f32(const float* hidden, const float* w_hh, const float* dout,
+                              const float* dh_n, const int64_t* batch_sizes, float* dpre,
+                              float* dh0, int64_t steps, int64_t batch, int64_t hidden_size,
+                              int relu, int threads) {
+    return guarded([&] {
+        elman_backward<float>(hidden, w_hh, dout, dh_n, batch_sizes, dpre, dh0, steps, batch,
+                              hidden_size, relu != 0, threads);
+    });
+}
+
+int rnnkit_elman_backward_f64(const double* hidden, const double* w_hh, const double* dout,
+                              const double* dh_n, const int64_t* batch_sizes, double* dpre,
+                              double* dh0, int64_t steps, int64_t batch, int64_t hidden_size,
+                              int relu, int threads) {
+    return guarded([&] {
+        elman_backward<double>(hidden, w_hh, dout, dh_n, batch_sizes, dpre, dh0, steps, batch,
+                               hidden_size, relu != 0, threads);
     });
 }
 

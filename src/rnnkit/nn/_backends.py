@@ -26,11 +26,16 @@ def check_triton_can_serve(module, seq: Tensor) -> None:
 
 def _native_problem(module, seq: Tensor) -> str | None:
     """Why the compiled CPU loop cannot serve this call, or None if it can."""
-    if module.mode != "LSTM":
-        return f"it implements the LSTM only, not {module.mode}"
-    from rnnkit.native.lstm import serves
+    if module.mode == "LSTM":
+        from rnnkit.native.lstm import serves
 
-    reason = serves(seq, module.proj_size)
+        reason = serves(seq, module.proj_size)
+    elif module.mode in ("RNN_TANH", "RNN_RELU"):
+        from rnnkit.native.elman import serves
+
+        reason = serves(seq)
+    else:
+        return f"it implements the LSTM and the Elman RNN, not {module.mode}"
     if reason is not None:
         return reason
     from rnnkit.native import problem
@@ -47,8 +52,8 @@ def check_native_can_serve(module, seq: Tensor) -> None:
 def choose_auto(module, seq: Tensor) -> str:
     """The fastest correct implementation for this device, shape and dtype.
 
-    On the CPU: the compiled LSTM loop where it serves (see :mod:`rnnkit.native`), else the
-    reference loops. On CUDA: the Triton kernels where they serve and are faster.
+    On the CPU: the compiled LSTM or Elman loop where it serves (see :mod:`rnnkit.native`), else
+    the reference loops. On CUDA: the Triton kernels where they serve and are faster.
     """
     if seq.device.type != "cuda":
         return "reference" if _native_problem(module, seq) is not None else "native"
