@@ -19,9 +19,10 @@ CELLS = {
     "lstm_native": (rnnkit.LSTM, torch.nn.LSTM, {}),
     "lstm_proj": (rnnkit.LSTM, torch.nn.LSTM, {"proj_size": 3}),
     "gru": (rnnkit.GRU, torch.nn.GRU, {}),
+    "gru_native": (rnnkit.GRU, torch.nn.GRU, {}),
 }
-# Both loops of the LSTM and the Elman RNN on the CPU are tested: "auto" would pick the compiled
-# one wherever it builds.
+# Both loops of each cell on the CPU are tested: "auto" would pick the compiled one wherever it
+# builds.
 _BACKEND = {
     "rnn_tanh": "reference",
     "rnn_relu": "reference",
@@ -29,6 +30,8 @@ _BACKEND = {
     "rnn_relu_native": "native",
     "lstm": "reference",
     "lstm_native": "native",
+    "gru": "reference",
+    "gru_native": "native",
 }
 
 

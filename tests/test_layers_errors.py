@@ -112,7 +112,9 @@ def test_cell_errors():
             (torch.zeros(3, 4), torch.zeros(2, 4)))
 
 
-def test_auto_backend_on_cpu_uses_reference():
+def test_auto_backend_on_cpu_uses_reference_where_native_cannot_serve():
     from rnnkit.nn._backends import choose_auto
 
-    assert choose_auto(rnnkit.GRU(3, 4), torch.randn(2, 1, 3)) == "reference"
+    assert choose_auto(rnnkit.LSTM(3, 4, proj_size=2), torch.randn(2, 1, 3)) == "reference"
+    x = torch.randn(2, 1, 3, dtype=torch.bfloat16)
+    assert choose_auto(rnnkit.GRU(3, 4, dtype=torch.bfloat16), x) == "reference"

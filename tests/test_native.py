@@ -1,8 +1,8 @@
-"""The compiled CPU loops (``backend="native"``: the LSTM and the Elman RNN): agreement with the
+"""The compiled CPU loops (``backend="native"``: LSTM, Elman RNN, GRU): agreement with the
 reference loops at sizes that exercise their vector tails, thread slices and ragged batches;
 backend choice; and how a failed build is reported. Gradcheck and torch.nn parity run in the
-shared tables (cells ``lstm_native``, ``rnn_tanh_native``, ``rnn_relu_native`` in
-``layer_cases.py``)."""
+shared tables (cells ``lstm_native``, ``rnn_tanh_native``, ``rnn_relu_native``, ``gru_native``
+in ``layer_cases.py``)."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def _elman_pair(hidden, nonlinearity, **kwargs):
     return ref, nat
 
 
-def _run_elman(layer, x, hx, lengths):
+def _run_elman(layer, x, hx, lengths):  # also the GRU's: one state tensor
     x = x.detach().clone().requires_grad_()
     inputs = [x]
     if hx is not None:
@@ -150,6 +150,26 @@ def test_native_elman_matches_reference(nonlinearity, hidden, num_threads, lengt
     torch.set_num_threads(num_threads)
     torch.manual_seed(hidden)
     ref, nat = _elman_pair(hidden, nonlinearity, num_layers=2, bidirectional=True)
+    x = torch.randn(9, 9, 7)  # batch 9: register tiles of 4 rows and a tail of 1
+    for hx in (torch.randn(4, 9, hidden), None):  # given, and zero (the first product skipped)
+        got, want = _run_elman(nat, x, hx, lengths), _run_elman(ref, x, hx, lengths)
+        for name, a, b in zip(("output", "h_n"), got[:2], want[:2]):
+            torch.testing.assert_close(a, b, **VALUE_TOL, msg=lambda m, n=name: f"{n}: {m}")
+        for k, (a, b) in enumerate(zip(got[2], want[2])):
+            torch.testing.assert_close(a, b, **GRAD_TOL, msg=lambda m, k=k: f"gradient {k}: {m}")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("hidden", [16, 40, 67])  # one vector, vectors + tail, odd
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+@pytest.mark.parametrize("lengths", [None, [9, 2, 9, 5, 1, 7, 3, 9, 4]])
+def test_native_gru_matches_reference(bias, hidden, num_threads, lengths, threads):
+    ours_kwargs("gru_native")
+    torch.set_num_threads(num_threads)
+    torch.manual_seed(hidden)
+    ref = rnnkit.GRU(7, hidden, num_layers=2, bidirectional=True, bias=bias, backend="reference")
+    nat = rnnkit.GRU(7, hidden, num_layers=2, bidirectional=True, bias=bias, backend="native")
+    nat.load_state_dict(ref.state_dict())
     x = torch.randn(9, 9, 7)  # batch 9: register tiles of 4 rows and a tail of 1
     for hx in (torch.randn(4, 9, hidden), None):  # given, and zero (the first product skipped)
         got, want = _run_elman(nat, x, hx, lengths), _run_elman(ref, x, hx, lengths)
@@ -193,23 +213,24 @@ def test_thread_count_does_not_change_results(threads):
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)
 
 
-def test_auto_picks_native_for_the_cpu_lstm_and_elman_only():
+def test_auto_picks_native_on_the_cpu_where_it_serves():
     ours_kwargs("lstm_native")
     x = torch.randn(3, 2, 4)
     assert rnnkit.LSTM(4, 8)._resolve_backend(x) == "native"
     assert rnnkit.RNN(4, 8)._resolve_backend(x) == "native"
     assert rnnkit.RNN(4, 8, nonlinearity="relu")._resolve_backend(x.double()) == "native"
+    assert rnnkit.GRU(4, 8)._resolve_backend(x) == "native"
     assert rnnkit.RNN(4, 8)._resolve_backend(x.bfloat16()) == "reference"
+    assert rnnkit.GRU(4, 8)._resolve_backend(x.bfloat16()) == "reference"
     assert rnnkit.LSTM(4, 8, proj_size=2)._resolve_backend(x) == "reference"
-    assert rnnkit.GRU(4, 8)._resolve_backend(x) == "reference"
     assert rnnkit.LSTM(4, 8)._resolve_backend(x.bfloat16()) == "reference"
 
 
 @pytest.mark.parametrize(
     "make,x,words",
     [
-        (lambda: rnnkit.GRU(4, 8, backend="native"), torch.randn(3, 2, 4),
-         "the LSTM and the Elman RNN, not GRU"),
+        (lambda: rnnkit.GRU(4, 8, backend="native", dtype=torch.bfloat16),
+         torch.randn(3, 2, 4, dtype=torch.bfloat16), "float32 or float64"),
         (lambda: rnnkit.RNN(4, 8, backend="native", dtype=torch.bfloat16),
          torch.randn(3, 2, 4, dtype=torch.bfloat16), "float32 or float64"),
         (lambda: rnnkit.LSTM(4, 8, proj_size=2, backend="native"), torch.randn(3, 2, 4),
@@ -354,9 +375,17 @@ def test_the_avx2_build_agrees(tmp_path):
         results.append([gates, out, cells, dpre, dh0, dc0, *grads])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    from rnnkit.native import elman
+    from rnnkit.native import elman, gru
 
-    assert elman.self_check(avx2) is None
+    assert elman.self_check(avx2) is None and gru.self_check(avx2) is None
+    results = []
+    b_hn = torch.randn(hidden, generator=gen)
+    for lib in (native.library(), avx2):
+        gates, hn_lin, out = gru._forward(lib, xp[..., : 3 * hidden].clone(), h0,
+                                          w_hh[: 3 * hidden], b_hn, sizes, True)
+        results.append([gates, hn_lin, out])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for relu in (False, True):
         results = []
         for lib in (native.library(), avx2):

@@ -14,7 +14,10 @@ __all__ = ["BACKENDS", "register", "lookup"]
 
 BACKENDS = ("reference", "native", "triton")
 # imported on first use; each registers itself
-_MODULES = {"native": ("rnnkit.native.lstm", "rnnkit.native.elman"), "triton": ("rnnkit.kernels",)}
+_MODULES = {
+    "native": ("rnnkit.native.lstm", "rnnkit.native.elman", "rnnkit.native.gru"),
+    "triton": ("rnnkit.kernels",),
+}
 _TABLE: dict[tuple[str, str], tuple[Callable, Callable]] = {}
 
 

@@ -1,6 +1,6 @@
 """Compiled CPU time loops, built on first use with the machine's C++ compiler.
 
-``lstm.cpp`` holds the LSTM and Elman RNN recurrences (forward and BPTT) and the one-pass
+``lstm.cpp`` holds the LSTM, Elman RNN and GRU recurrences (forward and BPTT) and the one-pass
 weight gradients as plain C++17 with vector extensions and OpenMP; no PyTorch headers, so it
 compiles in a few seconds. The first call builds it
 with ``$CXX`` (or ``c++``) and ``-O3 -march=native -fopenmp`` into the user's cache
@@ -42,7 +42,7 @@ _FLAG_SETS = (
     ["-O3", "-march=native"],  # no OpenMP: one thread
 )
 _COMMON = ["-std=c++17", "-shared", "-fPIC"]
-_ABI = 5  # rnnkit_native_version() of the source this module speaks to
+_ABI = 6  # rnnkit_native_version() of the source this module speaks to
 
 
 def cache_dir() -> Path:
@@ -141,6 +141,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         elman_backward = getattr(lib, f"rnnkit_elman_backward_{suffix}")
         elman_backward.argtypes = [ptr] * 7 + [i64, i64, i64, cint, cint]
         elman_backward.restype = cint
+        gru_forward = getattr(lib, f"rnnkit_gru_forward_{suffix}")
+        gru_forward.argtypes = [ptr] * 7 + [i64, i64, i64, cint]
+        gru_forward.restype = cint
+        gru_backward = getattr(lib, f"rnnkit_gru_backward_{suffix}")
+        gru_backward.argtypes = [ptr] * 11 + [i64, i64, i64, cint]
+        gru_backward.restype = cint
     lib.rnnkit_native_version.restype = cint
 
 
@@ -156,9 +162,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         return None, str(error)
     if lib.rnnkit_native_version() != _ABI:
         return None, f"{path} speaks version {lib.rnnkit_native_version()}, expected {_ABI}"
-    from rnnkit.native import elman, lstm
+    from rnnkit.native import elman, gru, lstm
 
-    for name, module in (("LSTM", lstm), ("Elman RNN", elman)):
+    for name, module in (("LSTM", lstm), ("Elman RNN", elman), ("GRU", gru)):
         wrong = module.self_check(lib)
         if wrong is not None:
             return None, f"the compiled {name} disagrees with the reference math ({wrong})"

@@ -20,9 +20,15 @@
 // After the backward loop: dW_ih, dW_hh and the bias gradient in one pass (weight_grads).
 // The input projection and ∂L/∂x stay with PyTorch (oneDNN).
 //
-// The Elman RNN's loop (rnnkit/native/elman.py) is built the same way from the same pieces:
-// forward s_t = f(xp_t + s_{t-1} W_hhᵀ), f = tanh or relu; backward
-// δ_t = (dout_t + δ_{t+1} W_hh) ⊙ f'(a_t), f' from s_t (1 − s² for tanh, [s > 0] for relu).
+// The Elman RNN's and the GRU's loops (rnnkit/native/elman.py, gru.py) are built the same way
+// from the same pieces. The Elman RNN:
+//   forward  s_t = f(xp_t + s_{t-1} W_hhᵀ), f = tanh or relu;
+//   backward δ_t = (dout_t + δ_{t+1} W_hh) ⊙ f'(a_t), f' from s_t (1 − s², or [s > 0]).
+// The GRU (torch's formulation):
+//   forward  hn = h_{t-1} W_hnᵀ + b_hn;  r, z = σ(xp_{r,z} + h_{t-1} W_{hr,hz}ᵀ);
+//            n = tanh(xp_n + r hn);  h_t = n + z (h_{t-1} − n);
+//   backward dh_t = dout_t + dhh_{t+1} W_hh + z_{t+1} dh_{t+1};  dn = dh (1 − z)(1 − n²);
+//            dhh = (dn hn r (1 − r), dh (h_{t-1} − n) z (1 − z), dn r).
 //
 // Only standard C++17 and GCC/Clang vector extensions: compiled with -march=native on the
 // machine that runs it, the vectors become AVX-512, AVX2 or NEON as the CPU has them.
@@ -727,6 +733,188 @@ void elman_backward(const T* hidden, const T* w_hh, const T* dout, const T* dh_n
 }
 
 // ---------------------------------------------------------------------------------------------
+// The GRU. Slices as the LSTM's with three gate rows per unit: forward slices pack
+// packed[k, u 3L + g L + l] = w_hh[g H + j0 + u L + l, k] (unit group u's r, z and n side by
+// side); backward slices packed[q, jj] = w_hh[q, j0 + jj] for the 3H rows q.
+
+// One forward step for R rows (R ≤ 4) and one group of L hidden units (n of them exist): the
+// product h_{t-1} W_hhᵀ for the r, z and n rows of those units on a 4 × 3-vector register tile,
+// then the gates, hn and h_t. x: the rows' xp (gates written over it), stride 3H. h null:
+// h_{t-1} = 0, no product (h_prev still gives the values).
+template <class T, int R>
+inline void gru_tile(const T* h, const T* h_prev, int64_t H, const T* bp, int64_t ldb, T* x,
+                     const T* b_hn, T* hn_out, T* h_out, int64_t n, ProductBlock& block) {
+    typedef typename Vec<T>::type V;
+    constexpr int L = Vec<T>::n;
+    constexpr int64_t KB = 1024 / sizeof(T);
+    T* z = block.place<T>(x, hn_out, h_out);
+    if (h)
+        tile<T, R, 3>(h, H, bp, ldb, H, z, KB);
+    else
+        for (int r = 0; r < R; ++r) std::memset(z + r * KB, 0, 3 * L * sizeof(T));
+    const V bias = b_hn ? load_n<V>(b_hn, n) : V{};
+    for (int r = 0; r < R; ++r) {
+        T* xr = x + r * 3 * H;
+        const V rg = vsigmoid(load<V>(z + r * KB) + load_n<V>(xr, n));
+        const V zg = vsigmoid(load<V>(z + r * KB + L) + load_n<V>(xr + H, n));
+        const V hn = load<V>(z + r * KB + 2 * L) + bias;
+        const V ng = vtanh(load_n<V>(xr + 2 * H, n) + rg * hn);
+        const V hp = load_n<V>(h_prev + r * H, n);
+        store_n(xr, rg, n);
+        store_n(xr + H, zg, n);
+        store_n(xr + 2 * H, ng, n);
+        store_n(hn_out + r * H, hn, n);
+        store_n(h_out + r * H, ng + zg * (hp - ng), n);
+    }
+}
+
+template <class T>
+void gru_forward(T* xp, const T* h0, const T* w_hh, const T* b_hn, const int64_t* batch_sizes,
+                 T* hn_lin, T* hidden, int64_t steps, int64_t batch, int64_t H, int threads) {
+    constexpr int L = Vec<T>::n;
+    const int64_t H3 = 3 * H;
+    // forward slices of the LSTM's kind: 4 gate vectors per unit group, of which 3 are used
+    auto slices = make_slices<T>(H, std::max(threads, 1), H, false, batch);
+    const int count = int(slices.size());
+    const bool zero_h0 = std::all_of(h0, h0 + batch * H, [](T v) { return v == T(0); });
+    run_team(count, [&](int p, int team) {
+        for (int s = p; s < count; s += team) {
+            Slice<T>& sl = slices[s];
+            for (int64_t u = 0; u * L < sl.nj; ++u) {
+                const int64_t nl = std::min<int64_t>(L, sl.nj - u * L);
+                for (int g = 0; g < 3; ++g)
+                    for (int64_t kb = 0; kb < H; kb += 16)
+                        transpose_block<T>(w_hh + (g * H + sl.j0 + u * L) * H + kb, H, nl,
+                                           std::min<int64_t>(16, H - kb),
+                                           sl.packed->p + kb * sl.cols + u * 3 * L + g * L,
+                                           sl.cols);
+            }
+        }
+        ProductBlock pb;  // this thread's
+        for (int64_t t = 0; t < steps; ++t) {
+            const int64_t rows = batch_sizes[t];
+            if (rows == 0) break;
+            const T* h_prev = t == 0 ? h0 : hidden + (t - 1) * batch * H;
+            for (int s = p; s < count; s += team) {
+                const Slice<T>& sl = slices[s];
+                for (int64_t u = 0; u * L < sl.nj; ++u) {
+                    const int64_t j = sl.j0 + u * L, n = std::min<int64_t>(L, sl.nj - u * L);
+                    const T* bp = sl.packed->p + u * 3 * L;
+                    const T* bias = b_hn ? b_hn + j : nullptr;
+                    for (int64_t b = 0; b < rows; b += RK_ROWS) {
+                        T* x = xp + (t * batch + b) * H3 + j;
+                        const T* hv = h_prev + b * H + j;
+                        const T* hp = t == 0 && zero_h0 ? nullptr : h_prev + b * H;
+                        T* hn = hn_lin + (t * batch + b) * H + j;
+                        T* ho = hidden + (t * batch + b) * H + j;
+                        const int64_t ld = sl.cols;
+                        switch (std::min<int64_t>(RK_ROWS, rows - b)) {
+                            case 4:
+                                gru_tile<T, 4>(hp, hv, H, bp, ld, x, bias, hn, ho, n, pb);
+                                break;
+                            case 3:
+                                gru_tile<T, 3>(hp, hv, H, bp, ld, x, bias, hn, ho, n, pb);
+                                break;
+                            case 2:
+                                gru_tile<T, 2>(hp, hv, H, bp, ld, x, bias, hn, ho, n, pb);
+                                break;
+                            default:
+                                gru_tile<T, 1>(hp, hv, H, bp, ld, x, bias, hn, ho, n, pb);
+                                break;
+                        }
+                    }
+                }
+            }
+            team_barrier();  // h_t complete before anyone reads it
+        }
+    });
+}
+
+template <class T>
+void gru_backward(const T* gates, const T* hn_lin, const T* hidden, const T* h0, const T* w_hh,
+                  const T* dout, const T* dh_n, const int64_t* batch_sizes, T* dn_pre, T* dhh,
+                  T* dh0, int64_t steps, int64_t batch, int64_t H, int threads) {
+    typedef typename Vec<T>::type V;
+    constexpr int L = Vec<T>::n;
+    const int64_t H3 = 3 * H;
+    auto slices = make_slices<T>(H, std::max(threads, 1), H3, true, batch);
+    const int count = int(slices.size());
+    run_team(count, [&](int p, int team) {
+        for (int s = p; s < count; s += team) {
+            Slice<T>& sl = slices[s];  // packed[q, jj] = w_hh[q, j0 + jj]; carry = z ⊙ dh
+            for (int64_t q = 0; q < H3; ++q) {
+                T* row = sl.packed->p + q * sl.cols;
+                std::memcpy(row, w_hh + q * H + sl.j0, sl.nj * sizeof(T));
+                std::fill(row + sl.nj, row + sl.cols, T(0));
+            }
+        }
+        for (int64_t t = steps - 1; t >= 0; --t) {
+            const int64_t rows = batch_sizes[t];
+            if (rows == 0) continue;
+            const int64_t next = t + 1 < steps ? batch_sizes[t + 1] : 0;  // rows running at t+1
+            const T* h_prev = t == 0 ? h0 : hidden + (t - 1) * batch * H;
+            for (int s = p; s < count; s += team) {
+                const Slice<T>& sl = slices[s];
+                const int64_t j0 = sl.j0, nj = sl.nj, cols = sl.cols;
+                T* from_below = sl.scratch->p;  // dhh_{t+1} W_hh on this slice
+                if (next > 0)
+                    product<T>(dhh + (t + 1) * batch * H3, H3, next, sl.packed->p, cols, H3,
+                               cols, from_below, cols);
+                for (int64_t b = 0; b < rows; ++b) {
+                    const T* g = gates + (t * batch + b) * H3 + j0;
+                    T* d = dhh + (t * batch + b) * H3 + j0;
+                    const int64_t o = (t * batch + b) * H + j0;
+                    const T* hp = h_prev + b * H + j0;
+                    T* carry = sl.carry->p + b * nj;  // z_{t+1} ⊙ dh_{t+1}, then z_t ⊙ dh_t
+                    const bool below = b < next;  // else the row ends at t: dh_n carries in
+                    const T* from_next = below ? from_below + b * cols : dh_n + b * H + j0;
+                    int64_t jj = 0;
+                    for (; jj + L <= nj; jj += L) {
+                        V dh = load<V>(dout + o + jj) + load<V>(from_next + jj);
+                        if (below) dh += load<V>(carry + jj);
+                        const V r = load<V>(g + jj), zg = load<V>(g + H + jj);
+                        const V ng = load<V>(g + 2 * H + jj);
+                        const V dn = dh * (1.0 - zg) * (1.0 - ng * ng);
+                        const V dhn = dn * r;
+                        store(d + jj, dhn * load<V>(hn_lin + o + jj) * (1.0 - r));
+                        store(d + H + jj, dh * (load<V>(hp + jj) - ng) * zg * (1.0 - zg));
+                        store(d + 2 * H + jj, dhn);
+                        store(dn_pre + o + jj, dn);
+                        store(carry + jj, dh * zg);
+                    }
+                    for (; jj < nj; ++jj) {
+                        T dh = dout[o + jj] + from_next[jj] + (below ? carry[jj] : T(0));
+                        const T r = g[jj], zg = g[H + jj], ng = g[2 * H + jj];
+                        const T dn = dh * (T(1) - zg) * (T(1) - ng * ng);
+                        const T dhn = dn * r;
+                        d[jj] = dhn * hn_lin[o + jj] * (T(1) - r);
+                        d[H + jj] = dh * (hp[jj] - ng) * zg * (T(1) - zg);
+                        d[2 * H + jj] = dhn;
+                        dn_pre[o + jj] = dn;
+                        carry[jj] = dh * zg;
+                    }
+                }
+            }
+            team_barrier();  // dhh_t complete before anyone reads it
+        }
+        // ∂L/∂h_{-1} = dhh_0 W_hh + z_0 ⊙ dh_0 (every row runs at step 0)
+        const int64_t rows = steps > 0 ? batch_sizes[0] : 0;
+        for (int s = p; s < count; s += team) {
+            const Slice<T>& sl = slices[s];
+            T* from_below = sl.scratch->p;
+            if (rows > 0)
+                product<T>(dhh, H3, rows, sl.packed->p, sl.cols, H3, sl.cols, from_below,
+                           sl.cols);
+            for (int64_t b = 0; b < batch; ++b)
+                for (int64_t jj = 0; jj < sl.nj; ++jj)
+                    dh0[b * H + sl.j0 + jj] = b < rows
+                        ? from_below[b * sl.cols + jj] + sl.carry->p[b * sl.nj + jj]
+                        : dh_n[b * H + sl.j0 + jj];
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // The weight gradients after the loop, in one pass over dpre:
 //     dW_ih = Σ_k dpre_kᵀ x_k,   dW_hh = Σ_k dpre_kᵀ h_{k−B},   db = Σ_k dpre_k
 // over the K = T·B processing-order rows k (h_{k−B} is row k−B of hidden, h0 for the first B).
@@ -869,7 +1057,7 @@ template <class F> int guarded(F f) {
 
 extern "C" {
 
-int rnnkit_native_version() { return 5; }
+int rnnkit_native_version() { return 6; }
 
 int rnnkit_lstm_forward_f32(float* xp, const float* h0, const float* c0, const float* w_hh,
                             const int64_t* batch_sizes, float* hidden, float* cells,
@@ -967,6 +1155,46 @@ int rnnkit_elman_backward_f64(const double* hidden, const double* w_hh, const do
     return guarded([&] {
         elman_backward<double>(hidden, w_hh, dout, dh_n, batch_sizes, dpre, dh0, steps, batch,
                                hidden_size, relu != 0, threads);
+    });
+}
+
+int rnnkit_gru_forward_f32(float* xp, const float* h0, const float* w_hh, const float* b_hn,
+                           const int64_t* batch_sizes, float* hn_lin, float* hidden,
+                           int64_t steps, int64_t batch, int64_t hidden_size, int threads) {
+    return guarded([&] {
+        gru_forward<float>(xp, h0, w_hh, b_hn, batch_sizes, hn_lin, hidden, steps, batch,
+                           hidden_size, threads);
+    });
+}
+
+int rnnkit_gru_forward_f64(double* xp, const double* h0, const double* w_hh, const double* b_hn,
+                           const int64_t* batch_sizes, double* hn_lin, double* hidden,
+                           int64_t steps, int64_t batch, int64_t hidden_size, int threads) {
+    return guarded([&] {
+        gru_forward<double>(xp, h0, w_hh, b_hn, batch_sizes, hn_lin, hidden, steps, batch,
+                            hidden_size, threads);
+    });
+}
+
+int rnnkit_gru_backward_f32(const float* gates, const float* hn_lin, const float* hidden,
+                            const float* h0, const float* w_hh, const float* dout,
+                            const float* dh_n, const int64_t* batch_sizes, float* dn_pre,
+                            float* dhh, float* dh0, int64_t steps, int64_t batch,
+                            int64_t hidden_size, int threads) {
+    return guarded([&] {
+        gru_backward<float>(gates, hn_lin, hidden, h0, w_hh, dout, dh_n, batch_sizes, dn_pre,
+                            dhh, dh0, steps, batch, hidden_size, threads);
+    });
+}
+
+int rnnkit_gru_backward_f64(const double* gates, const double* hn_lin, const double* hidden,
+                            const double* h0, const double* w_hh, const double* dout,
+                            const double* dh_n, const int64_t* batch_sizes, double* dn_pre,
+                            double* dhh, double* dh0, int64_t steps, int64_t batch,
+                            int64_t hidden_size, int threads) {
+    return guarded([&] {
+        gru_backward<double>(gates, hn_lin, hidden, h0, w_hh, dout, dh_n, batch_sizes, dn_pre,
+                             dhh, dh0, steps, batch, hidden_size, threads);
     });
 }
 

@@ -30,12 +30,10 @@ def _native_problem(module, seq: Tensor) -> str | None:
         from rnnkit.native.lstm import serves
 
         reason = serves(seq, module.proj_size)
-    elif module.mode in ("RNN_TANH", "RNN_RELU"):
+    else:  # the Elman RNN and the GRU
         from rnnkit.native.elman import serves
 
         reason = serves(seq)
-    else:
-        return f"it implements the LSTM and the Elman RNN, not {module.mode}"
     if reason is not None:
         return reason
     from rnnkit.native import problem
@@ -52,7 +50,7 @@ def check_native_can_serve(module, seq: Tensor) -> None:
 def choose_auto(module, seq: Tensor) -> str:
     """The fastest correct implementation for this device, shape and dtype.
 
-    On the CPU: the compiled LSTM or Elman loop where it serves (see :mod:`rnnkit.native`), else
+    On the CPU: the compiled loop where it serves (see :mod:`rnnkit.native`), else
     the reference loops. On CUDA: the Triton kernels where they serve and are faster.
     """
     if seq.device.type != "cuda":

@@ -246,8 +246,7 @@ class RNN(RecurrentBase):
 
     Args as ``torch.nn.RNN``: input_size, hidden_size, num_layers=1, nonlinearity='tanh',
     bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None;
-    keyword-only ``backend`` ("auto", "reference", "native" (LSTM and Elman RNN),
-    "triton").
+    keyword-only ``backend`` ("auto", "reference", "native", "triton").
 
     Forward: ``input`` ``(T, B, I)`` (``(B, T, I)`` if batch_first, ``(T, I)`` unbatched, or a
     PackedSequence), ``hx`` ``(L·D, B, H)``, ``lengths`` ``(B,)``. Returns output
