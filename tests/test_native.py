@@ -249,6 +249,7 @@ def test_native_refuses_what_it_cannot_serve(make, x, words):
 def fresh_build(monkeypatch, tmp_path):
     """An empty cache and a forgotten library; the real one is loaded again afterwards."""
     monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("RNNKIT_NATIVE", raising=False)  # each test sets what it needs
     native._load.cache_clear()
     yield tmp_path
     monkeypatch.undo()
