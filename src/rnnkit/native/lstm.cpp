@@ -588,9 +588,6 @@ void backward(const T* gates, const T* cells, const T* c0, const T* w_hh,
 template <class V> inline V activate(V a, bool relu) {
     return relu ? (a > V{} ? a : V{}) : vtanh(a);
 }
-template <class T> inline T activate_one(T a, bool relu) {
-    return relu ? (a > T(0) ? a : T(0)) : stanh(a);
-}
 template <class V> inline V slope(V s, bool relu) {  // f'(a) from s = f(a)
     return relu ? (s > V{} ? V{} + 1 : V{}) : 1.0 - s * s;
 }
