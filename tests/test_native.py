@@ -122,15 +122,7 @@ def test_backward_skips_dh0_only_when_told():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def _elman_pair(hidden, nonlinearity, **kwargs):
-    ours_kwargs("rnn_tanh_native")  # skips where the library cannot be built (outside CI)
-    ref = rnnkit.RNN(7, hidden, nonlinearity=nonlinearity, backend="reference", **kwargs)
-    nat = rnnkit.RNN(7, hidden, nonlinearity=nonlinearity, backend="native", **kwargs)
-    nat.load_state_dict(ref.state_dict())
-    return ref, nat
-
-
-def _run_elman(layer, x, hx, lengths):  # also the GRU's: one state tensor
+def _run_one_state(layer, x, hx, lengths):  # the Elman RNN's and the GRU's: one state tensor
     x = x.detach().clone().requires_grad_()
     inputs = [x]
     if hx is not None:
@@ -142,37 +134,29 @@ def _run_elman(layer, x, hx, lengths):  # also the GRU's: one state tensor
     return out, h, torch.autograd.grad(loss, [*inputs, *layer.parameters()])
 
 
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+ONE_STATE = {  # the native-loop cells with one state tensor: class and its extra kwargs
+    "rnn_tanh": (rnnkit.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (rnnkit.RNN, {"nonlinearity": "relu"}),
+    "gru": (rnnkit.GRU, {}),
+    "gru_no_bias": (rnnkit.GRU, {"bias": False}),
+}
+
+
+@pytest.mark.parametrize("cell", list(ONE_STATE))
 @pytest.mark.parametrize("hidden", [16, 40, 67, 130])  # one vector, tails, odd, past one tile
 @pytest.mark.parametrize("num_threads", [1, 2, 3])
 @pytest.mark.parametrize("lengths", [None, [9, 2, 9, 5, 1, 7, 3, 9, 4]])
-def test_native_elman_matches_reference(nonlinearity, hidden, num_threads, lengths, threads):
+def test_native_elman_and_gru_match_reference(cell, hidden, num_threads, lengths, threads):
+    ours_kwargs("gru_native")  # skips where the library cannot be built (outside CI)
     torch.set_num_threads(num_threads)
     torch.manual_seed(hidden)
-    ref, nat = _elman_pair(hidden, nonlinearity, num_layers=2, bidirectional=True)
-    x = torch.randn(9, 9, 7)  # batch 9: register tiles of 4 rows and a tail of 1
-    for hx in (torch.randn(4, 9, hidden), None):  # given, and zero (the first product skipped)
-        got, want = _run_elman(nat, x, hx, lengths), _run_elman(ref, x, hx, lengths)
-        for name, a, b in zip(("output", "h_n"), got[:2], want[:2]):
-            torch.testing.assert_close(a, b, **VALUE_TOL, msg=lambda m, n=name: f"{n}: {m}")
-        for k, (a, b) in enumerate(zip(got[2], want[2])):
-            torch.testing.assert_close(a, b, **GRAD_TOL, msg=lambda m, k=k: f"gradient {k}: {m}")
-
-
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("hidden", [16, 40, 67])  # one vector, vectors + tail, odd
-@pytest.mark.parametrize("num_threads", [1, 2, 3])
-@pytest.mark.parametrize("lengths", [None, [9, 2, 9, 5, 1, 7, 3, 9, 4]])
-def test_native_gru_matches_reference(bias, hidden, num_threads, lengths, threads):
-    ours_kwargs("gru_native")
-    torch.set_num_threads(num_threads)
-    torch.manual_seed(hidden)
-    ref = rnnkit.GRU(7, hidden, num_layers=2, bidirectional=True, bias=bias, backend="reference")
-    nat = rnnkit.GRU(7, hidden, num_layers=2, bidirectional=True, bias=bias, backend="native")
+    cls, extra = ONE_STATE[cell]
+    ref = cls(7, hidden, num_layers=2, bidirectional=True, backend="reference", **extra)
+    nat = cls(7, hidden, num_layers=2, bidirectional=True, backend="native", **extra)
     nat.load_state_dict(ref.state_dict())
     x = torch.randn(9, 9, 7)  # batch 9: register tiles of 4 rows and a tail of 1
     for hx in (torch.randn(4, 9, hidden), None):  # given, and zero (the first product skipped)
-        got, want = _run_elman(nat, x, hx, lengths), _run_elman(ref, x, hx, lengths)
+        got, want = _run_one_state(nat, x, hx, lengths), _run_one_state(ref, x, hx, lengths)
         for name, a, b in zip(("output", "h_n"), got[:2], want[:2]):
             torch.testing.assert_close(a, b, **VALUE_TOL, msg=lambda m, n=name: f"{n}: {m}")
         for k, (a, b) in enumerate(zip(got[2], want[2])):

@@ -134,15 +134,9 @@ class ElmanFunction(torch.autograd.Function):
         need_dh0 = ctx.needs_input_grad[1]
         dpre, dh0 = backward_rec(dout, dh_n, hidden, w_hh, schedule, nonlinearity,
                                  need_dh0=need_dh0)
-        fused = getattr(backward_rec, "weight_grads", None)  # a backend's one-pass version
-        if fused is not None:  # ∂L/∂x first, as in LSTMFunction
-            dx = common.input_grad(dpre, w_ih, schedule) if ctx.needs_input_grad[0] else None
-            dw_ih, dw_hh, dbias = fused(dpre, schedule.to_processing(x), h0p, hidden)
-        else:
-            dw_hh = common.recurrent_weight_grad(dpre, h0p, hidden)
-            dx, dw_ih, dbias = common.input_grads(
-                dpre, x, w_ih, schedule, ctx.needs_input_grad[0]
-            )
+        dx, dw_ih, dw_hh, dbias = common.weight_and_input_grads(
+            backward_rec, dpre, x, w_ih, h0p, hidden, schedule, ctx.needs_input_grad[0]
+        )
         workspace.give(dpre)  # nothing returned refers to it
         db = dbias if has_bias else None
         dh0 = schedule.batch_from_processing(dh0) if need_dh0 else None

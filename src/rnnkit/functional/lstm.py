@@ -232,17 +232,9 @@ class LSTMFunction(torch.autograd.Function):
         dpre, dh0, dc0, dw_hr = backward_rec(
             dout, dh_n, dc_n, tuple(saved), cells, c0p, w_hh, w_hr, schedule, need_dh0=need_dh0
         )
-        fused = getattr(backward_rec, "weight_grads", None)  # a backend's one-pass version
-        if fused is not None:
-            # ∂L/∂x first: the weight gradients, written last, are still in cache for
-            # AccumulateGrad (0.2-0.9 % faster per forward+backward at 16 × 256)
-            dx = common.input_grad(dpre, w_ih, schedule) if ctx.needs_input_grad[0] else None
-            dw_ih, dw_hh, dbias = fused(dpre, schedule.to_processing(x), h0p, hidden)
-        else:
-            dw_hh = common.recurrent_weight_grad(dpre, h0p, hidden)
-            dx, dw_ih, dbias = common.input_grads(
-                dpre, x, w_ih, schedule, ctx.needs_input_grad[0]
-            )
+        dx, dw_ih, dw_hh, dbias = common.weight_and_input_grads(
+            backward_rec, dpre, x, w_ih, h0p, hidden, schedule, ctx.needs_input_grad[0]
+        )
         workspace.give(dpre)  # nothing returned refers to it
         if not workspace.graph_kept():  # no later backward reads the saved buffers
             workspace.give_all(cells, *saved[1:], saved[0] if kept_xp else None)

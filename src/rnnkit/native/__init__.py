@@ -123,31 +123,26 @@ def _build() -> Path:
     raise RuntimeError(f"{cxx} failed to compile {SOURCE.name} ({'; '.join(errors)})")
 
 
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+# argument types of each exported function, which exists as name_f32 and name_f64 (all return int)
+_SIGNATURES = {
+    "rnnkit_lstm_forward": [_P] * 7 + [_I64] * 3 + [_INT],
+    "rnnkit_lstm_backward": [_P] * 11 + [_I64] * 3 + [_INT],
+    "rnnkit_weight_grads": [_P, _I64, _I64, _P, _I64, _P, _P, _I64, _I64, _P, _P, _P, _INT],
+    "rnnkit_elman_forward": [_P] * 5 + [_I64] * 3 + [_INT, _INT],
+    "rnnkit_elman_backward": [_P] * 7 + [_I64] * 3 + [_INT, _INT],
+    "rnnkit_gru_forward": [_P] * 7 + [_I64] * 3 + [_INT],
+    "rnnkit_gru_backward": [_P] * 11 + [_I64] * 3 + [_INT],
+}
+
+
 def _declare(lib: ctypes.CDLL) -> None:
-    ptr, i64, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    for suffix in ("f32", "f64"):
-        forward = getattr(lib, f"rnnkit_lstm_forward_{suffix}")
-        forward.argtypes = [ptr] * 7 + [i64, i64, i64, cint]
-        forward.restype = cint
-        backward = getattr(lib, f"rnnkit_lstm_backward_{suffix}")
-        backward.argtypes = [ptr] * 11 + [i64, i64, i64, cint]
-        backward.restype = cint
-        grads = getattr(lib, f"rnnkit_weight_grads_{suffix}")
-        grads.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, cint]
-        grads.restype = cint
-        elman_forward = getattr(lib, f"rnnkit_elman_forward_{suffix}")
-        elman_forward.argtypes = [ptr] * 5 + [i64, i64, i64, cint, cint]
-        elman_forward.restype = cint
-        elman_backward = getattr(lib, f"rnnkit_elman_backward_{suffix}")
-        elman_backward.argtypes = [ptr] * 7 + [i64, i64, i64, cint, cint]
-        elman_backward.restype = cint
-        gru_forward = getattr(lib, f"rnnkit_gru_forward_{suffix}")
-        gru_forward.argtypes = [ptr] * 7 + [i64, i64, i64, cint]
-        gru_forward.restype = cint
-        gru_backward = getattr(lib, f"rnnkit_gru_backward_{suffix}")
-        gru_backward.argtypes = [ptr] * 11 + [i64, i64, i64, cint]
-        gru_backward.restype = cint
-    lib.rnnkit_native_version.restype = cint
+    for name, argtypes in _SIGNATURES.items():
+        for suffix in ("f32", "f64"):
+            function = getattr(lib, f"{name}_{suffix}")
+            function.argtypes = argtypes
+            function.restype = _INT
+    lib.rnnkit_native_version.restype = _INT
 
 
 @functools.lru_cache(maxsize=1)

@@ -369,6 +369,44 @@ inline void transpose_block<float>(const float* src, int64_t lds, int64_t rows, 
 }
 #endif
 
+// Packs the W_hh rows of a slice's units for a forward loop, `gates` row blocks of H
+// (g H + unit): packed[k, u gates L + g L + l] = w_hh[g H + j0 + u L + l, k], unit group u's gates
+// side by side, in transposed 16 × 16 blocks. Columns from gates · round_up(nj, L) up to `read`
+// (those a tile reads past the slice) are zeroed.
+template <class T>
+void pack_gate_groups(const T* w_hh, int64_t H, int gates, Slice<T>& sl, int64_t read) {
+    constexpr int L = Vec<T>::n;
+    for (int64_t u = 0; u * L < sl.nj; ++u) {
+        const int64_t nl = std::min<int64_t>(L, sl.nj - u * L);
+        for (int g = 0; g < gates; ++g)
+            for (int64_t kb = 0; kb < H; kb += 16)
+                transpose_block<T>(w_hh + (g * H + sl.j0 + u * L) * H + kb, H, nl,
+                                   std::min<int64_t>(16, H - kb),
+                                   sl.packed->p + kb * sl.cols + (u * gates + g) * L, sl.cols);
+    }
+    const int64_t written = gates * round_up(sl.nj, L);
+    if (read > written)
+        for (int64_t k = 0; k < H; ++k)
+            std::fill(sl.packed->p + k * sl.cols + written, sl.packed->p + k * sl.cols + read,
+                      T(0));
+}
+
+// Packs a slice's columns of all `rows` rows of W_hh for a backward loop:
+// packed[q, jj] = w_hh[q, j0 + jj], zero up to the slice's column count.
+template <class T> void pack_columns(const T* w_hh, int64_t H, int64_t rows, Slice<T>& sl) {
+    for (int64_t q = 0; q < rows; ++q) {
+        T* row = sl.packed->p + q * sl.cols;
+        std::memcpy(row, w_hh + q * H + sl.j0, sl.nj * sizeof(T));
+        std::fill(row + sl.nj, row + sl.cols, T(0));
+    }
+}
+
+// Whether the initial state is all zeros (the modules' default): the first step then needs no
+// product (every row runs at t = 0).
+template <class T> bool all_zero(const T* h0, int64_t n) {
+    return std::all_of(h0, h0 + n, [](T v) { return v == T(0); });
+}
+
 // A 4 KB-aligned block per thread for the forward's product (see forward_tile): row r of a
 // tile's result in KB r, its vectors in four 64-byte slots a … a+3 of that KB, a chosen apart
 // from the slots (address bits 6-9) of up to three arrays the tile reads or writes.
@@ -437,23 +475,9 @@ void forward(T* xp, const T* h0, const T* c0, const T* w_hh, const int64_t* batc
     const int64_t H = hidden_size, H4 = 4 * hidden_size;
     auto slices = make_slices<T>(H, std::max(threads, 1), H, false, batch);
     const int count = int(slices.size());
-    // a zero h0 (the modules' default) skips the first step's product; every row runs at t = 0
-    const bool zero_h0 = std::all_of(h0, h0 + batch * H, [](T v) { return v == T(0); });
+    const bool zero_h0 = all_zero(h0, batch * H);
     run_team(count, [&](int p, int team) {
-        // packed[k, u 4L + g L + l] = w_hh[g H + j0 + u L + l, k]: unit group u's four gates
-        // side by side, in transposed 16 × 16 blocks
-        for (int s = p; s < count; s += team) {
-            Slice<T>& sl = slices[s];
-            for (int64_t u = 0; u * L < sl.nj; ++u) {
-                const int64_t nl = std::min<int64_t>(L, sl.nj - u * L);
-                for (int g = 0; g < 4; ++g)
-                    for (int64_t kb = 0; kb < H; kb += 16)
-                        transpose_block<T>(w_hh + (g * H + sl.j0 + u * L) * H + kb, H, nl,
-                                           std::min<int64_t>(16, H - kb),
-                                           sl.packed->p + kb * sl.cols + u * 4 * L + g * L,
-                                           sl.cols);
-            }
-        }
+        for (int s = p; s < count; s += team) pack_gate_groups(w_hh, H, 4, slices[s], 0);
         ProductBlock pb;  // this thread's
         for (int64_t t = 0; t < steps; ++t) {
             const int64_t rows = batch_sizes[t];
@@ -506,12 +530,8 @@ void backward(const T* gates, const T* cells, const T* c0, const T* w_hh,
     const int count = int(slices.size());
     run_team(count, [&](int p, int team) {
         for (int s = p; s < count; s += team) {
-            Slice<T>& sl = slices[s];  // packed[q, jj] = w_hh[q, j0 + jj]; carry = ∂L/∂c
-            for (int64_t q = 0; q < H4; ++q) {
-                T* row = sl.packed->p + q * sl.cols;
-                std::memcpy(row, w_hh + q * H + sl.j0, sl.nj * sizeof(T));
-                std::fill(row + sl.nj, row + sl.cols, T(0));  // padding columns
-            }
+            Slice<T>& sl = slices[s];  // carry = ∂L/∂c
+            pack_columns(w_hh, H, H4, sl);
             for (int64_t b = 0; b < batch; ++b)
                 std::memcpy(sl.carry->p + b * sl.nj, dc_n + b * H + sl.j0, sl.nj * sizeof(T));
         }
@@ -617,19 +637,6 @@ inline void elman_tile(const T* h, int64_t H, const T* bp, int64_t ldb, const T*
         }
 }
 
-// Packs a forward slice: packed[k, jj] = w_hh[j0 + jj, k], zero past the slice's units.
-template <class T> void pack_rows_transposed(const T* w_hh, int64_t H, Slice<T>& sl) {
-    constexpr int L = Vec<T>::n;
-    const int64_t whole = round_up(sl.nj, L);
-    for (int64_t jj = 0; jj < sl.nj; jj += L)
-        for (int64_t kb = 0; kb < H; kb += 16)
-            transpose_block<T>(w_hh + (sl.j0 + jj) * H + kb, H, std::min<int64_t>(L, sl.nj - jj),
-                               std::min<int64_t>(16, H - kb), sl.packed->p + kb * sl.cols + jj,
-                               sl.cols);
-    for (int64_t k = 0; k < H; ++k)
-        std::fill(sl.packed->p + k * sl.cols + whole, sl.packed->p + (k + 1) * sl.cols, T(0));
-}
-
 template <class T>
 void elman_forward(const T* xp, const T* h0, const T* w_hh, const int64_t* batch_sizes,
                    T* hidden, int64_t steps, int64_t batch, int64_t H, bool relu, int threads) {
@@ -637,9 +644,10 @@ void elman_forward(const T* xp, const T* h0, const T* w_hh, const int64_t* batch
     // whole-tile columns, as the LSTM's backward slices have (and their small buffers)
     auto slices = make_slices<T>(H, std::max(threads, 1), H, true, batch);
     const int count = int(slices.size());
-    const bool zero_h0 = std::all_of(h0, h0 + batch * H, [](T v) { return v == T(0); });
+    const bool zero_h0 = all_zero(h0, batch * H);
     run_team(count, [&](int p, int team) {
-        for (int s = p; s < count; s += team) pack_rows_transposed(w_hh, H, slices[s]);
+        for (int s = p; s < count; s += team)  // the tiles read whole 4-vector column tiles
+            pack_gate_groups(w_hh, H, 1, slices[s], slices[s].cols);
         ProductBlock pb;  // this thread's
         for (int64_t t = 0; t < steps; ++t) {
             const int64_t rows = batch_sizes[t];
@@ -679,14 +687,7 @@ void elman_backward(const T* hidden, const T* w_hh, const T* dout, const T* dh_n
     auto slices = make_slices<T>(H, std::max(threads, 1), H, true, batch);
     const int count = int(slices.size());
     run_team(count, [&](int p, int team) {
-        for (int s = p; s < count; s += team) {
-            Slice<T>& sl = slices[s];  // packed[q, jj] = w_hh[q, j0 + jj]
-            for (int64_t q = 0; q < H; ++q) {
-                T* row = sl.packed->p + q * sl.cols;
-                std::memcpy(row, w_hh + q * H + sl.j0, sl.nj * sizeof(T));
-                std::fill(row + sl.nj, row + sl.cols, T(0));
-            }
-        }
+        for (int s = p; s < count; s += team) pack_columns(w_hh, H, H, slices[s]);
         for (int64_t t = steps - 1; t >= 0; --t) {
             const int64_t rows = batch_sizes[t];
             if (rows == 0) continue;
@@ -773,20 +774,9 @@ void gru_forward(T* xp, const T* h0, const T* w_hh, const T* b_hn, const int64_t
     // forward slices of the LSTM's kind: 4 gate vectors per unit group, of which 3 are used
     auto slices = make_slices<T>(H, std::max(threads, 1), H, false, batch);
     const int count = int(slices.size());
-    const bool zero_h0 = std::all_of(h0, h0 + batch * H, [](T v) { return v == T(0); });
+    const bool zero_h0 = all_zero(h0, batch * H);
     run_team(count, [&](int p, int team) {
-        for (int s = p; s < count; s += team) {
-            Slice<T>& sl = slices[s];
-            for (int64_t u = 0; u * L < sl.nj; ++u) {
-                const int64_t nl = std::min<int64_t>(L, sl.nj - u * L);
-                for (int g = 0; g < 3; ++g)
-                    for (int64_t kb = 0; kb < H; kb += 16)
-                        transpose_block<T>(w_hh + (g * H + sl.j0 + u * L) * H + kb, H, nl,
-                                           std::min<int64_t>(16, H - kb),
-                                           sl.packed->p + kb * sl.cols + u * 3 * L + g * L,
-                                           sl.cols);
-            }
-        }
+        for (int s = p; s < count; s += team) pack_gate_groups(w_hh, H, 3, slices[s], 0);
         ProductBlock pb;  // this thread's
         for (int64_t t = 0; t < steps; ++t) {
             const int64_t rows = batch_sizes[t];
@@ -837,14 +827,8 @@ void gru_backward(const T* gates, const T* hn_lin, const T* hidden, const T* h0,
     auto slices = make_slices<T>(H, std::max(threads, 1), H3, true, batch);
     const int count = int(slices.size());
     run_team(count, [&](int p, int team) {
-        for (int s = p; s < count; s += team) {
-            Slice<T>& sl = slices[s];  // packed[q, jj] = w_hh[q, j0 + jj]; carry = z ⊙ dh
-            for (int64_t q = 0; q < H3; ++q) {
-                T* row = sl.packed->p + q * sl.cols;
-                std::memcpy(row, w_hh + q * H + sl.j0, sl.nj * sizeof(T));
-                std::fill(row + sl.nj, row + sl.cols, T(0));
-            }
-        }
+        // (the carry, z ⊙ dh, is only read for rows that ran at t + 1: it needs no start)
+        for (int s = p; s < count; s += team) pack_columns(w_hh, H, H3, slices[s]);
         for (int64_t t = steps - 1; t >= 0; --t) {
             const int64_t rows = batch_sizes[t];
             if (rows == 0) continue;
