@@ -12,6 +12,7 @@ from torch import nn
 import rnnkit
 from reference_loop import elman_step, gru_step, lstm_step
 from rnnkit.diagnostics import gradient_flow, recording_flow, recurrent_stats
+from rnnkit.diagnostics.callback import GradientFlowCallback
 from rnnkit.functional import probe
 from rnnkit.train import StepOutput, TrainConfig, Trainer, seed_everything
 
@@ -168,7 +169,8 @@ def _train(tmp_path, every):
     model = nn.ModuleDict({"rnn": rnnkit.RNN(2, 8, num_layers=2), "head": nn.Linear(8, 1)})
     config = TrainConfig(lr=1e-2, max_epochs=None, max_steps=6, eval_every=6, progress=False,
                          log_every=3, plot=False, tensorboard=False, diagnostics_every=every)
-    Trainer(model, SequenceTask(), config, tmp_path).fit()
+    callbacks = [GradientFlowCallback(every)] if every else []  # the runner adds it so
+    Trainer(model, SequenceTask(), config, tmp_path, callbacks).fit()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     return model, [json.loads(line) for line in lines]
 

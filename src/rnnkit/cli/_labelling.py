@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from rnnkit.data._atomic import atomic_write_text
+from rnnkit._io import atomic_write_text
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks._labels import UNKNOWN_LABELS
 from rnnkit.train import TrainConfig

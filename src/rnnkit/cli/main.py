@@ -1,8 +1,9 @@
-"""``rnnkit`` entry point: one sub-command per application.
+"""``rnnkit`` entry point: one sub-command per registered application, and a few tools.
 
-Each sub-command lives in its own module in this package and exposes
-``register(subparsers) -> None``; the parser it adds sets ``func`` to a callable taking the parsed
-``argparse.Namespace`` and returning an exit code.
+Applications come from :mod:`rnnkit.apps.registry` and get their commands from
+:mod:`rnnkit.cli.builder`. The tools (``demo``, ``inspect``, …) live in their own modules in this
+package and expose ``register(subparsers) -> None``; every parser sets ``func`` to a callable
+taking the parsed ``argparse.Namespace`` and returning an exit code.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import importlib
 import sys
 
 from rnnkit._version import __version__
+from rnnkit.apps import registry
+from rnnkit.cli.builder import add_application
 from rnnkit.errors import RnnkitError
 
-# Modules under rnnkit.cli that add a sub-command. A module missing from an install is skipped.
-SUBCOMMANDS = ("demo", "lm", "tag", "classify", "translate", "chat", "inspect")
+# Modules under rnnkit.cli that add a tool command (not an application).
+TOOLS = ("demo", "lm", "tag", "classify", "translate", "chat", "inspect")
 
 EPILOG = """examples:
   rnnkit demo                      train a character LSTM on Python's own source, then write code
@@ -34,14 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"rnnkit.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"rnnkit.cli.{name}":
-                continue
-            raise
-        module.register(subparsers)
+    for name in registry.names():
+        add_application(subparsers, registry.get(name))
+    for name in TOOLS:
+        importlib.import_module(f"rnnkit.cli.{name}").register(subparsers)
     return parser
 
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rnnkit.data._atomic import atomic_write_text
+from rnnkit._io import atomic_write_text
 from rnnkit.errors import RnnkitError
 
 __all__ = [

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.data._atomic import atomic_write_json
+from rnnkit._io import atomic_write_json
 from rnnkit.errors import RnnkitError
 
 __all__ = ["find_files", "read_chunks", "TokenCache", "encode_corpus", "ERRORS"]

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rnnkit.data._atomic import atomic_write_json
+from rnnkit._io import atomic_write_json
 from rnnkit.errors import RnnkitError
 
 __all__ = ["Vocabulary", "PAD", "UNK", "BOS", "EOS", "DEFAULT_SPECIALS"]

@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any
 
-from rnnkit.data._atomic import atomic_write_bytes
+from rnnkit._io import atomic_write_bytes
 from rnnkit.diagnostics.flow import GradientFlow
 
 __all__ = [

@@ -13,7 +13,7 @@ import html
 import os
 from dataclasses import dataclass, field
 
-from rnnkit.data._atomic import atomic_write_text
+from rnnkit._io import atomic_write_text
 
 __all__ = ["UnitTrace", "Report", "render_report", "write_report"]
 

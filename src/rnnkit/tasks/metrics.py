@@ -133,7 +133,7 @@ def plot_confusion(
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from rnnkit.data._atomic import atomic_write_bytes
+    from rnnkit._io import atomic_write_bytes
 
     size = max(4.0, 0.45 * len(labels) + 2.0)
     figure, axes = plt.subplots(figsize=(size, size))

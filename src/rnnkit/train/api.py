@@ -174,3 +174,4 @@ class TrainResult:
     best_dir: Path | None
     last_dir: Path
     plot: Path | None
+    monitor: str = ""  # the task's monitor, which best_metric is

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnkit.data._atomic import atomic_write_json, default_mode
+from rnnkit._io import atomic_write_json, default_mode
 from rnnkit.errors import RnnkitError
 
 __all__ = [

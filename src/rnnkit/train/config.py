@@ -15,6 +15,12 @@ Every task's CLI does the same three things, with these helpers:
 Several dataclasses can share one parser and one TOML file (e.g. a task config and
 :class:`~rnnkit.train.TrainConfig`); :func:`check_unknown_keys` then reports keys that none of
 them has.
+
+A field whose type is itself a dataclass is a nested section (an application's ``model``
+options inside its config): its fields become flags and TOML keys of their own, by their own
+names, so every name must be unique across the sections (checked when the flags are added).
+``option(..., aliases=("dev",))`` keeps an old name working: its flag and TOML key still set the
+field, with one warning line naming the new flag.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -31,19 +38,62 @@ import tomllib
 
 from rnnkit.errors import RnnkitError
 
-__all__ = ["option", "add_dataclass_flags", "load_toml", "build_config", "check_unknown_keys"]
+__all__ = ["option", "section", "leaf_fields", "add_dataclass_flags", "load_toml",
+           "build_config", "flat_options", "check_unknown_keys", "deprecated"]
 
 T = TypeVar("T")
 _SCALARS = (bool, int, float, str)
 
 
-def option(default: Any, help_text: str, choices: tuple | None = None) -> Any:
-    """A dataclass field with its flag's help text (and allowed values), as
-    :func:`add_dataclass_flags` and :func:`build_config` read them."""
+def option(default: Any, help_text: str, choices: tuple | None = None,
+           aliases: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with its flag's help text (and allowed values, and deprecated old
+    names), as :func:`add_dataclass_flags` and :func:`build_config` read them."""
     metadata: dict[str, Any] = {"help": help_text}
     if choices:
         metadata["choices"] = choices
+    if aliases:
+        metadata["aliases"] = tuple(aliases)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def section(cls: type, help_text: str = "") -> Any:
+    """A nested dataclass field (e.g. an application's model options), default ``cls()``."""
+    return dataclasses.field(default_factory=cls, metadata={"help": help_text, "section": True})
+
+
+def _is_section(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("section"))
+
+
+def leaf_fields(cls: type) -> list[tuple[type, dataclasses.Field]]:
+    """(owning dataclass, field) of every settable scalar field, nested sections flattened."""
+    leaves = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if _is_section(f):
+            leaves.extend(leaf_fields(typing.get_type_hints(cls)[f.name]))
+        else:
+            leaves.append((cls, f))
+    return leaves
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one warning line of an old option name."""
+    print(f"rnnkit: warning: {old} is deprecated; use {new}", file=sys.stderr)
+
+
+class _Alias(argparse.Action):
+    """An old flag name: sets the new field and warns once."""
+
+    def __init__(self, *args, new: str = "", kind: Any = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.new, self.kind = new, kind
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        deprecated(option_string or "", self.new)
+        setattr(namespace, self.dest, values)
 
 
 def _base_type(annotation: Any) -> tuple[type, bool]:
@@ -59,8 +109,15 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
 
 
 def _field_types(cls: type) -> dict[str, tuple[type, bool]]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls) if f.init}
+    """Flat name → (scalar type, optional?) of every leaf field, sections included."""
+    return {f.name: _base_type(typing.get_type_hints(owner)[f.name])
+            for owner, f in leaf_fields(cls)}
+
+
+def _aliases(cls: type) -> dict[str, str]:
+    """Old name (underscores) → field name, for every leaf field with aliases."""
+    return {alias.replace("-", "_"): f.name for _, f in leaf_fields(cls)
+            for alias in f.metadata.get("aliases", ())}
 
 
 def _flag(name: str) -> str:
@@ -73,25 +130,39 @@ def add_dataclass_flags(
     *,
     exclude: tuple[str, ...] = (),
 ) -> None:
-    """Add a ``--field-name`` flag for each field of dataclass ``cls`` (not in ``exclude``)."""
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name in exclude:
-            continue
-        kind, optional = _base_type(typing.get_type_hints(cls)[f.name])
-        default = getattr(defaults, f.name)
-        text = f.metadata.get("help", "")
-        if default != "" and "default" not in text:
-            text = f"{text} (default: {default})" if text else f"default: {default}"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
-        if kind is bool:
-            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
-            continue
-        choices = f.metadata.get("choices")
-        metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
-        parser.add_argument(
-            _flag(f.name), type=_parser_for(kind, optional), metavar=metavar, **kwargs
-        )
+    """Add a ``--field-name`` flag for each leaf field of dataclass ``cls`` (not in
+    ``exclude``), nested sections included, and a warning flag for each of its aliases."""
+    names = [f.name for _, f in leaf_fields(cls)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise TypeError(f"{cls.__name__}: option names repeated across sections: {repeated}")
+    for owner, f in leaf_fields(cls):
+        if f.name not in exclude:
+            _add_flag(parser, owner, f)
+
+
+def _add_flag(parser, owner: type, f: dataclasses.Field) -> None:
+    kind, optional = _base_type(typing.get_type_hints(owner)[f.name])
+    default = getattr(owner(), f.name)
+    text = f.metadata.get("help", "")
+    if default != "" and "default" not in text:
+        text = f"{text} (default: {default})" if text else f"default: {default}"
+    kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+    aliases = [_flag(a) for a in f.metadata.get("aliases", ())]
+    if kind is bool:
+        parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, help=text,
+                            **kwargs)
+        for alias in aliases:
+            parser.add_argument(alias, action=_Alias, nargs=0, const=True, new=_flag(f.name),
+                                help=argparse.SUPPRESS, **kwargs)
+        return
+    choices = f.metadata.get("choices")
+    metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
+    parse = _parser_for(kind, optional)
+    parser.add_argument(_flag(f.name), type=parse, metavar=metavar, help=text, **kwargs)
+    for alias in aliases:
+        parser.add_argument(alias, type=parse, action=_Alias, new=_flag(f.name),
+                            help=argparse.SUPPRESS, **kwargs)
 
 
 def _parser_for(kind: type, optional: bool):
@@ -145,30 +216,70 @@ def build_config(cls: type[T], toml_values: dict[str, Any], args: Any = None) ->
     ``RnnkitError`` (its message should name the option).
     """
     source = toml_values.get("__source__", "config")
+    toml_values = _rename_aliases(toml_values, cls, source)
     given = vars(args) if args is not None else {}
+    types_ = _field_types(cls)
     values: dict[str, Any] = {}
-    for name, (kind, optional) in _field_types(cls).items():
+    for name, (kind, optional) in types_.items():
         if name in given:
             values[name] = given[name]
         elif name in toml_values:
             values[name] = _coerce(toml_values[name], kind, optional, f"{source}: {name}")
-    for f in dataclasses.fields(cls):
+    for _, f in leaf_fields(cls):
         choices = f.metadata.get("choices")
         if choices and f.name in values and values[f.name] not in choices:
             raise RnnkitError(
                 f"{_flag(f.name)}: expected one of {', '.join(choices)}, got {values[f.name]!r}"
             )
     try:
-        return cls(**values)
+        return _construct(cls, values)
     except ValueError as err:
         raise RnnkitError(str(err)) from None
+
+
+def _construct(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls(**values)`` with each section built from the same flat ``values``."""
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if _is_section(f):
+            kwargs[f.name] = _construct(hints[f.name], values)
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    return cls(**kwargs)
+
+
+def _rename_aliases(toml_values: dict[str, Any], cls: type, source: str) -> dict[str, Any]:
+    aliases = _aliases(cls)
+    if not any(key in aliases for key in toml_values):
+        return toml_values
+    renamed = dict(toml_values)
+    for old, new in aliases.items():
+        if old in renamed:
+            deprecated(f"{source}: {old}", new)
+            renamed.setdefault(new, renamed.pop(old))
+    return renamed
+
+
+def flat_options(config: Any) -> dict[str, Any]:
+    """Leaf field name → value of a config instance, sections flattened (what resume reuses)."""
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if _is_section(f):
+            flat.update(flat_options(value))
+        elif f.init:
+            flat[f.name] = value
+    return flat
 
 
 def check_unknown_keys(toml_values: dict[str, Any], *classes: type, extra: tuple = ()) -> None:
     """Raise ``RnnkitError`` for a TOML key that is no field of ``classes`` nor in ``extra``."""
     known = set(extra) | {"__source__"}
     for cls in classes:
-        known |= set(_field_types(cls))
+        known |= set(_field_types(cls)) | set(_aliases(cls))
     unknown = sorted(set(toml_values) - known)
     if unknown:
         source = toml_values.get("__source__", "config")

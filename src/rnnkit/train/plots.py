@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from rnnkit.data._atomic import atomic_write_bytes
+from rnnkit._io import atomic_write_bytes
 
 __all__ = ["plot_losses"]
 

@@ -35,8 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit._io import atomic_write_text
 from rnnkit._version import __version__
-from rnnkit.data._atomic import atomic_write_text
 from rnnkit.errors import RnnkitError
 from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.api import Callback, StepOutput, Task, TrainConfig, TrainResult
@@ -82,10 +82,6 @@ class Trainer:
         self.task = task
         self.out_dir = Path(out_dir)
         self.callbacks = list(callbacks)
-        if config.diagnostics_every:
-            from rnnkit.diagnostics.callback import GradientFlowCallback
-
-            self.callbacks.append(GradientFlowCallback(config.diagnostics_every))
         self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -463,7 +459,7 @@ class Trainer:
             steps=self.step, epochs=self.epoch, stop_reason=reason, best_metric=self.best,
             best_step=self.best_step, metrics=self.last_metrics, out_dir=self.out_dir,
             best_dir=best_dir if best_dir.exists() else None, last_dir=self.out_dir / "last",
-            plot=plot,
+            plot=plot, monitor=self.task.monitor,
         )
 
 

@@ -1,0 +1,207 @@
+"""The application contract: what one application (``lm``, ``tag``, ``forecast``, …) supplies.
+
+An application is one subclass of :class:`Application` in one file, registered by name::
+
+    from rnnkit.apps import Application, register
+
+    @register("reverse")
+    class Reverse(Application):
+        summary = "reverse a token sequence (a toy)"
+        Config = ReverseConfig                # data options, model options nested (section())
+
+        def prepare(self, config, context): ...      # read + validate files → prepared data
+        def build_model(self, config, data): ...     # nn.Module from rnnkit.nn layers
+        def task(self, config, data): ...            # the Trainer's Task (loss per batch)
+        def load(self, checkpoint): ...              # a trained model ready to use
+        def evaluate(self, loaded, options): ...     # {metric name: value}
+        def predict(self, loaded, options): ...      # text pieces, streamed
+
+and one line in :data:`rnnkit.apps.registry.BUILTIN`. For that it gets, with no code of its own:
+``rnnkit reverse train|eval|predict`` with ``--help``, ``--config`` TOML, ``--resume`` (the run's
+saved options, flags override), seeding, torchrun, checkpoints, the progress bar, metrics,
+``loss.png``, the diagnostics callback, ``--json`` metrics, atomic ``--output`` and the inspect
+report (:meth:`Application.inspect`). See ``docs/architecture.md``, "Adding an application".
+
+Everything here is called by :mod:`rnnkit.apps.runner` (training, loading) and by the command
+line builder :mod:`rnnkit.cli.builder`; an application never parses arguments itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rnnkit.errors import RnnkitError
+from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.config import build_config
+from rnnkit.train.distributed import Shard
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from rnnkit.diagnostics.report import Report
+    from rnnkit.train.api import Task
+
+__all__ = ["Application", "PrepareContext", "Checkpoint", "Verb", "NoOptions"]
+
+
+@dataclass
+class NoOptions:
+    """Options of a verb that takes none beyond ``--checkpoint``, ``--device`` and ``--output``."""
+
+
+@dataclass
+class PrepareContext:
+    """What :meth:`Application.prepare` may use besides its config.
+
+    Attributes:
+        out_dir: the run directory (a cache may go in ``out_dir / "cache"``).
+        shard: this process's part under torchrun (rank, world size).
+        resume: the checkpoint being resumed (its ``last/``), or None: vocabularies, scalers and
+            id maps must then come from it, not be rebuilt from the data.
+    """
+
+    out_dir: Path
+    shard: Shard
+    resume: Checkpoint | None = None
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint directory opened for an application: its saved config and files.
+
+    Attributes:
+        directory: the checkpoint directory (``RUN/best`` or ``RUN/last``).
+        saved: ``config.json`` as written by the Trainer and the runner.
+        options: the application's config the run was trained with (typed, rebuilt from
+            ``saved["options"]``).
+        device: where :meth:`load_weights` puts the model.
+    """
+
+    directory: Path
+    saved: dict[str, Any]
+    options: Any
+    device: torch.device
+
+    def read_json(self, name: str) -> Any:
+        """A JSON file the task saved beside the weights (``vocab.json``, …)."""
+        return ckpt.read_json(self.directory / name)
+
+    def has(self, name: str) -> bool:
+        return (self.directory / name).exists()
+
+    def load_weights(self, model: nn.Module) -> nn.Module:
+        """``model`` with the checkpoint's weights, on :attr:`device`, in eval mode."""
+        ckpt.load_weights(self.directory, model)
+        return model.to(self.device).eval()
+
+
+@dataclass
+class Verb:
+    """An application's own command beside ``train``/``eval``/``predict`` (``lm generate``,
+    ``translate chat``).
+
+    ``run(loaded, options)`` gets what :meth:`Application.load` returned and the parsed
+    ``Options`` dataclass, and returns text pieces, streamed to ``--output`` (stdout by
+    default), or None when it wrote its own output (an interactive loop).
+    """
+
+    name: str
+    help: str
+    Options: type
+    run: Callable[[Any, Any], Iterable[str] | None]
+    examples: str = ""
+
+
+class Application:
+    """Base class of every application; override what the class docstring of the module lists.
+
+    Class attributes:
+        name: set by :func:`~rnnkit.apps.registry.register`; the command (``rnnkit NAME``) and
+            the ``task`` written to every checkpoint's ``config.json``.
+        summary: one line for ``rnnkit --help``.
+        description: a paragraph for ``rnnkit NAME --help``.
+        examples: the command lines shown by ``--help``.
+        Config: the dataclass of data and model options (model options in a ``section``),
+            built from defaults ← ``--config`` TOML ← flags (← the saved run on ``--resume``).
+        EvalOptions / PredictOptions: dataclasses of ``eval`` / ``predict`` options (their
+            fields become flags; ``--checkpoint``, ``--device``, ``--json`` and ``--output``
+            are added by the builder).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    examples: ClassVar[str] = ""
+    Config: ClassVar[type] = NoOptions
+    EvalOptions: ClassVar[type] = NoOptions
+    PredictOptions: ClassVar[type] = NoOptions
+
+    # ---------------------------------------------------------------- training
+
+    def prepare(self, config: Any, context: PrepareContext) -> Any:
+        """Read and validate the training data (errors name file:line), build vocabularies or
+        features; returns whatever :meth:`build_model` and :meth:`task` need."""
+        raise NotImplementedError
+
+    def build_model(self, config: Any, data: Any) -> nn.Module:
+        """The model for ``config`` and the prepared ``data`` (called after seeding)."""
+        raise NotImplementedError
+
+    def task(self, config: Any, data: Any, seed: int) -> Task:
+        """The :class:`~rnnkit.train.Task` the Trainer runs: batches, loss, validation metrics,
+        and the files that rebuild the model (``checkpoint_files``)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- after training
+
+    def load(self, checkpoint: Checkpoint) -> Any:
+        """A trained model ready for :meth:`evaluate`, :meth:`predict` and the verbs."""
+        raise NotImplementedError
+
+    def evaluate(self, loaded: Any, options: Any) -> dict[str, Any]:
+        """Named metrics (numbers, or nested tables a person reads with ``--json``)."""
+        raise NotImplementedError
+
+    def predict(self, loaded: Any, options: Any) -> Iterable[str]:
+        """Predictions as text pieces, yielded as they are made (streamed to stdout)."""
+        raise NotImplementedError
+
+    def format_metrics(self, metrics: dict[str, Any]) -> str:
+        """How ``eval`` prints ``metrics`` without ``--json`` (default: one ``name value``
+        line per number)."""
+        lines = []
+        for key, value in metrics.items():
+            if isinstance(value, float):
+                lines.append(f"{key:<24} {value:.4f}")
+            elif isinstance(value, int | str):
+                lines.append(f"{key:<24} {value}")
+        return "\n".join(lines)
+
+    def verbs(self) -> list[Verb]:
+        """The application's own commands (default: none)."""
+        return []
+
+    def inspect(self, loaded: Any, text: str, report: Report) -> None:
+        """Fill ``report`` with what only this application knows about a run over ``text``
+        (optional; ``rnnkit inspect`` says so for an application without it)."""
+        raise RnnkitError(f"rnnkit inspect: the {self.name} application has no report")
+
+    # ---------------------------------------------------------------- helpers
+
+    def options_from(self, saved: dict[str, Any], directory: Path) -> Any:
+        """The typed :attr:`Config` of a checkpoint's ``config.json``."""
+        values = {"__source__": str(directory / ckpt.CONFIG), **saved.get("options", {})}
+        known = {f.name for f in dataclasses.fields(self.Config)} | set(_leaf_names(self.Config))
+        return build_config(self.Config, {k: v for k, v in values.items()
+                                          if k in known or k == "__source__"})
+
+
+def _leaf_names(cls: type) -> list[str]:
+    from rnnkit.train.config import leaf_fields
+
+    return [f.name for _, f in leaf_fields(cls)]

@@ -1,0 +1,157 @@
+"""``rnnkit APP train|eval|predict|VERB``, generated from an application's contract.
+
+The command line parses and calls :mod:`rnnkit.apps.runner`; it holds no application logic. Every
+application gets the same run options (``--config``, ``--out``, ``--resume``), the same
+checkpoint options (``--checkpoint``, ``--device``), ``--json`` on ``eval`` and ``--output`` on
+``predict`` and the verbs, beside the flags of its own option dataclasses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rnnkit.apps import runner
+from rnnkit.apps.base import Application, Verb
+from rnnkit.errors import RnnkitError
+from rnnkit.train import TrainConfig
+from rnnkit.train.config import add_dataclass_flags, build_config, check_unknown_keys, load_toml
+
+__all__ = ["add_application", "run_train", "write_pieces"]
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def add_application(subparsers, app: Application) -> None:
+    """``rnnkit APP`` with its ``train``, ``eval``, ``predict`` and own verbs."""
+    examples = _examples(app.examples)
+    parser = subparsers.add_parser(app.name, help=app.summary,
+                                   description=app.description or app.summary,
+                                   epilog=examples, formatter_class=_RAW)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    parser.set_defaults(func=lambda args: parser.print_help() or 0)
+
+    train = actions.add_parser("train", help=f"train a model ({app.summary})", epilog=examples,
+                               formatter_class=_RAW)
+    _add_common(train)
+    train.add_argument("--out", help=f"run directory (default: runs/{app.name}, or the run being "
+                                     "resumed)")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly (its "
+                       "last/), with its saved options; flags and --config override them")
+    add_dataclass_flags(train.add_argument_group("data and model"), app.Config)
+    add_dataclass_flags(train.add_argument_group("training"), TrainConfig)
+    train.set_defaults(func=lambda args: run_train(app, args))
+
+    evaluate = actions.add_parser("eval", help="metrics of a trained model", epilog=examples,
+                                  formatter_class=_RAW)
+    _add_loaded(evaluate, app.EvalOptions)
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON "
+                          "object")
+    evaluate.set_defaults(func=lambda args: _run_eval(app, args))
+
+    predict = actions.add_parser("predict", help="run a trained model on new input",
+                                 epilog=examples, formatter_class=_RAW)
+    _add_loaded(predict, app.PredictOptions)
+    _add_output(predict)
+    predict.set_defaults(func=lambda args: _run_verb(app, args, app.PredictOptions, app.predict))
+
+    for verb in app.verbs():
+        _add_verb(actions, app, verb)
+
+
+def _examples(text: str) -> str:
+    return "examples:\n" + text.strip("\n") + "\n" if text.strip() else ""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="TOML", help="options from a TOML file (keys are the "
+                        "flag names with underscores; [tables] only group); flags override it")
+
+
+def _add_loaded(parser: argparse.ArgumentParser, options: type) -> None:
+    _add_common(parser)
+    parser.add_argument("--checkpoint", metavar="DIR", help="a run directory (its best/) or a "
+                        "checkpoint directory (required)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
+                        "(default: auto)")
+    add_dataclass_flags(parser.add_argument_group("options"), options)
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", default="-", help="where to write (default: - = stdout, "
+                        "streamed; a file is written whole or not at all)")
+
+
+def _add_verb(actions, app: Application, verb: Verb) -> None:
+    parser = actions.add_parser(verb.name, help=verb.help, description=verb.help,
+                                epilog=_examples(verb.examples or app.examples),
+                                formatter_class=_RAW)
+    _add_loaded(parser, verb.Options)
+    _add_output(parser)
+    parser.set_defaults(func=lambda args: _run_verb(app, args, verb.Options, verb.run))
+
+
+# ---------------------------------------------------------------------- actions
+
+
+def run_train(app: Application, args: argparse.Namespace) -> int:
+    """``rnnkit APP train``: defaults ← saved run (``--resume``) ← TOML ← flags."""
+    values = load_toml(args.config)
+    check_unknown_keys(values, app.Config, TrainConfig, extra=("out", "resume"))
+    resume = args.resume or values.get("resume")
+    if resume:
+        values = {**runner.saved_options(app, resume), **values}
+    config = build_config(app.Config, values, args)
+    train_config = build_config(TrainConfig, values, args)
+    out = args.out or values.get("out") or (str(runner.run_dir_of(resume)) if resume
+                                            else f"runs/{app.name}")
+    result = runner.train(app, config, train_config, out, resume=resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process reports
+        print(runner.summary(result))
+    return 0
+
+
+def _loaded(app: Application, args: argparse.Namespace, options_cls: type):
+    values = load_toml(args.config)
+    check_unknown_keys(values, options_cls, extra=("checkpoint", "device"))
+    checkpoint = args.checkpoint or values.get("checkpoint")
+    if not checkpoint:
+        raise RnnkitError("--checkpoint: required (a run directory or a checkpoint directory)")
+    options = build_config(options_cls, values, args)
+    opened = runner.open_checkpoint(app, checkpoint, args.device)
+    return app.load(opened), options
+
+
+def _run_eval(app: Application, args: argparse.Namespace) -> int:
+    loaded, options = _loaded(app, args, app.EvalOptions)
+    metrics = app.evaluate(loaded, options)
+    print(json.dumps(metrics, sort_keys=True) if args.json else app.format_metrics(metrics))
+    return 0
+
+
+def _run_verb(app: Application, args: argparse.Namespace, options_cls: type, run) -> int:
+    loaded, options = _loaded(app, args, options_cls)
+    pieces = run(loaded, options)
+    if pieces is not None:
+        write_pieces(args.output, pieces)
+    return 0
+
+
+def write_pieces(output: str, pieces) -> None:
+    """Stream ``pieces`` to stdout (``-``), or write them to a file atomically: an error half way
+    leaves no partial file."""
+    if output == "-":
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        return
+    from rnnkit._io import atomic_write_text
+
+    text = "".join(pieces)
+    try:
+        atomic_write_text(Path(output), text)
+    except OSError as err:
+        raise RnnkitError(f"--output {output}: cannot write: {err.strerror}") from None
