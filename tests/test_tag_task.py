@@ -3,18 +3,21 @@ change predictions; bad input gives one clear message through the CLI."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import torch
 
+from rnnkit.apps import registry, runner
+from rnnkit.apps.tag import TagConfig, TagModel
 from rnnkit.cli.main import main
 from rnnkit.data.conll import read_tagged
 from rnnkit.models.tagger import Tagger, TaggerConfig
 from rnnkit.tasks import tag
 from rnnkit.train import TrainConfig
 
-TINY = ["--word-dim", "16", "--char-dim", "8", "--char-hidden", "16", "--hidden-size", "24",
+TINY = ["--embedding-size", "16", "--char-dim", "8", "--char-hidden", "16", "--hidden-size", "24",
         "--num-layers", "1", "--dropout", "0", "--word-dropout", "0", "--min-freq", "1",
         "--batch-size", "8", "--lr", "0.02", "--eval-every", "0", "--no-progress",
         "--no-tensorboard", "--no-plot", "--weight-decay", "0"]
@@ -40,7 +43,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("tag")
     (root / "train.txt").write_text(synthetic(120, 1))
     (root / "dev.txt").write_text(synthetic(40, 2))
-    code = main(["tag", "train", "--train", str(root / "train.txt"), "--dev",
+    code = main(["tag", "train", "--train", str(root / "train.txt"), "--valid",
                  str(root / "dev.txt"), "--out", str(root / "run"), "--max-epochs", "3", *TINY])
     assert code == 0
     return root
@@ -71,7 +74,8 @@ def test_predict_round_trips_the_file(trained, tmp_path):
 
 
 def test_bucketed_and_unbucketed_predictions_agree(trained):
-    model, vocabs, _ = tag.load(str(trained / "run"))
+    loaded = runner.load("tag", trained / "run", "cpu")
+    model, vocabs = loaded.model, loaded.vocabs
     items = tag.encode(read_tagged(trained / "dev.txt"), vocabs)
     bucketed = tag.predict_tags(model, items, vocabs, batch_size=7, bucketed=True)
     plain = tag.predict_tags(model, items, vocabs, batch_size=7, bucketed=False)
@@ -82,7 +86,7 @@ def test_bucketed_and_unbucketed_predictions_agree(trained):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("chars", [0, 11])
 def test_padding_never_changes_scores(cell, chars):
-    model = Tagger(TaggerConfig(vocab_size=20, num_tags=4, char_vocab_size=chars, word_dim=6,
+    model = Tagger(TaggerConfig(vocab_size=20, num_tags=4, char_vocab_size=chars, embedding_size=6,
                                 char_dim=4, char_hidden=5, hidden_size=7, cell=cell,
                                 dropout=0.0)).eval()
     words = torch.randint(2, 20, (3, 6))
@@ -99,10 +103,10 @@ def test_padding_never_changes_scores(cell, chars):
 
 def test_one_train_step_changes_parameters(tmp_path):
     (tmp_path / "t.txt").write_text(synthetic(10, 3))
-    config = tag.TagConfig(train=str(tmp_path / "t.txt"), word_dim=4, char_dim=4, char_hidden=4,
-                           hidden_size=4, num_layers=1, batch_size=64)
-    result = tag.train(config, TrainConfig(max_steps=1, progress=False, tensorboard=False,
-                                           plot=False), str(tmp_path / "run"))
+    model = TagModel(embedding_size=4, char_dim=4, char_hidden=4, hidden_size=4, num_layers=1)
+    config = TagConfig(train=str(tmp_path / "t.txt"), batch_size=64, model=model)
+    result = runner.train(registry.get("tag"), config, TrainConfig(
+        max_steps=1, progress=False, tensorboard=False, plot=False), str(tmp_path / "run"))
     assert result.steps == 1 and (tmp_path / "run" / "best" / "tags.json").exists()
 
 
@@ -158,7 +162,8 @@ def test_toml_config_and_flag_override(tmp_path, capsys):
     import json
 
     config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
-    assert config["model"]["hidden_size"] == 6 and config["model"]["word_dim"] == 4
+    assert config["model"]["hidden_size"] == 6 and config["model"]["embedding_size"] == 4
+    assert "word_dim is deprecated; use embedding_size" in capsys.readouterr().err
     (tmp_path / "bad.toml").write_text("hiden_size = 3\n")
     assert main(["tag", "train", "--config", str(tmp_path / "bad.toml")]) == 2
     assert "unknown option(s): hiden_size" in capsys.readouterr().err
@@ -175,3 +180,16 @@ def test_predict_words_from_stdin(trained, capsys, monkeypatch):
     assert [line.split()[0] for line in lines if line] == ["the", "abc", "fg", "abc"]
     assert lines[1] == "abc X"  # after "the"
     assert all(line.split()[1] in {"N", "V", "X"} for line in lines if line)
+
+
+def test_old_flag_names_still_work_with_one_warning(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text(synthetic(10, 5))
+    assert main(["tag", "train", "--train", str(tmp_path / "t.txt"), "--dev",
+                 str(tmp_path / "t.txt"), "--word-dim", "4", "--max-steps", "1", "--out",
+                 str(tmp_path / "run"), *TINY[2:]]) == 0
+    err = capsys.readouterr().err
+    assert err.count("--dev is deprecated; use --valid") == 1
+    assert err.count("--word-dim is deprecated; use --embedding-size") == 1
+    saved = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert saved["model"]["embedding_size"] == 4
+    assert saved["options"]["valid"] == str(tmp_path / "t.txt")

@@ -163,6 +163,12 @@ class Application:
         """A trained model ready for :meth:`evaluate`, :meth:`predict` and the verbs."""
         raise NotImplementedError
 
+    def load_ensemble(self, checkpoints: list[Checkpoint]) -> Any:
+        """Several checkpoints used as one (``--checkpoint`` given more than once); only
+        applications with ensembles override it."""
+        raise RnnkitError(f"--checkpoint: rnnkit {self.name} takes one checkpoint, got "
+                          f"{len(checkpoints)}")
+
     def evaluate(self, loaded: Any, options: Any) -> dict[str, Any]:
         """Named metrics (numbers, or nested tables a person reads with ``--json``)."""
         raise NotImplementedError

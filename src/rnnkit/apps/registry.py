@@ -18,6 +18,7 @@ __all__ = ["BUILTIN", "register", "get", "names", "load_all"]
 
 # Module under rnnkit.apps of each built-in application (one line per application).
 BUILTIN: tuple[str, ...] = (
+    "tag",
 )
 
 _APPS: dict[str, type[Application]] = {}

@@ -22,7 +22,7 @@ from rnnkit.train.config import flat_options
 from rnnkit.train.distributed import Shard, finish_distributed, init_distributed
 from rnnkit.train.trainer import resolve_device
 
-__all__ = ["train", "open_checkpoint", "saved_options", "run_dir_of", "summary"]
+__all__ = ["train", "load", "open_checkpoint", "saved_options", "run_dir_of", "summary"]
 
 
 def train(app: Application, config: Any, train_config: TrainConfig, out_dir: str | os.PathLike,
@@ -93,6 +93,14 @@ def open_checkpoint(app: Application, path: str | os.PathLike, device: str = "au
     saved = ckpt.read_config(directory, app.name)
     options = app.options_from(saved, directory)
     return Checkpoint(directory, saved, options, resolve_device(device))
+
+
+def load(name: str, path: str | os.PathLike, device: str = "auto") -> Any:
+    """What application ``name``'s :meth:`~Application.load` makes of checkpoint ``path``."""
+    from rnnkit.apps import registry
+
+    app = registry.get(name)
+    return app.load(open_checkpoint(app, path, device))
 
 
 def saved_options(app: Application, path: str | os.PathLike) -> dict[str, Any]:

@@ -73,8 +73,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _add_loaded(parser: argparse.ArgumentParser, options: type) -> None:
     _add_common(parser)
-    parser.add_argument("--checkpoint", metavar="DIR", help="a run directory (its best/) or a "
-                        "checkpoint directory (required)")
+    parser.add_argument("--checkpoint", metavar="DIR", action="append",
+                        help="a run directory (its best/) or a checkpoint directory (required; "
+                             "several times for an ensemble, where the application has one)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
                         "(default: auto)")
     add_dataclass_flags(parser.add_argument_group("options"), options)
@@ -117,12 +118,14 @@ def run_train(app: Application, args: argparse.Namespace) -> int:
 def _loaded(app: Application, args: argparse.Namespace, options_cls: type):
     values = load_toml(args.config)
     check_unknown_keys(values, options_cls, extra=("checkpoint", "device"))
-    checkpoint = args.checkpoint or values.get("checkpoint")
-    if not checkpoint:
+    paths = args.checkpoint or ([values["checkpoint"]] if values.get("checkpoint") else [])
+    if not paths:
         raise RnnkitError("--checkpoint: required (a run directory or a checkpoint directory)")
     options = build_config(options_cls, values, args)
-    opened = runner.open_checkpoint(app, checkpoint, args.device)
-    return app.load(opened), options
+    opened = [runner.open_checkpoint(app, path, args.device) for path in paths]
+    if len(opened) == 1:
+        return app.load(opened[0]), options
+    return app.load_ensemble(opened), options
 
 
 def _run_eval(app: Application, args: argparse.Namespace) -> int:

@@ -17,3 +17,12 @@ def check_model_config(config, positive: tuple[str, ...]) -> None:
             raise ValueError(f"{name}: expected an integer >= 1, got {getattr(config, name)}")
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"dropout: expected a value in [0, 1), got {config.dropout}")
+
+
+# Old names of model options, as older checkpoints' config.json may hold them.
+RENAMED = {"word_dim": "embedding_size", "embed_dim": "embedding_size"}
+
+
+def renamed(saved: dict) -> dict:
+    """A saved model config with old option names (``word_dim``, ``embed_dim``) renamed."""
+    return {RENAMED.get(key, key): value for key, value in saved.items()}

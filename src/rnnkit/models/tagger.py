@@ -31,7 +31,7 @@ class TaggerConfig:
     vocab_size: int
     num_tags: int
     char_vocab_size: int = 0
-    word_dim: int = 100
+    embedding_size: int = 100
     char_dim: int = 32
     char_hidden: int = 64
     hidden_size: int = 128
@@ -41,7 +41,7 @@ class TaggerConfig:
     pad_id: int = 0
 
     def __post_init__(self) -> None:
-        check_model_config(self, ("vocab_size", "num_tags", "word_dim", "hidden_size",
+        check_model_config(self, ("vocab_size", "num_tags", "embedding_size", "hidden_size",
                                   "num_layers"))
 
     def to_dict(self) -> dict:
@@ -54,12 +54,12 @@ class Tagger(nn.Module):
     def __init__(self, config: TaggerConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.word_dim,
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size,
                                       padding_idx=config.pad_id)
         self.chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
                                   config.cell, config.pad_id)
                       if config.char_vocab_size > 0 else None)
-        input_size = config.word_dim + (self.chars.output_size if self.chars else 0)
+        input_size = config.embedding_size + (self.chars.output_size if self.chars else 0)
         self.rnn = CELLS[config.cell](
             input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
             bidirectional=True, dropout=config.dropout if config.num_layers > 1 else 0.0,

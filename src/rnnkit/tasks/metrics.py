@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 __all__ = [
+    "prf_table",
     "accuracy",
     "per_label_prf",
     "macro_f1",
@@ -192,3 +193,11 @@ def _prf(true_pos: int, predicted: int, actual: int) -> dict[str, float]:
 def _check(gold: Sequence, pred: Sequence) -> None:
     if len(gold) != len(pred):
         raise ValueError(f"pred: expected {len(gold)} labels like gold, got {len(pred)}")
+
+
+def prf_table(what: str, per_label: dict[str, dict]) -> list[str]:
+    """Lines of a per-label precision / recall / F1 / support table (percentages)."""
+    lines = [f"{what:>12} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>8}"]
+    lines += [f"{name:>12} {100 * s['precision']:9.2f} {100 * s['recall']:9.2f} "
+              f"{100 * s['f1']:9.2f} {s['support']:8d}" for name, s in per_label.items()]
+    return lines

@@ -1,5 +1,5 @@
-"""Sequence labelling (POS tagging, NER): data → :class:`~rnnkit.models.tagger.Tagger` →
-tags, with ``train`` / ``evaluate`` / ``predict``.
+"""Sequence labelling (POS tagging, NER): the pieces of the ``tag`` application
+(:mod:`rnnkit.apps.tag`): vocabularies, encoding, the Trainer's task, inference and scoring.
 
 Words are looked up in a vocabulary of the training words seen ``min_freq`` times or more
 (others are ``<unk>``, which is how the ``<unk>`` vector is learnt with the default
@@ -15,7 +15,7 @@ and ``words.json``, ``chars.json``, ``tags.json`` (vocabularies).
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -24,8 +24,7 @@ from torch.nn import functional as nnf
 from rnnkit.data.bucketing import BucketBatchSampler, pad_sequences
 from rnnkit.data.conll import TaggedDocument, read_tagged, write_tagged
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
-from rnnkit.errors import RnnkitError
-from rnnkit.models.tagger import CELLS, Tagger, TaggerConfig
+from rnnkit.models.tagger import Tagger, TaggerConfig
 from rnnkit.tasks import metrics as M
 from rnnkit.tasks._labels import (
     check_known,
@@ -34,55 +33,13 @@ from rnnkit.tasks._labels import (
     run_in_buckets,
     shard_batches,
 )
-from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.train import StepOutput
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.config import option as _opt
 
-__all__ = ["TagConfig", "TagVocabs", "TagTask", "train", "load", "evaluate_document",
-           "predict_document", "encode", "collate", "predict_tags", "score"]
+__all__ = ["TagVocabs", "TagTask", "read_gold", "evaluate_document", "predict_document", "encode",
+           "collate", "predict_tags", "score"]
 
 IGNORE = -100  # target id at padding positions: cross-entropy skips it
-
-
-@dataclass
-class TagConfig:
-    """Data and model options of the tagging task (training options: the Trainer's config)."""
-
-    train: str = _opt("", "training file (.conllu, or a column file)")
-    dev: str = _opt("", "development file, evaluated after each epoch")
-    format: str | None = _opt(
-        None, "file format: conllu or conll (default: from the extension)",
-        choices=("conllu", "conll"))
-    tag_column: str | None = _opt(
-        None, "tag column: a CoNLL-U name (upos, xpos, …) or a 1-based number (default: upos; last "
-        "column for conll files)")
-    min_freq: int = _opt(2, "words seen fewer times are <unk>")
-    lowercase: bool = _opt(
-        True, "lower-case words for the word embedding (the char RNN keeps case)")
-    word_dropout: float = _opt(
-        0.25,
-        "with --min-freq 1: probability of replacing a word seen once by <unk> while training "
-        "(with a higher --min-freq such words are <unk> already)")
-    chars: bool = _opt(True, "add a character-RNN encoding of each word")
-    max_word_length: int = _opt(30, "characters of a word the char RNN reads")
-    cell: str = _opt("lstm", "recurrent cell", choices=tuple(CELLS))
-    word_dim: int = _opt(100, "word embedding size")
-    char_dim: int = _opt(32, "character embedding size")
-    char_hidden: int = _opt(64, "char RNN hidden size (per direction)")
-    hidden_size: int = _opt(128, "word RNN hidden size (per direction)")
-    num_layers: int = _opt(2, "word RNN layers")
-    dropout: float = _opt(0.33, "dropout on embeddings, between layers, before the output layer")
-    batch_size: int = _opt(32, "sentences per batch")
-    max_tokens: int | None = _opt(None, "also cap a batch at this many padded words")
-
-    def __post_init__(self) -> None:
-        for name in ("min_freq", "max_word_length", "word_dim", "hidden_size", "num_layers",
-                     "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
-                                 f"got {getattr(self, name)}")
-        if not 0.0 <= self.word_dropout < 1.0:
-            raise ValueError(f"--word-dropout: expected a value in [0, 1), got {self.word_dropout}")
 
 
 @dataclass
@@ -97,7 +54,7 @@ class TagVocabs:
     singletons: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, doc: TaggedDocument, config: TagConfig) -> TagVocabs:
+    def build(cls, doc: TaggedDocument, config) -> TagVocabs:
         sentences = doc.sentences
         words = [[_norm(w, config.lowercase) for w in s.words] for s in sentences]
         word_vocab = Vocabulary.build(words, min_freq=config.min_freq, specials=(PAD, UNK))
@@ -247,22 +204,9 @@ def predict_document(model: Tagger, doc: TaggedDocument, vocabs: TagVocabs, outp
     return write_tagged(doc, pred, output)
 
 
-def model_config(config: TagConfig, vocabs: TagVocabs) -> TaggerConfig:
-    return TaggerConfig(
-        vocab_size=len(vocabs.words), num_tags=len(vocabs.tags),
-        char_vocab_size=len(vocabs.chars) if vocabs.chars is not None else 0,
-        word_dim=config.word_dim, char_dim=config.char_dim, char_hidden=config.char_hidden,
-        hidden_size=config.hidden_size, num_layers=config.num_layers, cell=config.cell,
-        dropout=config.dropout, pad_id=vocabs.words.pad_id,
-    )
-
-
-
-
-def read_gold(path: str, config: TagConfig | dict) -> TaggedDocument:
+def read_gold(path: str, config: dict) -> TaggedDocument:
     """A gold-tagged file read with the task's format and column options."""
-    options = config if isinstance(config, dict) else asdict(config)
-    return read_tagged(path, fmt=options["format"], tag_column=options["tag_column"])
+    return read_tagged(path, fmt=config["format"], tag_column=config["tag_column"])
 
 
 class TagTask:
@@ -273,16 +217,15 @@ class TagTask:
     monitor_mode = "max"
     unit = "tok"
 
-    def __init__(self, config: TagConfig, train_doc: TaggedDocument,
-                 dev_doc: TaggedDocument | None, vocabs: TagVocabs, model_cfg: TaggerConfig,
+    def __init__(self, config, train_doc: TaggedDocument,
+                 valid_doc: TaggedDocument | None, vocabs: TagVocabs, model_cfg: TaggerConfig,
                  seed: int = 0):
         self.config, self.vocabs, self.model_cfg = config, vocabs, model_cfg
         self.seed = seed
         self.train_items = encode(train_doc, vocabs)
         self.train_format = train_doc.format
-        # Without a dev file, the first 500 training sentences stand in (said in the log).
-        self.dev_doc = dev_doc
-        self.dev_items = encode(dev_doc, vocabs) if dev_doc else self.train_items[:500]
+        # Without a validation file, the first 500 training sentences stand in.
+        self.dev_items = encode(valid_doc, vocabs) if valid_doc else self.train_items[:500]
         self.dev_gold = [[vocabs.tags.token_of(t) if t is not None else "<unseen>"
                           for t in item.tags] for item in self.dev_items]
 
@@ -318,39 +261,3 @@ class TagTask:
         data.update(lowercase=self.vocabs.lowercase, max_word_length=self.vocabs.max_word_length)
         return {ckpt.CONFIG: {"model": self.model_cfg.to_dict(), "data": data},
                 **self.vocabs.files()}
-
-
-def train(config: TagConfig, train_config: TrainConfig, out_dir: str,
-          resume: str | None = None) -> TrainResult:
-    """Read the data, build vocabularies and a tagger, train it with the Trainer."""
-    if not config.train:
-        raise RnnkitError("--train: a training file is required")
-    train_doc = read_gold(config.train, config)
-    dev_doc = read_gold(config.dev, config) if config.dev else None
-    vocabs = TagVocabs.build(train_doc, config)  # dev tags unseen in training count as wrong
-    seed_everything(train_config.seed)
-    model_cfg = model_config(config, vocabs)
-    task = TagTask(config, train_doc, dev_doc, vocabs, model_cfg, train_config.seed)
-    return Trainer(Tagger(model_cfg), task, train_config, out_dir).fit(resume)
-
-
-def load(checkpoint: str) -> tuple[Tagger, TagVocabs, dict]:
-    """Model, vocabularies and the data options of a tagging checkpoint."""
-    directory = ckpt.resolve_checkpoint(checkpoint)
-    config = ckpt.read_config(directory, "tag")
-    data = config.get("data", {})
-    words = Vocabulary.from_json(ckpt.read_json(directory / "words.json"), source=str(directory))
-    tags = Vocabulary.from_json(ckpt.read_json(directory / "tags.json"), source=str(directory))
-    chars = None
-    if (directory / "chars.json").exists():
-        chars = Vocabulary.from_json(ckpt.read_json(directory / "chars.json"),
-                                     source=str(directory))
-    vocabs = TagVocabs(words, chars, tags, data.get("lowercase", True),
-                       data.get("max_word_length", 30))
-    try:
-        model = Tagger(TaggerConfig(**config["model"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise RnnkitError(f"checkpoint {directory}: bad model config: {err}") from None
-    ckpt.load_weights(directory, model)
-    model.eval()
-    return model, vocabs, data

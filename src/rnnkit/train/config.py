@@ -227,7 +227,9 @@ def build_config(cls: type[T], toml_values: dict[str, Any], args: Any = None) ->
             values[name] = _coerce(toml_values[name], kind, optional, f"{source}: {name}")
     for _, f in leaf_fields(cls):
         choices = f.metadata.get("choices")
-        if choices and f.name in values and values[f.name] not in choices:
+        value = values.get(f.name)
+        if choices and f.name in values and value not in choices and not (
+                value is None and _field_types(cls)[f.name][1]):
             raise RnnkitError(
                 f"{_flag(f.name)}: expected one of {', '.join(choices)}, got {values[f.name]!r}"
             )

@@ -1,0 +1,231 @@
+"""``rnnkit tag``: sequence labelling (POS tagging, NER) with a bidirectional word + character RNN.
+
+The pieces (encoding, the Trainer's task, scoring) are in :mod:`rnnkit.tasks.tag`; this file is
+the application: its options, how it prepares data, builds and loads the model, and what
+``eval`` and ``predict`` do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from rnnkit.apps.base import Application, Checkpoint, PrepareContext
+from rnnkit.apps.registry import register
+from rnnkit.data.conll import read_tagged
+from rnnkit.data.vocab import Vocabulary
+from rnnkit.errors import RnnkitError
+from rnnkit.models._config import CELLS, renamed
+from rnnkit.models.tagger import Tagger, TaggerConfig
+from rnnkit.tasks import metrics as M
+from rnnkit.tasks import tag
+from rnnkit.tasks._labels import UNKNOWN_LABELS
+from rnnkit.train.config import option, section
+
+__all__ = ["Tag", "TagConfig", "TagModel"]
+
+EXAMPLES = """\
+  rnnkit tag train --train en-ud-train.conllu --valid en-ud-dev.conllu --out runs/pos
+  rnnkit tag train --train eng.train --valid eng.testa --tag-column 4 --out runs/ner --max-epochs 20
+  rnnkit tag train --config pos.toml --lr 3e-3          # flags override the TOML file
+  rnnkit tag eval --checkpoint runs/pos --data en-ud-dev.conllu --json
+  rnnkit tag predict --checkpoint runs/pos --input raw.conllu --output tagged.conllu
+  printf 'The\\ncat\\nsat\\n' | rnnkit tag predict --checkpoint runs/pos --format conll
+
+files: CoNLL-U (.conllu; --tag-column upos, xpos, or any column name or number) or
+CoNLL-2003-style column files (word first, tag in the last column or --tag-column N, blank
+line between sentences). predict fills the tag column and leaves every other column as it was.
+"""
+
+FORMATS = ("conllu", "conll")
+
+
+@dataclass
+class TagModel:
+    """Model options of the tagger (the sizes that come from the data are added at build)."""
+
+    cell: str = option("lstm", "recurrent cell", choices=tuple(CELLS))
+    embedding_size: int = option(100, "word embedding size", aliases=("word_dim",))
+    char_dim: int = option(32, "character embedding size")
+    char_hidden: int = option(64, "char RNN hidden size (per direction)")
+    hidden_size: int = option(128, "word RNN hidden size (per direction)")
+    num_layers: int = option(2, "word RNN layers")
+    dropout: float = option(0.33, "dropout on embeddings, between layers, before the output "
+                                  "layer")
+
+
+@dataclass
+class TagConfig:
+    """Data options of the tagger, and its model options in ``model``."""
+
+    train: str = option("", "training file (.conllu, or a column file)")
+    valid: str = option("", "validation file, evaluated after each epoch", aliases=("dev",))
+    format: str | None = option(
+        None, "file format: conllu or conll (default: from the extension)", choices=FORMATS)
+    tag_column: str | None = option(
+        None, "tag column: a CoNLL-U name (upos, xpos, …) or a 1-based number (default: upos; "
+        "last column for conll files)")
+    min_freq: int = option(2, "words seen fewer times are <unk>")
+    lowercase: bool = option(
+        True, "lower-case words for the word embedding (the char RNN keeps case)")
+    word_dropout: float = option(
+        0.25,
+        "with --min-freq 1: probability of replacing a word seen once by <unk> while training "
+        "(with a higher --min-freq such words are <unk> already)")
+    chars: bool = option(True, "add a character-RNN encoding of each word")
+    max_word_length: int = option(30, "characters of a word the char RNN reads")
+    batch_size: int = option(32, "sentences per batch")
+    max_tokens: int | None = option(None, "also cap a batch at this many padded words")
+    model: TagModel = section(TagModel, "model")
+
+    def __post_init__(self) -> None:
+        for name in ("min_freq", "max_word_length", "batch_size"):
+            _at_least_one(name, getattr(self, name))
+        for name in ("embedding_size", "hidden_size", "num_layers"):
+            _at_least_one(name, getattr(self.model, name))
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"--word-dropout: expected a value in [0, 1), got {self.word_dropout}")
+
+
+def _at_least_one(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+
+
+@dataclass
+class FileOptions:
+    """How ``eval`` and ``predict`` read a file (defaults: the training file's)."""
+
+    format: str | None = option(None, "file format (default: from the extension, else the "
+                                      "training one)", choices=FORMATS)
+    tag_column: str | None = option(None, "tag column (default: the training one)")
+    batch_size: int = option(64, "sentences per batch")
+
+    def __post_init__(self) -> None:
+        _at_least_one("batch_size", self.batch_size)
+
+
+@dataclass
+class EvalOptions(FileOptions):
+    data: str = option("", "gold-tagged file (required)")
+    unknown_labels: str = option(
+        "error", "a gold tag the model never saw in training: stop with an error naming the file "
+        "and line (error), or score it as a wrong prediction (wrong)", choices=UNKNOWN_LABELS)
+
+
+@dataclass
+class PredictOptions(FileOptions):
+    input: str = option("-", "file to tag (- = stdin)")
+
+
+@dataclass
+class Loaded:
+    model: Tagger
+    vocabs: tag.TagVocabs
+    data: dict  # the training file's format and tag column
+
+
+@register("tag")
+class Tag(Application):
+    summary = "sequence labelling: POS tagging, NER"
+    description = "Train, evaluate and run a bidirectional RNN tagger (word + character RNN)."
+    examples = EXAMPLES
+    Config = TagConfig
+    EvalOptions = EvalOptions
+    PredictOptions = PredictOptions
+
+    def prepare(self, config: TagConfig, context: PrepareContext):
+        if not config.train:
+            raise RnnkitError("--train: a training file is required")
+        train_doc = tag.read_gold(config.train, asdict(config))
+        valid_doc = tag.read_gold(config.valid, asdict(config)) if config.valid else None
+        # valid tags unseen in training count as wrong
+        vocabs = (_vocabs(context.resume, config) if context.resume is not None
+                  else tag.TagVocabs.build(train_doc, config))
+        return train_doc, valid_doc, vocabs
+
+    def build_model(self, config: TagConfig, data) -> Tagger:
+        return Tagger(_model_config(config, data[2]))
+
+    def task(self, config: TagConfig, data, seed: int) -> tag.TagTask:
+        train_doc, valid_doc, vocabs = data
+        return tag.TagTask(config, train_doc, valid_doc, vocabs, _model_config(config, vocabs),
+                           seed)
+
+    def load(self, checkpoint: Checkpoint) -> Loaded:
+        saved = checkpoint.saved
+        data = saved.get("data", {})
+        vocabs = _vocabs(checkpoint, None, data)
+        try:
+            model = Tagger(TaggerConfig(**renamed(saved["model"])))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RnnkitError(f"checkpoint {checkpoint.directory}: bad model config: "
+                              f"{err}") from None
+        return Loaded(checkpoint.load_weights(model), vocabs, data)
+
+    def evaluate(self, loaded: Loaded, options: EvalOptions) -> dict:
+        if not options.data:
+            raise RnnkitError("--data: required (a gold-tagged file)")
+        fmt, column = _file_options(options, loaded.data, options.data)
+        doc = read_tagged(options.data, fmt=fmt, tag_column=column)
+        result = tag.evaluate_document(loaded.model, doc, loaded.vocabs,
+                                       batch_size=options.batch_size,
+                                       unknown_labels=options.unknown_labels)
+        return {"data": options.data, **result}
+
+    def format_metrics(self, result: dict) -> str:
+        lines = [f"{result['data']}: {result['sentences']} sentences, {result['tokens']} tokens",
+                 f"token accuracy {100 * result['accuracy']:.2f} %"]
+        if "span_f1" in result:
+            lines.append(f"span precision {100 * result['span_precision']:.2f}  recall "
+                         f"{100 * result['span_recall']:.2f}  F1 {100 * result['span_f1']:.2f}")
+        return "\n".join(lines + M.prf_table("tag", result["per_tag"]))
+
+    def predict(self, loaded: Loaded, options: PredictOptions):
+        name, text = _read_input(options.input)
+        fmt, column = _file_options(options, loaded.data, name)
+        doc = read_tagged(name, fmt=fmt, tag_column=column, require_tags=False, text=text)
+        yield tag.predict_document(loaded.model, doc, loaded.vocabs, None, options.batch_size)
+
+    def inspect(self, loaded: Loaded, text: str, report) -> None:
+        from rnnkit.diagnostics.inspect import tagger_part
+
+        tagger_part(loaded.model, loaded.vocabs, text, report)
+
+
+def _model_config(config: TagConfig, vocabs: tag.TagVocabs) -> TaggerConfig:
+    return TaggerConfig(
+        vocab_size=len(vocabs.words), num_tags=len(vocabs.tags),
+        char_vocab_size=len(vocabs.chars) if vocabs.chars is not None else 0,
+        pad_id=vocabs.words.pad_id, **asdict(config.model))
+
+
+def _vocabs(checkpoint: Checkpoint, config: TagConfig | None, data: dict | None = None):
+    """The vocabularies saved in ``checkpoint`` (resume: with the singletons of ``config``'s
+    word dropout rebuilt from them is not possible, so they are empty)."""
+    source = str(checkpoint.directory)
+    data = checkpoint.saved.get("data", {}) if data is None else data
+    words = Vocabulary.from_json(checkpoint.read_json("words.json"), source=source)
+    tags = Vocabulary.from_json(checkpoint.read_json("tags.json"), source=source)
+    chars = (Vocabulary.from_json(checkpoint.read_json("chars.json"), source=source)
+             if checkpoint.has("chars.json") else None)
+    singletons = frozenset(data.get("singletons", ()))
+    return tag.TagVocabs(words, chars, tags, data.get("lowercase", True),
+                         data.get("max_word_length", 30), singletons)
+
+
+def _file_options(options: FileOptions, data: dict, path: str) -> tuple[str, str | None]:
+    """(format, tag column): the flags, else ``.conllu`` → CoNLL-U, else the training ones."""
+    trained = data.get("format") or "conllu"
+    fmt = options.format or ("conllu" if path.lower().endswith(".conllu") else trained)
+    if options.tag_column is not None:
+        return fmt, options.tag_column
+    return fmt, data.get("tag_column") if fmt == trained else None
+
+
+def _read_input(path: str) -> tuple[str, str | None]:
+    """(name for messages, text or None to read the file): ``-`` is stdin."""
+    if path == "-":
+        import sys
+
+        return "<stdin>", sys.stdin.read()
+    return path, None
