@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from rnnkit.apps.classify import ClassifyConfig
 from rnnkit.cli.main import main
 from rnnkit.data.classification import read_examples
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
@@ -19,7 +20,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig
 from rnnkit.tasks import classify
 
-TINY = ["--embed-dim", "16", "--hidden-size", "16", "--dropout", "0", "--word-dropout", "0",
+TINY = ["--embedding-size", "16", "--hidden-size", "16", "--dropout", "0", "--word-dropout", "0",
         "--batch-size", "16", "--lr", "0.02", "--eval-every", "0", "--no-progress",
         "--no-tensorboard", "--no-plot", "--weight-decay", "0"]
 WORDS = ["w" + str(i) for i in range(12)]
@@ -44,7 +45,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("classify")
     (root / "train.txt").write_text(synthetic(300, 1))
     (root / "dev.txt").write_text(synthetic(100, 2))
-    code = main(["classify", "train", "--train", str(root / "train.txt"), "--dev",
+    code = main(["classify", "train", "--train", str(root / "train.txt"), "--valid",
                  str(root / "dev.txt"), "--out", str(root / "run"), "--max-epochs", "6", *TINY])
     assert code == 0
     return root
@@ -100,7 +101,7 @@ def test_bucketed_and_unbucketed_predictions_agree(trained):
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_padding_never_changes_the_representation(pooling, bidirectional):
-    model = Classifier(ClassifierConfig(vocab_size=30, num_classes=3, embed_dim=6,
+    model = Classifier(ClassifierConfig(vocab_size=30, num_classes=3, embedding_size=6,
                                         hidden_size=5, num_layers=2, pooling=pooling,
                                         bidirectional=bidirectional, dropout=0.0)).eval()
     tokens = torch.randint(2, 30, (3, 7))
@@ -113,7 +114,7 @@ def test_padding_never_changes_the_representation(pooling, bidirectional):
 
 
 def test_last_pooling_is_the_final_hidden_state():
-    model = Classifier(ClassifierConfig(vocab_size=10, num_classes=2, embed_dim=4,
+    model = Classifier(ClassifierConfig(vocab_size=10, num_classes=2, embedding_size=4,
                                         hidden_size=3, bidirectional=True, dropout=0.0)).eval()
     tokens = torch.randint(2, 10, (1, 5))
     outputs, _ = model.rnn(model.embedding(tokens))  # (1, 5, 6)
@@ -154,7 +155,7 @@ def test_unseen_label_at_eval(trained, tmp_path, capsys):
 
 def test_embed_dropout_drops_whole_word_types():
     torch.manual_seed(0)
-    model = Classifier(ClassifierConfig(vocab_size=12, num_classes=2, embed_dim=4,
+    model = Classifier(ClassifierConfig(vocab_size=12, num_classes=2, embedding_size=4,
                                         hidden_size=3, dropout=0.0, embed_dropout=0.5))
     seen = []
     model.rnn.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
@@ -182,7 +183,7 @@ def test_embed_dropout_drops_whole_word_types():
 
 
 def test_embed_dropout_and_label_smoothing_train_and_are_saved(tmp_path, trained):
-    code = main(["classify", "train", "--train", str(trained / "train.txt"), "--dev",
+    code = main(["classify", "train", "--train", str(trained / "train.txt"), "--valid",
                  str(trained / "dev.txt"), "--out", str(tmp_path / "run"), "--max-epochs", "1",
                  *TINY, "--embed-dropout", "0.2", "--label-smoothing", "0.1"])
     assert code == 0
@@ -202,12 +203,12 @@ def test_adversarial_step_adds_the_loss_at_the_worst_nearby_embeddings():
                 for i, (t, label) in enumerate(zip(texts, ["pos", "neg", "neg"]))]
     vocab = Vocabulary.build((e.tokens for e in examples), specials=(PAD, UNK))
     labels = label_vocabulary([e.label for e in examples])
-    model_cfg = ClassifierConfig(vocab_size=len(vocab), num_classes=2, embed_dim=5,
+    model_cfg = ClassifierConfig(vocab_size=len(vocab), num_classes=2, embedding_size=5,
                                  hidden_size=4, dropout=0.0, pad_id=vocab.pad_id, pooling="max")
     model = Classifier(model_cfg).eval()  # no dropout: the two passes see the same network
     batch = classify.collate([vocab.encode(t) for t in texts], [1, 0, 0], vocab)
     eps = 0.7
-    task = classify.ClassifyTask(classify.ClassifyConfig(word_dropout=0.0, adversarial=eps),
+    task = classify.ClassifyTask(ClassifyConfig(word_dropout=0.0, adversarial=eps),
                                  examples, examples, vocab, labels, model_cfg)
     got = task.step(model, batch).loss
 
@@ -229,7 +230,7 @@ def test_adversarial_step_adds_the_loss_at_the_worst_nearby_embeddings():
 
 
 def test_adversarial_training_learns_the_rule(trained, tmp_path, capsys):
-    assert main(["classify", "train", "--train", str(trained / "train.txt"), "--dev",
+    assert main(["classify", "train", "--train", str(trained / "train.txt"), "--valid",
                  str(trained / "dev.txt"), "--out", str(tmp_path / "run"), "--max-epochs", "6",
                  *TINY, "--adversarial", "0.5"]) == 0
     capsys.readouterr()
@@ -245,7 +246,7 @@ def test_torchrun_two_processes_with_adversarial_training(trained, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2", "-m", "rnnkit", "classify", "train", "--train",
-               str(trained / "train.txt"), "--dev", str(trained / "dev.txt"), "--out",
+               str(trained / "train.txt"), "--valid", str(trained / "dev.txt"), "--out",
                str(tmp_path / "run"), "--max-steps", "4", *TINY, "--adversarial", "0.5"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -275,7 +276,7 @@ def test_bad_regularisation_values(tmp_path, trained, capsys, flag, value):
 
 def test_ensemble_eval_and_predict(trained, tmp_path, capsys):
     second = tmp_path / "second"
-    assert main(["classify", "train", "--train", str(trained / "train.txt"), "--dev",
+    assert main(["classify", "train", "--train", str(trained / "train.txt"), "--valid",
                  str(trained / "dev.txt"), "--out", str(second), "--max-epochs", "2", *TINY,
                  "--seed", "7"]) == 0
     members, labels, _ = classify.load_ensemble([str(trained / "run"), str(second)])
@@ -306,7 +307,7 @@ def test_ensemble_eval_and_predict(trained, tmp_path, capsys):
 def test_ensemble_needs_the_same_labels(trained, tmp_path, capsys):
     other = tmp_path / "other.txt"
     other.write_text((trained / "train.txt").read_text().replace("pos ", "yes "))
-    assert main(["classify", "train", "--train", str(other), "--dev", str(other), "--out",
+    assert main(["classify", "train", "--train", str(other), "--valid", str(other), "--out",
                  str(tmp_path / "other"), "--max-steps", "1", *TINY]) == 0
     capsys.readouterr()
     assert main(["classify", "eval", "--checkpoint", str(trained / "run"), "--checkpoint",
@@ -340,7 +341,7 @@ def spelling(tmp_path_factory):
     (root / "dev.txt").write_text(spelled(100, 2, stems[60:]))
     for name, flags in (("chars", ["--chars", "--char-dim", "8", "--char-hidden", "12",
                                    "--max-word-length", "12"]), ("words", [])):
-        assert main(["classify", "train", "--train", str(root / "train.txt"), "--dev",
+        assert main(["classify", "train", "--train", str(root / "train.txt"), "--valid",
                      str(root / "dev.txt"), "--out", str(root / name), "--max-epochs", "8",
                      *TINY, *flags]) == 0
     return root
@@ -430,7 +431,7 @@ def test_word_dropout_never_changes_the_characters():
 
 
 def test_classifier_with_chars_needs_them():
-    model = Classifier(ClassifierConfig(vocab_size=10, num_classes=2, embed_dim=4,
+    model = Classifier(ClassifierConfig(vocab_size=10, num_classes=2, embedding_size=4,
                                         hidden_size=3, char_vocab_size=8, char_dim=3,
                                         char_hidden=2, pooling="max", dropout=0.0)).eval()
     assert model.chars.output_size == 4

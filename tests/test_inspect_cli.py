@@ -83,7 +83,8 @@ def test_bad_input(lm_run, tmp_path, capsys):
     (tmp_path / "weird").mkdir()
     (tmp_path / "weird/config.json").write_text('{"task": "translate"}')
     _expect_error(capsys, ["inspect", "--checkpoint", str(tmp_path / "weird"), "--text", "a"],
-                  "this one is from task 'translate'")
+                  "the translate application has no inspect report; these have one: lm, tag, "
+                  "classify")
     assert not (tmp_path / "weird/report.html").exists()
     with pytest.raises(SystemExit) as exit_:
         main(["inspect", "--checkpoint", run])  # neither --text nor --file

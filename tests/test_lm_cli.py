@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
     """A small trained run directory, shared by the tests that only read it."""
     root = tmp_path_factory.mktemp("lm")
     (root / "p.txt").write_text(PATTERN)
-    code = main(["lm", "train", "--data", str(root / "p.txt"), "--out", str(root / "run"),
+    code = main(["lm", "train", "--train", str(root / "p.txt"), "--out", str(root / "run"),
                  "--max-steps", "20", "--eval-every", "10", *TINY])
     assert code == 0
     return root
@@ -54,8 +54,8 @@ def test_train_eval_generate(trained, capsys):
 def test_toml_config_and_flag_override(tmp_path):
     (tmp_path / "p.txt").write_text(PATTERN)
     (tmp_path / "run.toml").write_text(
-        f'data = "{tmp_path / "p.txt"}"\nout = "{tmp_path / "run"}"\ncell = "gru"\n'
-        "[train]\nmax_steps = 4\neval_every = 4\nlr = 0.5\n")
+        f'train = "{tmp_path / "p.txt"}"\nout = "{tmp_path / "run"}"\ncell = "gru"\n'
+        "[training]\nmax_steps = 4\neval_every = 4\nlr = 0.5\n")
     assert main(["lm", "train", "--config", str(tmp_path / "run.toml"), "--lr", "0.01",
                  *TINY]) == 0
     saved = json.loads((tmp_path / "run/best/config.json").read_text())
@@ -65,7 +65,7 @@ def test_toml_config_and_flag_override(tmp_path):
 
 def test_resume_from_cli_continues(trained, tmp_path):
     out = tmp_path / "copy"
-    args = ["lm", "train", "--data", str(trained / "p.txt"), "--out", str(out),
+    args = ["lm", "train", "--train", str(trained / "p.txt"), "--out", str(out),
             "--eval-every", "10", *TINY]
     assert main([*args, "--max-steps", "10"]) == 0
     assert main([*args, "--max-steps", "20", "--resume", str(out)]) == 0
@@ -74,7 +74,7 @@ def test_resume_from_cli_continues(trained, tmp_path):
     assert main(["lm", "train", "--resume", str(out / "last"), "--max-steps", "30"]) == 0
     saved = json.loads((out / "last/config.json").read_text())
     assert saved["step"] == 30 and saved["train"]["threads"] == 1
-    assert saved["lm"]["bptt"] == 16 and saved["train"]["eval_every"] == 10
+    assert saved["options"]["bptt"] == 16 and saved["train"]["eval_every"] == 10
 
 
 def _expect_error(capsys, argv, message):
@@ -90,23 +90,23 @@ def test_bad_corpora(tmp_path, capsys):
     (tmp_path / "dir").mkdir()
     (tmp_path / "bad.txt").write_bytes(b"abc\n\xc3\x28 broken\n")
     out = ["--out", str(tmp_path / "run"), *TINY]
-    _expect_error(capsys, ["lm", "train", "--data", str(tmp_path / "empty.txt"), *out], "empty")
-    _expect_error(capsys, ["lm", "train", "--data", str(tmp_path / "dir"), *out],
+    _expect_error(capsys, ["lm", "train", "--train", str(tmp_path / "empty.txt"), *out], "empty")
+    _expect_error(capsys, ["lm", "train", "--train", str(tmp_path / "dir"), *out],
                   "no files matching '*.txt'")
-    _expect_error(capsys, ["lm", "train", "--data", str(tmp_path / "bad.txt"), *out],
+    _expect_error(capsys, ["lm", "train", "--train", str(tmp_path / "bad.txt"), *out],
                   "bad.txt: invalid UTF-8 at byte 4 (line 2)")
-    _expect_error(capsys, ["lm", "train", "--data", str(tmp_path / "nope.txt"), *out],
+    _expect_error(capsys, ["lm", "train", "--train", str(tmp_path / "nope.txt"), *out],
                   "no such file")
     assert not (tmp_path / "run").exists()  # nothing left behind
     (tmp_path / "file").write_text("x")
-    _expect_error(capsys, ["lm", "train", "--data", str(tmp_path / "bad.txt"), *TINY, "--out",
+    _expect_error(capsys, ["lm", "train", "--train", str(tmp_path / "bad.txt"), *TINY, "--out",
                            str(tmp_path / "file")], "is not a directory")
 
 
 @pytest.mark.parametrize("flag, value", [("--bptt", "0"), ("--batch-size", "-1"),
                                          ("--lr", "0"), ("--dropout", "1.5")])
 def test_bad_options(trained, capsys, flag, value):
-    _expect_error(capsys, ["lm", "train", "--data", str(trained / "p.txt"), "--out",
+    _expect_error(capsys, ["lm", "train", "--train", str(trained / "p.txt"), "--out",
                            str(trained / "x"), *TINY, flag, value], flag)
 
 
@@ -140,7 +140,7 @@ def test_bad_checkpoints(trained, tmp_path, capsys):
     (broken / "config.json").write_text(json.dumps(config))
     _expect_error(capsys, ["lm", "generate", "--checkpoint", str(broken)],
                   "made by task 'tag', expected a 'lm' checkpoint")
-    _expect_error(capsys, ["lm", "train", *data, "--out", str(tmp_path / "r"), *TINY,
+    _expect_error(capsys, ["lm", "train", "--train", data[1], "--out", str(tmp_path / "r"), *TINY,
                            "--resume", str(trained / "run/best")], "trainer_state.pt")
 
 
@@ -156,7 +156,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     (tmp_path / "p.txt").write_text(PATTERN)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", "-m", "rnnkit", "lm", "train", "--data",
+               "--nproc-per-node", "2", "-m", "rnnkit", "lm", "train", "--train",
                str(tmp_path / "p.txt"), "--out", str(tmp_path / "run"), "--max-steps", "6",
                "--eval-every", "3", *TINY]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
@@ -178,7 +178,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 def test_word_and_bpe_tokenizers_end_to_end(tmp_path, capsys, tokenizer):
     text = "the cat sat on the mat.\nthe dog sat on the log.\n" * 40
     (tmp_path / "t.txt").write_text(text)
-    assert main(["lm", "train", "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"),
+    assert main(["lm", "train", "--train", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"),
                  "--tokenizer", tokenizer, "--vocab-size", "300", "--max-steps", "4",
                  "--eval-every", "4", *TINY]) == 0
     capsys.readouterr()
@@ -187,3 +187,29 @@ def test_word_and_bpe_tokenizers_end_to_end(tmp_path, capsys, tokenizer):
     assert capsys.readouterr().out.startswith("the")
     saved = json.loads((tmp_path / "r/best/tokenizer.json").read_text())
     assert saved["kind"] == tokenizer
+
+
+def test_old_data_flag_still_trains_with_one_warning(tmp_path, capsys):
+    (tmp_path / "p.txt").write_text(PATTERN)
+    assert main(["lm", "train", "--data", str(tmp_path / "p.txt"), "--out", str(tmp_path / "r"),
+                 "--max-steps", "2", "--eval-every", "2", *TINY]) == 0
+    assert capsys.readouterr().err.count("--data is deprecated; use --train") == 1
+    saved = json.loads((tmp_path / "r/last/config.json").read_text())
+    assert saved["options"]["train"] == str(tmp_path / "p.txt")
+
+
+def test_resume_of_a_run_saved_before_the_application_contract(trained, tmp_path):
+    """Runs from before stored their options under "lm" with "data": resume still reads them."""
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(trained / "run", out)
+    for name in ("last", "best"):
+        path = out / name / "config.json"
+        saved = json.loads(path.read_text())
+        saved["lm"] = {**saved.pop("options"), "data": str(trained / "p.txt")}
+        del saved["lm"]["train"]
+        path.write_text(json.dumps(saved))
+    assert main(["lm", "train", "--resume", str(out), "--max-steps", "22"]) == 0
+    saved = json.loads((out / "last/config.json").read_text())
+    assert saved["step"] == 22 and saved["options"]["train"] == str(trained / "p.txt")

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from rnnkit.apps import runner
+from rnnkit.apps.lm import LM, LMModel, LMOptions
 from rnnkit.data.streams import TokenStreams
 from rnnkit.data.tokenizers import build_tokenizer
 from rnnkit.models.lm import LanguageModel, LMConfig
-from rnnkit.tasks.lm import LanguageModelTask, LMTaskConfig, load_lm, train_lm
+from rnnkit.tasks.lm import LanguageModelTask, Prepared
 from rnnkit.tasks.lm_generate import SampleConfig, sample_text
 from rnnkit.train import Shard, TrainConfig
 
@@ -25,10 +27,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_task(**kw) -> LMTaskConfig:
-    base = dict(bptt=16, batch_size=8, embedding_size=16, hidden_size=32, num_layers=1,
-                dropout=0.0)
-    return LMTaskConfig(**{**base, **kw})
+def tiny_task(**kw) -> LMOptions:
+    base = {**dict(bptt=16, batch_size=8, embedding_size=16, hidden_size=32, num_layers=1,
+                   dropout=0.0), **kw}
+    model = {k: base.pop(k) for k in list(base) if k in LMModel.__dataclass_fields__}
+    return LMOptions(**base, model=LMModel(**model))
+
+
+def train_lm(config, train, out, **kw):
+    return runner.train(LM(), config, train, out, **kw)
+
+
+def load_lm(path, device):
+    loaded = runner.load("lm", path, device)
+    return loaded.model, loaded.tokenizer, loaded.options
 
 
 def fast_train(**kw) -> TrainConfig:
@@ -40,7 +52,7 @@ def fast_train(**kw) -> TrainConfig:
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_learns_a_deterministic_pattern(tmp_path, cell):
     (tmp_path / "p.txt").write_text(PATTERN)
-    config = tiny_task(data=str(tmp_path / "p.txt"), cell=cell, tie_weights=cell == "gru")
+    config = tiny_task(train=str(tmp_path / "p.txt"), cell=cell, tie_weights=cell == "gru")
     result = train_lm(config, fast_train(), tmp_path / "run")
     assert result.best_metric < 0.3, result.best_metric  # from ln(10) ≈ 2.3
 
@@ -52,8 +64,8 @@ def test_tbptt_state_is_carried_and_detached():
                    dropout=0.0)
     torch.manual_seed(0)
     model = LanguageModel(cfg)
-    task = LanguageModelTask(tiny_task(bptt=5, batch_size=3), cfg, tokenizer, tokens, tokens,
-                             1.0, 0)
+    task = LanguageModelTask(tiny_task(bptt=5, batch_size=3), cfg,
+                             Prepared(tokenizer, tokens, tokens, 1.0), 0)
     batches = iter(task.train_batches(0, Shard()))
     first, second = next(batches), next(batches)
     task.step(model, first)
@@ -75,7 +87,7 @@ def _first_state(model, batch):
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     (tmp_path / "p.txt").write_text(PATTERN)
-    config = tiny_task(data=str(tmp_path / "p.txt"), num_layers=2, dropout=0.1)
+    config = tiny_task(train=str(tmp_path / "p.txt"), num_layers=2, dropout=0.1)
     train_lm(config, fast_train(max_steps=10, eval_every=10), tmp_path / "run")
     model, tokenizer, _ = load_lm(tmp_path / "run", "cpu")
     again, _, _ = load_lm(tmp_path / "run" / "best", "cpu")
@@ -89,7 +101,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
 
 def test_generation_is_reproducible_with_a_seed(tmp_path):
     (tmp_path / "p.txt").write_text(PATTERN)
-    train_lm(tiny_task(data=str(tmp_path / "p.txt")), fast_train(max_steps=5, eval_every=5),
+    train_lm(tiny_task(train=str(tmp_path / "p.txt")), fast_train(max_steps=5, eval_every=5),
              tmp_path / "run")
     model, tokenizer, _ = load_lm(tmp_path / "run", "cpu")
 
@@ -129,7 +141,7 @@ class _StopAt:
 def test_interrupted_and_resumed_lm_run_matches_uninterrupted(tmp_path):
     """The carried TBPTT state, random chunk lengths and dropout all resume exactly."""
     (tmp_path / "p.txt").write_text(PATTERN)
-    config = tiny_task(data=str(tmp_path / "p.txt"), num_layers=2, dropout=0.2,
+    config = tiny_task(train=str(tmp_path / "p.txt"), num_layers=2, dropout=0.2,
                        random_bptt=True, batch_size=4)
     train = fast_train(max_steps=24, eval_every=8, log_every=1)
     train_lm(config, train, tmp_path / "a")

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from rnnkit.diagnostics.report import Report
+    from rnnkit.diagnostics.inspect import InspectConfig, InspectRun
     from rnnkit.train.api import Task
 
 __all__ = ["Application", "PrepareContext", "Checkpoint", "Verb", "NoOptions"]
@@ -63,11 +63,13 @@ class PrepareContext:
         shard: this process's part under torchrun (rank, world size).
         resume: the checkpoint being resumed (its ``last/``), or None: vocabularies, scalers and
             id maps must then come from it, not be rebuilt from the data.
+        seed: the run's seed (``--seed``), for any random split made here.
     """
 
     out_dir: Path
     shard: Shard
     resume: Checkpoint | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -80,12 +82,14 @@ class Checkpoint:
         options: the application's config the run was trained with (typed, rebuilt from
             ``saved["options"]``).
         device: where :meth:`load_weights` puts the model.
+        given: the path as the user gave it (for messages).
     """
 
     directory: Path
     saved: dict[str, Any]
     options: Any
     device: torch.device
+    given: str = ""
 
     def read_json(self, name: str) -> Any:
         """A JSON file the task saved beside the weights (``vocab.json``, …)."""
@@ -192,16 +196,23 @@ class Application:
         """The application's own commands (default: none)."""
         return []
 
-    def inspect(self, loaded: Any, text: str, report: Report) -> None:
-        """Fill ``report`` with what only this application knows about a run over ``text``
-        (optional; ``rnnkit inspect`` says so for an application without it)."""
+    def inspect(self, loaded: Any, config: InspectConfig) -> InspectRun:
+        """Run the model over ``config.text`` for the HTML report: what only this application
+        knows (its symbols, predictions, a loss for the gradient flow), built with the helpers
+        of :mod:`rnnkit.diagnostics.inspect` (optional: ``rnnkit inspect`` says when an
+        application has none)."""
         raise RnnkitError(f"rnnkit inspect: the {self.name} application has no report")
 
     # ---------------------------------------------------------------- helpers
 
+    def saved_values(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """The flat options saved in a checkpoint's ``config.json`` (override to read the
+        layout of checkpoints older than the contract)."""
+        return dict(saved.get("options", {}))
+
     def options_from(self, saved: dict[str, Any], directory: Path) -> Any:
         """The typed :attr:`Config` of a checkpoint's ``config.json``."""
-        values = {"__source__": str(directory / ckpt.CONFIG), **saved.get("options", {})}
+        values = {"__source__": str(directory / ckpt.CONFIG), **self.saved_values(saved)}
         known = {f.name for f in dataclasses.fields(self.Config)} | set(_leaf_names(self.Config))
         return build_config(self.Config, {k: v for k, v in values.items()
                                           if k in known or k == "__source__"})

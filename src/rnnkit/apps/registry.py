@@ -18,7 +18,10 @@ __all__ = ["BUILTIN", "register", "get", "names", "load_all"]
 
 # Module under rnnkit.apps of each built-in application (one line per application).
 BUILTIN: tuple[str, ...] = (
+    "lm",
     "tag",
+    "classify",
+    "translate",
 )
 
 _APPS: dict[str, type[Application]] = {}

@@ -22,7 +22,7 @@ from rnnkit.train.config import flat_options
 from rnnkit.train.distributed import Shard, finish_distributed, init_distributed
 from rnnkit.train.trainer import resolve_device
 
-__all__ = ["train", "load", "open_checkpoint", "saved_options", "run_dir_of", "summary"]
+__all__ = ["train", "load", "inspect", "open_checkpoint", "saved_options", "run_dir_of", "summary"]
 
 
 def train(app: Application, config: Any, train_config: TrainConfig, out_dir: str | os.PathLike,
@@ -37,7 +37,7 @@ def train(app: Application, config: Any, train_config: TrainConfig, out_dir: str
     shard = init_distributed(device)
     try:
         resumed = open_checkpoint(app, resume, "cpu", prefer="last") if resume else None
-        context = PrepareContext(out_dir, shard, resumed)
+        context = PrepareContext(out_dir, shard, resumed, train_config.seed)
         data = _in_rank_order(shard, lambda: app.prepare(config, context))
         seed_everything(train_config.seed)
         model = app.build_model(config, data)
@@ -92,7 +92,7 @@ def open_checkpoint(app: Application, path: str | os.PathLike, device: str = "au
     directory = ckpt.resolve_checkpoint(path, prefer=prefer)
     saved = ckpt.read_config(directory, app.name)
     options = app.options_from(saved, directory)
-    return Checkpoint(directory, saved, options, resolve_device(device))
+    return Checkpoint(directory, saved, options, resolve_device(device), str(path))
 
 
 def load(name: str, path: str | os.PathLike, device: str = "auto") -> Any:
@@ -103,12 +103,39 @@ def load(name: str, path: str | os.PathLike, device: str = "auto") -> Any:
     return app.load(open_checkpoint(app, path, device))
 
 
+def inspect(config) -> Path:
+    """``rnnkit inspect``: the report of ``config.checkpoint`` (any application with an
+    ``inspect`` hook) over ``config.text``; returns the report's path."""
+    from rnnkit.apps import registry
+    from rnnkit.diagnostics.inspect import write_inspect_report
+
+    directory = ckpt.resolve_checkpoint(config.checkpoint, prefer="best")
+    saved = ckpt.read_json(directory / ckpt.CONFIG)
+    task = saved.get("task") if isinstance(saved, dict) else None
+    if task not in registry.names():
+        raise RnnkitError(f"checkpoint {directory}: made by task {task!r}, which is not an "
+                          f"installed application ({', '.join(registry.names())})")
+    app = registry.get(task)
+    if type(app).inspect is Application.inspect:
+        raise RnnkitError(f"checkpoint {directory}: the {task} application has no inspect "
+                          f"report; these have one: {', '.join(_with_reports())}")
+    run = app.inspect(app.load(open_checkpoint(app, directory, "cpu")), config)
+    return write_inspect_report(run, directory, saved, config)
+
+
+def _with_reports() -> list[str]:
+    from rnnkit.apps import registry
+
+    return [name for name in registry.names()
+            if type(registry.get(name)).inspect is not Application.inspect]
+
+
 def saved_options(app: Application, path: str | os.PathLike) -> dict[str, Any]:
     """The options a run was started with (application and training, flat): the base that
     the TOML file and the flags override on ``--resume``."""
     directory = ckpt.resolve_checkpoint(path, prefer="last")
     saved = ckpt.read_config(directory, app.name)
-    return {"__source__": str(directory / ckpt.CONFIG), **saved.get("options", {}),
+    return {"__source__": str(directory / ckpt.CONFIG), **app.saved_values(saved),
             **saved.get("train", {})}
 
 
@@ -125,6 +152,8 @@ def summary(result: TrainResult) -> str:
     lines = [f"stopped ({result.stop_reason}) after {result.steps} steps: {shown}",
              f"best {result.monitor} {best} at step {result.best_step}; checkpoints in "
              f"{result.out_dir}"]
+    if result.best_dir is not None:
+        lines.append(f"best checkpoint: {result.best_dir}")
     if result.plot:
         lines.append(f"loss curves: {result.plot}")
     return "\n".join(lines)

@@ -186,10 +186,37 @@ class Tag(Application):
         doc = read_tagged(name, fmt=fmt, tag_column=column, require_tags=False, text=text)
         yield tag.predict_document(loaded.model, doc, loaded.vocabs, None, options.batch_size)
 
-    def inspect(self, loaded: Loaded, text: str, report) -> None:
-        from rnnkit.diagnostics.inspect import tagger_part
+    def inspect(self, loaded: Loaded, config):
+        """Per-word labels with their top-k; the gradient flow of the model's own labels."""
+        import torch
 
-        tagger_part(loaded.model, loaded.vocabs, text, report)
+        from rnnkit.diagnostics import inspect as di
+
+        model, vocabs, notes = loaded.model, loaded.vocabs, []
+        words = di.limit_symbols(config.text.split(), config, notes)
+        norm = [w.lower() if vocabs.lowercase else w for w in words]
+        chars = ([vocabs.chars.encode(w[: vocabs.max_word_length]) for w in words]
+                 if vocabs.chars is not None else [])
+        batch = tag.collate([tag.Encoded(vocabs.words.encode(norm), chars, [None] * len(words))],
+                            vocabs)
+        with di.Capture(di.top_layer(model)) as capture, torch.no_grad():
+            probs = torch.softmax(tag.forward(model, batch)[0].float(), dim=-1)  # (T, K)
+        best = probs.argmax(-1)
+        labels = vocabs.tags.decode(best.tolist())
+        predictions, table = [], []
+        for t, word in enumerate(words):
+            text, cells = di.top_k_cells(probs[t], config.top_k,
+                                         lambda i: vocabs.tags.decode([i])[0])
+            predictions.append(text.replace("next: ", "labels: "))
+            table.append([str(t), word, labels[t], f"{float(probs[t, best[t]]):.2f}", *cells[1:]])
+
+        def loss_fn(m, _):
+            return torch.nn.functional.cross_entropy(tag.forward(m, batch)[0].float(), best)
+
+        header = ["t", "word", "label", "p", *[f"#{k + 2}" for k in range(config.top_k - 1)]]
+        return di.InspectRun(model, words, capture.output, predictions, loss_fn, labels=labels,
+                             table=table, table_title="Per-word labels", table_header=header,
+                             words=True, notes=notes)
 
 
 def _model_config(config: TagConfig, vocabs: tag.TagVocabs) -> TaggerConfig:

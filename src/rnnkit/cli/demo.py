@@ -1,4 +1,4 @@
-"""``rnnkit demo``: thin front end of :mod:`rnnkit.tasks.demo`."""
+"""``rnnkit demo``: thin front end of :mod:`rnnkit.apps.lm_demo`."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.demo import DemoConfig, run_demo
+    from rnnkit.apps.lm_demo import DemoConfig, run_demo
 
     return run_demo(DemoConfig(args.minutes, args.out, args.device, args.seed, args.threads,
                                args.progress))

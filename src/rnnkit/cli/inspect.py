@@ -54,12 +54,13 @@ def _unit_list(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnnkit.diagnostics.inspect import InspectConfig, inspect_checkpoint, read_input_text
+    from rnnkit.apps.runner import inspect
+    from rnnkit.diagnostics.inspect import InspectConfig, read_input_text
 
     text = args.text if args.file is None else read_input_text(args.file)
     source = "--text" if args.file is None else f"--file {args.file}"
     config = InspectConfig(args.checkpoint, text, args.out, args.units, args.num_units,
                            args.top_k, args.max_symbols, source)
-    path = inspect_checkpoint(config)
+    path = inspect(config)
     print(f"report: {path}")
     return 0

@@ -18,7 +18,7 @@ from rnnkit.cli.builder import add_application
 from rnnkit.errors import RnnkitError
 
 # Modules under rnnkit.cli that add a tool command (not an application).
-TOOLS = ("demo", "lm", "classify", "translate", "chat", "inspect")
+TOOLS = ("demo", "chat", "inspect")
 
 EPILOG = """examples:
   rnnkit demo                      train a character LSTM on Python's own source, then write code

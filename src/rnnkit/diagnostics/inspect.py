@@ -1,9 +1,11 @@
-"""``rnnkit inspect``: run a checkpoint on a text and write the HTML report.
+"""The HTML report of one run of a checkpoint over a text (``rnnkit inspect``).
 
-For a language model, a tagger or a classifier checkpoint: the input read by the model, the
-activations of chosen units of its top recurrent layer (by default the ones that vary most over
-this input), its predictions (top-k next tokens, per-word labels, or class probabilities), the
-gradient flow through time on this input, and the training curves of the run's metrics log.
+Each application's ``inspect`` hook runs its model over the text and returns an
+:class:`InspectRun` (the symbols read, the top recurrent layer's outputs, its predictions, a loss
+for the gradient flow), built with the helpers here (:class:`Capture`, :func:`limit_symbols`,
+:func:`top_k_cells`); :func:`write_inspect_report` adds the activations of chosen units (by
+default the ones that vary most over this input), the gradient flow through time on this input
+and the training curves of the run's metrics log, and writes the page.
 
 The gradient flow needs a loss: for a language model the next-token loss of the text itself;
 for a tagger or classifier, which have no gold labels here, the loss of the model's own
@@ -25,13 +27,10 @@ from rnnkit.diagnostics.flow import gradient_flow
 from rnnkit.diagnostics.report import Report, UnitTrace, write_report
 from rnnkit.errors import RnnkitError
 from rnnkit.nn.rnn import RecurrentBase
-from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.logging import read_metrics
 
-__all__ = ["InspectConfig", "inspect_checkpoint", "default_output", "read_input_text"]
-
-TASKS = ("lm", "tag", "classify")
-
+__all__ = ["InspectConfig", "InspectRun", "Capture", "top_layer", "limit_symbols", "top_k_cells",
+           "write_inspect_report", "default_output", "read_input_text"]
 
 @dataclass
 class InspectConfig:
@@ -56,8 +55,9 @@ class InspectConfig:
 
 
 @dataclass
-class _Run:
-    """One pass of a model over the input, whatever the task."""
+class InspectRun:
+    """One pass of a model over the input, whatever the application: what an application's
+    ``inspect`` hook returns and the report shows."""
 
     model: nn.Module
     symbols: list[str]
@@ -71,6 +71,7 @@ class _Run:
     class_probs: list[tuple[str, float]] = field(default_factory=list)
     words: bool = False
     notes: list[str] = field(default_factory=list)
+    loss_note: str = "loss of the model's own predictions"  # what the gradient flow is of
 
 
 def default_output(directory: Path) -> Path:
@@ -78,16 +79,9 @@ def default_output(directory: Path) -> Path:
     return _run_dir(directory) / "report.html"
 
 
-def inspect_checkpoint(config: InspectConfig) -> Path:
-    """Write the report of ``config.checkpoint`` on ``config.text``; returns its path."""
-    directory = ckpt.resolve_checkpoint(config.checkpoint, prefer="best")
-    saved = ckpt.read_json(directory / ckpt.CONFIG)
-    task = saved.get("task") if isinstance(saved, dict) else None
-    if task not in TASKS:
-        raise RnnkitError(f"checkpoint {directory}: inspect reads {', '.join(TASKS)} "
-                          f"checkpoints, this one is from task {task!r}")
-    run = {"lm": _run_lm, "tag": _run_tagger, "classify": _run_classifier}[task](
-        directory, config)
+def write_inspect_report(run: InspectRun, directory: Path, saved: dict,
+                         config: InspectConfig) -> Path:
+    """Write the report of one application's ``run`` over ``config.text``; returns its path."""
     report = _report(run, directory, saved, config)
     out = Path(config.out) if config.out else default_output(directory)
     try:
@@ -100,7 +94,7 @@ def inspect_checkpoint(config: InspectConfig) -> Path:
 # ---------------------------------------------------------------------- activations
 
 
-def _top_layer(model: nn.Module) -> RecurrentBase:
+def top_layer(model: nn.Module) -> RecurrentBase:
     layer = getattr(model, "rnn", None)
     if isinstance(layer, RecurrentBase):
         return layer
@@ -110,13 +104,13 @@ def _top_layer(model: nn.Module) -> RecurrentBase:
     raise RnnkitError("the model has no rnnkit recurrent layer to inspect")
 
 
-class _Capture:
+class Capture:
     """Keep the output ``(T, B, D·H)`` (or batch-first) of the model's recurrent stack."""
 
     def __init__(self, layer: RecurrentBase) -> None:
         self.layer, self.output = layer, None
 
-    def __enter__(self) -> _Capture:
+    def __enter__(self) -> Capture:
         self.handle = self.layer.register_forward_hook(self._hook)
         return self
 
@@ -142,7 +136,7 @@ def _choose_units(hidden: Tensor, config: InspectConfig) -> list[UnitTrace]:
             for u in order]
 
 
-def _limit(symbols: list, config: InspectConfig, notes: list[str]) -> list:
+def limit_symbols(symbols: list, config: InspectConfig, notes: list[str]) -> list:
     if len(symbols) > config.max_symbols:
         notes.append(f"The input has {len(symbols)} symbols; only the first "
                      f"{config.max_symbols} are shown (--max-symbols).")
@@ -150,111 +144,19 @@ def _limit(symbols: list, config: InspectConfig, notes: list[str]) -> list:
     return symbols
 
 
-def _top_k_text(probs: Tensor, k: int, name) -> tuple[str, list[str]]:
+def top_k_cells(probs: Tensor, k: int, name) -> tuple[str, list[str]]:
     values, ids = probs.topk(min(k, probs.numel()))
     cells = [f"{name(i)!r} {p:.2f}" for p, i in zip(values.tolist(), ids.tolist())]
     return "next: " + "  ".join(cells), cells
 
 
-# ---------------------------------------------------------------------- tasks
-
-
-def _run_lm(directory: Path, config: InspectConfig) -> _Run:
-    from rnnkit.tasks.lm import load_lm
-
-    model, tokenizer, _ = load_lm(directory, device="cpu")
-    notes: list[str] = []
-    ids = _limit([int(i) for i in tokenizer.encode(config.text)], config, notes)
-    if not ids:
-        raise RnnkitError(f"{config.source}: no tokens in the text")
-    tokens = torch.tensor(ids, dtype=torch.long).unsqueeze(1)  # (T, 1)
-    with _Capture(_top_layer(model)) as capture, torch.no_grad():
-        logits, _ = model(tokens)  # (T, 1, V)
-    probs = torch.softmax(logits[:, 0].float(), dim=-1)  # (T, V)
-    symbols = [tokenizer.decode([i]) for i in ids]
-    predictions, table = [], []
-    for t, symbol in enumerate(symbols):
-        text, cells = _top_k_text(probs[t], config.top_k, lambda i: tokenizer.decode([i]))
-        actual = f"{float(probs[t - 1, ids[t]]):.2f}" if t > 0 else ""
-        predictions.append(text)
-        table.append([str(t), repr(symbol), actual, *cells])
-
-    def loss_fn(m, _):
-        out, _ = m(tokens)
-        if len(ids) < 2:
-            return out.float().logsumexp(-1).sum()
-        return nn.functional.cross_entropy(out[:-1, 0].float(), tokens[1:, 0])
-
-    header = ["t", "symbol", "p(symbol)", *[f"#{k + 1} next" for k in range(config.top_k)]]
-    return _Run(model, symbols, capture.output, predictions, loss_fn, table=table,
-                table_title=f"Top-{config.top_k} next-token predictions", table_header=header,
-                notes=notes)
-
-
-def _run_tagger(directory: Path, config: InspectConfig) -> _Run:
-    from rnnkit.tasks import tag
-
-    model, vocabs, _ = tag.load(str(directory))
-    notes: list[str] = []
-    words = _limit(config.text.split(), config, notes)
-    norm = [w.lower() if vocabs.lowercase else w for w in words]
-    chars = ([vocabs.chars.encode(w[: vocabs.max_word_length]) for w in words]
-             if vocabs.chars is not None else [])
-    item = tag.Encoded(vocabs.words.encode(norm), chars, [None] * len(words))
-    batch = tag.collate([item], vocabs)
-    with _Capture(_top_layer(model)) as capture, torch.no_grad():
-        logits = tag.forward(model, batch)[0]  # (T, K)
-    probs = torch.softmax(logits.float(), dim=-1)
-    best = probs.argmax(-1)
-    labels = vocabs.tags.decode(best.tolist())
-    predictions, table = [], []
-    for t, word in enumerate(words):
-        text, cells = _top_k_text(probs[t], config.top_k, lambda i: vocabs.tags.decode([i])[0])
-        predictions.append(text.replace("next: ", "labels: "))
-        table.append([str(t), word, labels[t], f"{float(probs[t, best[t]]):.2f}", *cells[1:]])
-
-    def loss_fn(m, _):
-        return nn.functional.cross_entropy(tag.forward(m, batch)[0].float(), best)
-
-    header = ["t", "word", "label", "p", *[f"#{k + 2}" for k in range(config.top_k - 1)]]
-    return _Run(model, words, capture.output, predictions, loss_fn, labels=labels, table=table,
-                table_title="Per-word labels", table_header=header, words=True, notes=notes)
-
-
-def _run_classifier(directory: Path, config: InspectConfig) -> _Run:
-    from rnnkit.tasks import classify
-
-    model, vocab, label_vocab, data = classify.load(str(directory))
-    notes: list[str] = []
-    words = _limit(config.text.split(), config, notes)
-    tokens = [w.lower() for w in words] if data.get("lowercase") else words
-    chars = data.get("chars")  # the character vocabulary of a --chars classifier, or None
-    batch = classify.collate([vocab.encode(tokens)], None, vocab,
-                             char_ids=None if chars is None else [chars.encode(tokens)],
-                             char_pad=0 if chars is None else chars.vocab.pad_id)
-    with _Capture(_top_layer(model)) as capture, torch.no_grad():
-        logits = classify.logits_of(model, batch)[0]  # (K,)
-    probs = torch.softmax(logits.float(), dim=-1)
-    names = label_vocab.decode(list(range(len(probs))))
-    ranked = sorted(zip(names, probs.tolist()), key=lambda pair: -pair[1])
-    best = probs.argmax().reshape(1)
-    summary = "classes: " + "  ".join(f"{n} {p:.2f}" for n, p in ranked[: config.top_k])
-
-    def loss_fn(m, _):
-        return nn.functional.cross_entropy(classify.logits_of(m, batch).float(), best)
-
-    return _Run(model, words, capture.output, [summary] * len(words), loss_fn,
-                class_probs=ranked, words=True, notes=notes)
-
-
 # ---------------------------------------------------------------------- the report
 
 
-def _report(run: _Run, directory: Path, saved: dict, config: InspectConfig) -> Report:
+def _report(run: InspectRun, directory: Path, saved: dict, config: InspectConfig) -> Report:
     units = _choose_units(run.hidden.float(), config)
     flow = gradient_flow(run.model, None, run.loss_fn)
-    loss_note = ("next-token loss of the input" if saved["task"] == "lm"
-                 else "loss of the model's own predictions")
+    loss_note = run.loss_note
     images = []
     png = plots.plot_flow_by_distance(flow, f"Gradient flow on this input ({loss_note})")
     if png:

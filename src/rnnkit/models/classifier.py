@@ -47,7 +47,7 @@ class ClassifierConfig:
 
     vocab_size: int
     num_classes: int
-    embed_dim: int = 128
+    embedding_size: int = 128
     hidden_size: int = 128
     num_layers: int = 1
     cell: str = "lstm"
@@ -61,7 +61,7 @@ class ClassifierConfig:
     char_hidden: int = 64
 
     def __post_init__(self) -> None:
-        check_model_config(self, ("vocab_size", "num_classes", "embed_dim", "hidden_size",
+        check_model_config(self, ("vocab_size", "num_classes", "embedding_size", "hidden_size",
                                   "num_layers"))
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {', '.join(POOLINGS)}, "
@@ -85,12 +85,12 @@ class Classifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim,
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size,
                                       padding_idx=config.pad_id)
         self.chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
                                   config.cell, config.pad_id)
                       if config.char_vocab_size > 0 else None)
-        input_size = config.embed_dim + (self.chars.output_size if self.chars else 0)
+        input_size = config.embedding_size + (self.chars.output_size if self.chars else 0)
         self.rnn = CELLS[config.cell](
             input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
             bidirectional=config.bidirectional,

@@ -1,5 +1,5 @@
-"""Sequence classification: text → :class:`~rnnkit.models.classifier.Classifier` → label, with
-``train`` / ``evaluate`` / ``predict``.
+"""Sequence classification: the pieces of the ``classify`` application
+(:mod:`rnnkit.apps.classify`): text → :class:`~rnnkit.models.classifier.Classifier` → label.
 
 Tokens are looked up in a vocabulary of the training tokens seen ``min_freq`` times or more
 (others are ``<unk>``); while training, tokens seen once are replaced by ``<unk>`` with
@@ -15,9 +15,8 @@ member keeps its own vocabularies).
 from __future__ import annotations
 
 import json
-import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -27,100 +26,31 @@ from rnnkit.data.bucketing import BucketBatchSampler, pad_sequences
 from rnnkit.data.classification import Example, guess_format, read_examples
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import CELLS
-from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig
+from rnnkit.models._config import renamed
+from rnnkit.models.classifier import Classifier, ClassifierConfig
 from rnnkit.tasks import metrics as M
 from rnnkit.tasks._labels import (
     check_known,
     device_of,
-    label_vocabulary,
     run_in_buckets,
     shard_batches,
 )
-from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.train import StepOutput
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.config import option as _opt
 
-__all__ = ["ClassifyConfig", "ClassifyTask", "CharVocab", "train", "load", "load_ensemble", "read",
-           "predict_probs", "ensemble_probs", "evaluate_examples", "format_predictions"]
+__all__ = ["ClassifyTask", "CharVocab", "load", "load_ensemble", "read", "predict_probs",
+           "ensemble_probs", "evaluate_examples", "format_predictions"]
 
 DATA_KEYS = ("format", "text_column", "label_column", "header", "lowercase")
 
 
-@dataclass
-class ClassifyConfig:
-    """Data and model options of the classification task (training options: the Trainer's)."""
-
-    train: str = _opt("", "training file")
-    dev: str = _opt("", "development file, evaluated during training")
-    format: str | None = _opt(
-        None, "label-text, tsv, csv or jsonl (default: from the extension, else label-text)",
-        choices=("label-text", "tsv", "csv", "jsonl"))
-    text_column: str | None = _opt(
-        None,
-        "text column: header name or 1-based number (tsv/csv, default 2), field (jsonl, default "
-        "text)")
-    label_column: str | None = _opt(
-        None,
-        "label column: header name or 1-based number (tsv/csv, default 1), field (jsonl, default "
-        "label)")
-    header: bool | None = _opt(
-        None, "tsv/csv: the first row is a header (default: when a column is given by name)")
-    lowercase: bool = _opt(False, "lower-case the text")
-    min_freq: int = _opt(1, "tokens seen fewer times are <unk>")
-    word_dropout: float = _opt(
-        0.1, "probability of replacing a token seen once in training by <unk> while training")
-    cell: str = _opt("lstm", "recurrent cell", choices=tuple(CELLS))
-    embed_dim: int = _opt(128, "embedding size")
-    hidden_size: int = _opt(128, "hidden size (per direction)")
-    num_layers: int = _opt(1, "RNN layers")
-    bidirectional: bool = _opt(True, "read the text both ways")
-    pooling: str = _opt(
-        "last", "sequence representation: last (final hidden state), mean, max or attention",
-        choices=POOLINGS)
-    dropout: float = _opt(0.5, "dropout on embeddings, between layers and before the output layer")
-    embed_dropout: float = _opt(
-        0.0,
-        "probability of dropping a whole word type (every occurrence in the batch) while training "
-        "(Gal & Ghahramani)")
-    label_smoothing: float = _opt(0.0, "label smoothing of the training loss (0: none)")
-    adversarial: float = _opt(
-        0.0,
-        "adversarial training (Miyato et al. 2017): also learn from each text with its word "
-        "embeddings moved this far (L2 norm per text) in the direction that raises its loss "
-        "most; about 1.6x the time per step (0: off)")
-    chars: bool = _opt(
-        False, "add a character-RNN encoding of each token (its spelling) to its embedding")
-    char_dim: int = _opt(32, "character embedding size (with --chars)")
-    char_hidden: int = _opt(64, "char RNN hidden size, per direction (with --chars)")
-    max_word_length: int = _opt(30, "characters of a token the char RNN reads (with --chars)")
-    batch_size: int = _opt(32, "texts per batch")
-
-    def __post_init__(self) -> None:
-        for name in ("min_freq", "embed_dim", "hidden_size", "num_layers", "char_dim",
-                     "char_hidden", "max_word_length", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
-                                 f"got {getattr(self, name)}")
-        if not 0.0 <= self.word_dropout < 1.0:
-            raise ValueError(f"--word-dropout: expected a value in [0, 1), got {self.word_dropout}")
-        if not 0.0 <= self.embed_dropout < 1.0:
-            raise ValueError(f"--embed-dropout: expected a value in [0, 1), "
-                             f"got {self.embed_dropout}")
-        if not 0.0 <= self.adversarial < math.inf:
-            raise ValueError(f"--adversarial: expected a finite value >= 0, got {self.adversarial}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"--label-smoothing: expected a value in [0, 1), "
-                             f"got {self.label_smoothing}")
-
-
-def read(path: str, options: ClassifyConfig | dict, *, require_labels: bool = True,
+def read(path: str, options: dict, *, require_labels: bool = True,
          text: str | None = None) -> list[Example]:
     """A classification file read with the task's format and column options."""
-    data = options if isinstance(options, dict) else asdict(options)
-    return read_examples(path, fmt=data["format"], text_column=data["text_column"],
-                         label_column=data["label_column"], header=data["header"],
-                         require_labels=require_labels, lowercase=data["lowercase"], text=text)
+    return read_examples(path, fmt=options["format"], text_column=options["text_column"],
+                         label_column=options["label_column"], header=options["header"],
+                         require_labels=require_labels, lowercase=options["lowercase"],
+                         text=text)
 
 
 @dataclass
@@ -271,7 +201,7 @@ class ClassifyTask:
     monitor_mode = "max"
     unit = "ex"
 
-    def __init__(self, config: ClassifyConfig, train_examples: list[Example],
+    def __init__(self, config, train_examples: list[Example],
                  dev_examples: list[Example], vocab: Vocabulary, labels: Vocabulary,
                  model_cfg: ClassifierConfig, seed: int = 0,
                  chars: CharVocab | None = None) -> None:
@@ -311,7 +241,7 @@ class ClassifyTask:
         noise = None
         if eps > 0.0:
             tokens = batch["tokens"]
-            dim = self.model_cfg.embed_dim
+            dim = self.model_cfg.embedding_size
             noise = torch.zeros(*tokens.shape, dim, device=device_of(model), requires_grad=True)
         logits = logits_of(model, batch, noise)
         loss = nnf.cross_entropy(logits, labels.to(logits.device),
@@ -345,40 +275,6 @@ class ClassifyTask:
         return {ckpt.CONFIG: {"model": self.model_cfg.to_dict(), "data": data}, **files}
 
 
-def train(config: ClassifyConfig, train_config: TrainConfig, out_dir: str,
-          resume: str | None = None) -> TrainResult:
-    """Read the data, build the vocabularies and a classifier, train it with the Trainer.
-    Without a dev file, up to 10 % of the training data (at most 1000 examples) is held out."""
-    if not config.train:
-        raise RnnkitError("--train: a training file is required")
-    train_examples = read(config.train, config)
-    if config.dev:
-        dev_examples = read(config.dev, config)
-    else:
-        held = min(1000, len(train_examples) // 10)
-        if held < 1:
-            raise RnnkitError(f"{config.train}: too few examples to hold out a dev set; "
-                              "give --dev")
-        shuffled = random.Random(train_config.seed).sample(train_examples, len(train_examples))
-        dev_examples, train_examples = shuffled[:held], shuffled[held:]
-    vocab = Vocabulary.build((e.tokens for e in train_examples), min_freq=config.min_freq,
-                             specials=(PAD, UNK))
-    labels = label_vocabulary([e.label for e in train_examples])
-    chars = CharVocab.build(train_examples, config.max_word_length) if config.chars else None
-    seed_everything(train_config.seed)
-    model_cfg = ClassifierConfig(
-        vocab_size=len(vocab), num_classes=len(labels), embed_dim=config.embed_dim,
-        hidden_size=config.hidden_size, num_layers=config.num_layers, cell=config.cell,
-        bidirectional=config.bidirectional, pooling=config.pooling, dropout=config.dropout,
-        pad_id=vocab.pad_id, embed_dropout=config.embed_dropout,
-        char_vocab_size=len(chars.vocab) if chars is not None else 0, char_dim=config.char_dim,
-        char_hidden=config.char_hidden,
-    )
-    task = ClassifyTask(config, train_examples, dev_examples, vocab, labels, model_cfg,
-                        train_config.seed, chars)
-    return Trainer(Classifier(model_cfg), task, train_config, out_dir).fit(resume)
-
-
 def load(checkpoint: str) -> tuple[Classifier, Vocabulary, Vocabulary, dict]:
     """Model, token and label vocabularies, and the data options of a checkpoint; under
     ``data["chars"]`` the :class:`CharVocab` of a classifier with a char RNN, else None."""
@@ -388,7 +284,7 @@ def load(checkpoint: str) -> tuple[Classifier, Vocabulary, Vocabulary, dict]:
     labels = Vocabulary.from_json(ckpt.read_json(directory / "labels.json"),
                                   source=str(directory))
     try:
-        model = Classifier(ClassifierConfig(**config["model"]))
+        model = Classifier(ClassifierConfig(**renamed(config["model"])))
     except (KeyError, TypeError, ValueError) as err:
         raise RnnkitError(f"checkpoint {directory}: bad model config: {err}") from None
     ckpt.load_weights(directory, model)

@@ -3,7 +3,8 @@
 The corpus is present on every machine with Python: the ``*.py`` files of the installed standard
 library (``sysconfig.get_paths()["stdlib"]``), without tests and third-party packages, up to a
 size the time budget can use. Samples are printed as the model learns; the run ends with a
-longer sample from the best checkpoint. Everything else is ``rnnkit lm train``.
+longer sample from the best checkpoint. Everything else is ``rnnkit lm train``
+(:mod:`rnnkit.apps.lm`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnkit.apps import runner
+from rnnkit.apps.lm import LM, LMModel, LMOptions
 from rnnkit.errors import RnnkitError
-from rnnkit.tasks.lm import LMTaskConfig, load_lm, train_lm
 from rnnkit.tasks.lm_generate import SampleConfig, sample_text
 from rnnkit.train import Callback, TrainConfig
 
@@ -73,12 +75,12 @@ class PrintSamples(Callback):
         trainer.write(f"--- sample at step {trainer.step} ---\n{text}\n---")
 
 
-def demo_configs(config: DemoConfig, train_minutes: float) -> tuple[LMTaskConfig, TrainConfig]:
+def demo_configs(config: DemoConfig, train_minutes: float) -> tuple[LMOptions, TrainConfig]:
     """The model, data and training options of the demo."""
-    task = LMTaskConfig(
-        data="", errors="replace", tokenizer="char", bptt=64, batch_size=32,
-        max_valid_tokens=16384, cell="lstm", embedding_size=64, hidden_size=256,
-        num_layers=1, dropout=0.0,
+    task = LMOptions(
+        train="", errors="replace", tokenizer="char", bptt=64, batch_size=32,
+        max_valid_tokens=16384,
+        model=LMModel(cell="lstm", embedding_size=64, hidden_size=256, num_layers=1, dropout=0.0),
     )
     train = TrainConfig(
         lr=4e-3, weight_decay=0.01, schedule="cosine", warmup_steps=20, clip_norm=1.0,
@@ -92,13 +94,13 @@ def demo_configs(config: DemoConfig, train_minutes: float) -> tuple[LMTaskConfig
 
 def write_report(checkpoint: Path, files: list[Path]) -> Path:
     """``rnnkit inspect``'s HTML report of ``checkpoint`` on the start of a corpus file."""
-    from rnnkit.diagnostics.inspect import InspectConfig, inspect_checkpoint
+    from rnnkit.diagnostics.inspect import InspectConfig
 
     for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")[:400]
         if len(text.strip()) >= 100:
-            return inspect_checkpoint(InspectConfig(str(checkpoint), text, source=str(path)))
-    return inspect_checkpoint(InspectConfig(str(checkpoint), "def main():\n    return 0\n"))
+            return runner.inspect(InspectConfig(str(checkpoint), text, source=str(path)))
+    return runner.inspect(InspectConfig(str(checkpoint), "def main():\n    return 0\n"))
 
 
 def run_demo(config: DemoConfig) -> int:
@@ -109,13 +111,14 @@ def run_demo(config: DemoConfig) -> int:
     files = stdlib_files(max_bytes=int(min(max(total * 30_000, 200_000), 20_000_000)))
     task, train = demo_configs(config, train_minutes=0.8 * total / 60)
     # every tenth file is validation: spread over the library, unlike a tail of sorted files
-    task.data = ",".join(str(f) for i, f in enumerate(files) if i % 10 != 5)
+    task.train = ",".join(str(f) for i, f in enumerate(files) if i % 10 != 5)
     task.valid = ",".join(str(f) for f in files[5::10]) or None
     print(f"rnnkit demo: a character LSTM learns Python from {len(files)} files of "
           f"{Path(files[0]).parent} ({config.minutes:g} min budget)", flush=True)
     train.max_minutes = max(0.8 * total - (time.monotonic() - started), 1.0) / 60
-    result = train_lm(task, train, config.out, callbacks=[PrintSamples(config.seed)])
-    model, tokenizer, _ = load_lm(result.best_dir or result.last_dir, config.device)
+    result = runner.train(LM(), task, train, config.out, callbacks=[PrintSamples(config.seed)])
+    loaded = runner.load("lm", result.best_dir or result.last_dir, config.device)
+    model, tokenizer = loaded.model, loaded.tokenizer
     print(f"\nbest validation loss {result.best_metric:.3f} nats/char after {result.steps} "
           f"steps. A sample from {result.best_dir or result.last_dir}:\n", flush=True)
     sample = SampleConfig(max_tokens=500, temperature=0.7, seed=config.seed)

@@ -1,0 +1,292 @@
+"""``rnnkit classify``: text classification from an RNN's final state (or pooled states).
+
+The pieces (encoding, the Trainer's task, ensembles, scoring) are in
+:mod:`rnnkit.tasks.classify`; this file is the application: its options, how it prepares data,
+builds and loads the model, and what ``eval`` and ``predict`` do. ``--checkpoint`` given several
+times makes an ensemble (the mean of the class probabilities).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import asdict, dataclass
+
+from rnnkit.apps.base import Application, Checkpoint, PrepareContext
+from rnnkit.apps.registry import register
+from rnnkit.data.vocab import PAD, UNK, Vocabulary
+from rnnkit.errors import RnnkitError
+from rnnkit.models._config import CELLS
+from rnnkit.models.classifier import POOLINGS, ClassifierConfig
+from rnnkit.tasks import classify
+from rnnkit.tasks import metrics as M
+from rnnkit.tasks._labels import UNKNOWN_LABELS, label_vocabulary
+from rnnkit.train.config import option, section
+
+__all__ = ["Classify", "ClassifyConfig", "ClassifyModel"]
+
+EXAMPLES = """\
+  rnnkit classify train --train stsa.binary.train --valid stsa.binary.dev --out runs/sst2
+  rnnkit classify train --train reviews.tsv --text-column review --label-column stars \\
+      --pooling attention --out runs/reviews
+  rnnkit classify train --train data.jsonl --text-column body --label-column topic
+  rnnkit classify train --train stsa.binary.train --valid stsa.binary.dev --chars \\
+      --out runs/sst2-chars       (a character RNN per token, for words unseen in training)
+  rnnkit classify eval --checkpoint runs/sst2 --data stsa.binary.dev --confusion-png cm.png
+  rnnkit classify eval --checkpoint runs/sst2 --data stsa.binary.dev --json
+  rnnkit classify eval --checkpoint runs/s1 --checkpoint runs/s2 --checkpoint runs/s3 \\
+      --data stsa.binary.dev          (an ensemble: the mean of the class probabilities)
+  echo "a gripping , funny film" | rnnkit classify predict --checkpoint runs/sst2
+  rnnkit classify predict --checkpoint runs/sst2 --input texts.txt --output-format jsonl
+
+files: 'LABEL TEXT' lines (label-text, the SST-2 files), tsv/csv (columns by header name or
+1-based number; --header/--no-header), jsonl (field names). predict reads one text a line
+(or the training format with --format) and writes label, probability and text. eval and
+predict take --checkpoint several times for an ensemble (same labels; each member keeps its
+own vocabularies, word and, with --chars, character; the data options are the first
+checkpoint's).
+"""
+
+FORMATS = ("label-text", "tsv", "csv", "jsonl")
+
+
+@dataclass
+class ClassifyModel:
+    """Model options of the classifier (the sizes that come from the data are added at build)."""
+
+    cell: str = option("lstm", "recurrent cell", choices=tuple(CELLS))
+    embedding_size: int = option(128, "embedding size", aliases=("embed_dim",))
+    hidden_size: int = option(128, "hidden size (per direction)")
+    num_layers: int = option(1, "RNN layers")
+    bidirectional: bool = option(True, "read the text both ways")
+    pooling: str = option(
+        "last", "sequence representation: last (final hidden state), mean, max or attention",
+        choices=POOLINGS)
+    dropout: float = option(0.5, "dropout on embeddings, between layers and before the output "
+                                 "layer")
+    embed_dropout: float = option(
+        0.0, "probability of dropping a whole word type (every occurrence in the batch) while "
+        "training (Gal & Ghahramani)")
+    char_dim: int = option(32, "character embedding size (with --chars)")
+    char_hidden: int = option(64, "char RNN hidden size, per direction (with --chars)")
+
+
+@dataclass
+class ClassifyConfig:
+    """Data and training-objective options of the classifier, its model options in ``model``."""
+
+    train: str = option("", "training file")
+    valid: str = option("", "validation file, evaluated during training", aliases=("dev",))
+    format: str | None = option(
+        None, "label-text, tsv, csv or jsonl (default: from the extension, else label-text)",
+        choices=FORMATS)
+    text_column: str | None = option(
+        None, "text column: header name or 1-based number (tsv/csv, default 2), field (jsonl, "
+        "default text)")
+    label_column: str | None = option(
+        None, "label column: header name or 1-based number (tsv/csv, default 1), field (jsonl, "
+        "default label)")
+    header: bool | None = option(
+        None, "tsv/csv: the first row is a header (default: when a column is given by name)")
+    lowercase: bool = option(False, "lower-case the text")
+    min_freq: int = option(1, "tokens seen fewer times are <unk>")
+    word_dropout: float = option(
+        0.1, "probability of replacing a token seen once in training by <unk> while training")
+    label_smoothing: float = option(0.0, "label smoothing of the training loss (0: none)")
+    adversarial: float = option(
+        0.0, "adversarial training (Miyato et al. 2017): also learn from each text with its word "
+        "embeddings moved this far (L2 norm per text) in the direction that raises its loss "
+        "most; about 1.6x the time per step (0: off)")
+    chars: bool = option(
+        False, "add a character-RNN encoding of each token (its spelling) to its embedding")
+    max_word_length: int = option(30, "characters of a token the char RNN reads (with --chars)")
+    batch_size: int = option(32, "texts per batch")
+    model: ClassifyModel = section(ClassifyModel, "model")
+
+    def __post_init__(self) -> None:
+        model = self.model
+        for name, value in (("min_freq", self.min_freq), ("max_word_length",
+                            self.max_word_length), ("batch_size", self.batch_size),
+                            ("embedding_size", model.embedding_size),
+                            ("hidden_size", model.hidden_size), ("num_layers", model.num_layers),
+                            ("char_dim", model.char_dim), ("char_hidden", model.char_hidden)):
+            if value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
+                                 f"got {value}")
+        for name, value in (("word_dropout", self.word_dropout),
+                            ("embed_dropout", model.embed_dropout),
+                            ("label_smoothing", self.label_smoothing)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"--{name.replace('_', '-')}: expected a value in [0, 1), "
+                                 f"got {value}")
+        if not 0.0 <= self.adversarial < float("inf"):
+            raise ValueError(f"--adversarial: expected a finite value >= 0, got {self.adversarial}")
+
+
+@dataclass
+class FileOptions:
+    """How ``eval`` and ``predict`` read a file (defaults: the first checkpoint's)."""
+
+    format: str | None = option(None, "input format (eval default: the training options; "
+                                      "predict default: plain text, one a line)", choices=FORMATS)
+    text_column: str | None = option(None, "text column or field (default: the training one)")
+    label_column: str | None = option(None, "label column or field (default: the training one)")
+    header: bool | None = option(None, "tsv/csv: the first row is a header (default: the "
+                                       "training one)")
+    batch_size: int = option(64, "texts per batch")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size: expected an integer >= 1, got {self.batch_size}")
+
+
+@dataclass
+class EvalOptions(FileOptions):
+    data: str = option("", "labelled file (required)")
+    confusion_png: str | None = option(None, "save the confusion matrix as a PNG image")
+    unknown_labels: str = option(
+        "error", "a gold label the model never saw in training: stop with an error naming the "
+        "file and line (error), or score it as a wrong prediction (wrong)", choices=UNKNOWN_LABELS)
+
+
+@dataclass
+class PredictOptions(FileOptions):
+    input: str = option("-", "texts, one a line, or a file in --format (- = stdin)")
+    output_format: str = option("tsv", "tsv: label<TAB>probability<TAB>text; jsonl: with every "
+                                       "label's probability", choices=("tsv", "jsonl"))
+
+
+@dataclass
+class Loaded:
+    """One classifier or an ensemble: members ``(model, vocab, chars)``, shared labels."""
+
+    members: list
+    labels: Vocabulary
+    data: dict  # the (first) training file's reading options
+
+
+@register("classify")
+class Classify(Application):
+    summary = "sequence classification (sentiment, topic, acceptability)"
+    description = ("Train, evaluate and run an RNN text classifier (final hidden state, or "
+                   "mean/max/attention pooling).")
+    examples = EXAMPLES
+    Config = ClassifyConfig
+    EvalOptions = EvalOptions
+    PredictOptions = PredictOptions
+
+    def prepare(self, config: ClassifyConfig, context: PrepareContext):
+        """Examples, vocabularies; without a validation file, up to 10 % of the training data
+        (at most 1000 examples) is held out."""
+        if not config.train:
+            raise RnnkitError("--train: a training file is required")
+        train = classify.read(config.train, asdict(config))
+        if config.valid:
+            valid = classify.read(config.valid, asdict(config))
+        else:
+            held = min(1000, len(train) // 10)
+            if held < 1:
+                raise RnnkitError(f"{config.train}: too few examples to hold out a validation "
+                                  "set; give --valid")
+            shuffled = random.Random(context.seed).sample(train, len(train))
+            valid, train = shuffled[:held], shuffled[held:]
+        vocab = Vocabulary.build((e.tokens for e in train), min_freq=config.min_freq,
+                                 specials=(PAD, UNK))
+        labels = label_vocabulary([e.label for e in train])
+        chars = classify.CharVocab.build(train, config.max_word_length) if config.chars else None
+        return train, valid, vocab, labels, chars
+
+    def build_model(self, config: ClassifyConfig, data):
+        from rnnkit.models.classifier import Classifier
+
+        return Classifier(_model_config(config, data))
+
+    def task(self, config: ClassifyConfig, data, seed: int) -> classify.ClassifyTask:
+        train, valid, vocab, labels, chars = data
+        return classify.ClassifyTask(config, train, valid, vocab, labels,
+                                     _model_config(config, data), seed, chars)
+
+    def load(self, checkpoint: Checkpoint) -> Loaded:
+        return self.load_ensemble([checkpoint])
+
+    def load_ensemble(self, checkpoints: list[Checkpoint]) -> Loaded:
+        members, labels, data = classify.load_ensemble([c.given or str(c.directory)
+                                                              for c in checkpoints])
+        device = checkpoints[0].device
+        members = [(model.to(device), vocab, chars) for model, vocab, chars in members]
+        return Loaded(members, labels, data)
+
+    def evaluate(self, loaded: Loaded, options: EvalOptions) -> dict:
+        if not options.data:
+            raise RnnkitError("--data: required (a labelled file)")
+        examples = classify.read(options.data, _file_options(options, loaded.data))
+        probs = classify.ensemble_probs(loaded.members, examples, options.batch_size)
+        result = classify.score_probs(probs, examples, loaded.labels, options.data,
+                                      unknown_labels=options.unknown_labels)
+        if options.confusion_png:
+            M.plot_confusion(result["confusion"], result["labels"], options.confusion_png,
+                             title=f"{options.data}: accuracy {100 * result['accuracy']:.2f} %")
+        return {"data": options.data, "members": len(loaded.members), **result}
+
+    def format_metrics(self, result: dict) -> str:
+        note = f" (ensemble of {result['members']})" if result["members"] > 1 else ""
+        return "\n".join([
+            f"{result['data']}: {result['examples']} examples{note}",
+            f"accuracy {100 * result['accuracy']:.2f} %   macro-F1 "
+            f"{100 * result['macro_f1']:.2f}",
+            *M.prf_table("label", result["per_label"]),
+            "confusion matrix (rows: gold, columns: predicted)",
+            M.format_confusion(result["confusion"], result["labels"]),
+        ])
+
+    def predict(self, loaded: Loaded, options: PredictOptions):
+        name, text = ("<stdin>", sys.stdin.read()) if options.input == "-" else (options.input,
+                                                                               None)
+        reading = _file_options(options, loaded.data)
+        # Without --format: plain text, one a line. With --format label-text, the labels present
+        # in the file are read past (and ignored); tsv/csv/jsonl read only the text column.
+        reading["format"] = options.format or "label-text"
+        examples = classify.read(name, reading, require_labels=options.format == "label-text",
+                                 text=text)
+        probs = classify.ensemble_probs(loaded.members, examples, options.batch_size)
+        yield classify.format_predictions(examples, probs, loaded.labels, options.output_format)
+
+    def inspect(self, loaded: Loaded, config):
+        """Class probabilities; the gradient flow of the model's own decision."""
+        import torch
+
+        from rnnkit.diagnostics import inspect as di
+
+        (model, vocab, chars), notes = loaded.members[0], []
+        words = di.limit_symbols(config.text.split(), config, notes)
+        tokens = [w.lower() for w in words] if loaded.data.get("lowercase") else words
+        batch = classify.collate([vocab.encode(tokens)], None, vocab,
+                                 char_ids=None if chars is None else [chars.encode(tokens)],
+                                 char_pad=0 if chars is None else chars.vocab.pad_id)
+        with di.Capture(di.top_layer(model)) as capture, torch.no_grad():
+            probs = torch.softmax(classify.logits_of(model, batch)[0].float(), dim=-1)  # (K,)
+        names = loaded.labels.decode(list(range(len(probs))))
+        ranked = sorted(zip(names, probs.tolist(), strict=True), key=lambda pair: -pair[1])
+        best = probs.argmax().reshape(1)
+        summary = "classes: " + "  ".join(f"{n} {p:.2f}" for n, p in ranked[: config.top_k])
+
+        def loss_fn(m, _):
+            return torch.nn.functional.cross_entropy(classify.logits_of(m, batch).float(), best)
+
+        return di.InspectRun(model, words, capture.output, [summary] * len(words), loss_fn,
+                             class_probs=ranked, words=True, notes=notes)
+
+
+def _model_config(config: ClassifyConfig, data) -> ClassifierConfig:
+    _, _, vocab, labels, chars = data
+    return ClassifierConfig(vocab_size=len(vocab), num_classes=len(labels), pad_id=vocab.pad_id,
+                            char_vocab_size=len(chars.vocab) if chars is not None else 0,
+                            **asdict(config.model))
+
+
+def _file_options(options: FileOptions, data: dict) -> dict:
+    reading = dict(data)
+    for key in ("format", "text_column", "label_column", "header"):
+        if getattr(options, key) is not None:
+            reading[key] = getattr(options, key)
+    return reading
