@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from rnnkit.apps.base import Application, Checkpoint, PrepareContext
 from rnnkit.apps.registry import register
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
+from rnnkit.data.words import CharVocab
 from rnnkit.errors import RnnkitError
 from rnnkit.models._config import CELLS
 from rnnkit.models.classifier import POOLINGS, ClassifierConfig
@@ -193,7 +194,8 @@ class Classify(Application):
         vocab = Vocabulary.build((e.tokens for e in train), min_freq=config.min_freq,
                                  specials=(PAD, UNK))
         labels = label_vocabulary([e.label for e in train])
-        chars = classify.CharVocab.build(train, config.max_word_length) if config.chars else None
+        chars = (CharVocab.build((t for e in train for t in e.tokens), config.max_word_length)
+                 if config.chars else None)
         return train, valid, vocab, labels, chars
 
     def build_model(self, config: ClassifyConfig, data):

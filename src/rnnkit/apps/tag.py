@@ -13,6 +13,7 @@ from rnnkit.apps.base import Application, Checkpoint, PrepareContext
 from rnnkit.apps.registry import register
 from rnnkit.data.conll import read_tagged
 from rnnkit.data.vocab import Vocabulary
+from rnnkit.data.words import CharVocab
 from rnnkit.errors import RnnkitError
 from rnnkit.models._config import CELLS, renamed
 from rnnkit.models.tagger import Tagger, TaggerConfig
@@ -138,10 +139,9 @@ class Tag(Application):
             raise RnnkitError("--train: a training file is required")
         train_doc = tag.read_gold(config.train, asdict(config))
         valid_doc = tag.read_gold(config.valid, asdict(config)) if config.valid else None
-        # valid tags unseen in training count as wrong
-        vocabs = (_vocabs(context.resume, config) if context.resume is not None
-                  else tag.TagVocabs.build(train_doc, config))
-        return train_doc, valid_doc, vocabs
+        # valid tags unseen in training count as wrong; on resume the same data rebuilds the
+        # same vocabularies (they depend on the training file and options only)
+        return train_doc, valid_doc, tag.TagVocabs.build(train_doc, config)
 
     def build_model(self, config: TagConfig, data) -> Tagger:
         return Tagger(_model_config(config, data[2]))
@@ -154,7 +154,7 @@ class Tag(Application):
     def load(self, checkpoint: Checkpoint) -> Loaded:
         saved = checkpoint.saved
         data = saved.get("data", {})
-        vocabs = _vocabs(checkpoint, None, data)
+        vocabs = _vocabs(checkpoint, data)
         try:
             model = Tagger(TaggerConfig(**renamed(saved["model"])))
         except (KeyError, TypeError, ValueError) as err:
@@ -195,8 +195,7 @@ class Tag(Application):
         model, vocabs, notes = loaded.model, loaded.vocabs, []
         words = di.limit_symbols(config.text.split(), config, notes)
         norm = [w.lower() if vocabs.lowercase else w for w in words]
-        chars = ([vocabs.chars.encode(w[: vocabs.max_word_length]) for w in words]
-                 if vocabs.chars is not None else [])
+        chars = vocabs.chars.encode(words) if vocabs.chars is not None else []
         batch = tag.collate([tag.Encoded(vocabs.words.encode(norm), chars, [None] * len(words))],
                             vocabs)
         with di.Capture(di.top_layer(model)) as capture, torch.no_grad():
@@ -226,18 +225,14 @@ def _model_config(config: TagConfig, vocabs: tag.TagVocabs) -> TaggerConfig:
         pad_id=vocabs.words.pad_id, **asdict(config.model))
 
 
-def _vocabs(checkpoint: Checkpoint, config: TagConfig | None, data: dict | None = None):
-    """The vocabularies saved in ``checkpoint`` (resume: with the singletons of ``config``'s
-    word dropout rebuilt from them is not possible, so they are empty)."""
+def _vocabs(checkpoint: Checkpoint, data: dict) -> tag.TagVocabs:
+    """The vocabularies saved in ``checkpoint``."""
     source = str(checkpoint.directory)
-    data = checkpoint.saved.get("data", {}) if data is None else data
     words = Vocabulary.from_json(checkpoint.read_json("words.json"), source=source)
     tags = Vocabulary.from_json(checkpoint.read_json("tags.json"), source=source)
-    chars = (Vocabulary.from_json(checkpoint.read_json("chars.json"), source=source)
-             if checkpoint.has("chars.json") else None)
-    singletons = frozenset(data.get("singletons", ()))
-    return tag.TagVocabs(words, chars, tags, data.get("lowercase", True),
-                         data.get("max_word_length", 30), singletons)
+    chars = (CharVocab(Vocabulary.from_json(checkpoint.read_json("chars.json"), source=source),
+                       data.get("max_word_length", 30)) if checkpoint.has("chars.json") else None)
+    return tag.TagVocabs(words, chars, tags, data.get("lowercase", True))
 
 
 def _file_options(options: FileOptions, data: dict, path: str) -> tuple[str, str | None]:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from rnnkit.models._config import CELLS
 
-__all__ = ["CharEncoder"]
+__all__ = ["CharEncoder", "word_char_parts", "join_chars"]
 
 
 class CharEncoder(nn.Module):
@@ -43,3 +43,25 @@ class CharEncoder(nn.Module):
         features = encoded.new_zeros(*chars.shape[:2], encoded.shape[-1])  # (B, T, 2·H_c)
         features[real] = encoded
         return features
+
+
+def word_char_parts(vocab_size: int, embedding_size: int, pad_id: int, char_vocab_size: int,
+                    char_dim: int, char_hidden: int, cell: str):
+    """What the tagger and the classifier read at each word: ``x_t = [E w_t ; c_t]``, its
+    embedding joined (with a character RNN) by its spelling. Returns ``(embedding, char encoder
+    or None, size of x_t)``; the model keeps the two as its own ``embedding`` and ``chars``."""
+    embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
+    chars = (CharEncoder(char_vocab_size, char_dim, char_hidden, cell, pad_id)
+             if char_vocab_size > 0 else None)
+    return embedding, chars, embedding_size + (chars.output_size if chars else 0)
+
+
+def join_chars(embedded: Tensor, encoder: CharEncoder | None, chars: Tensor | None,
+               char_lengths: Tensor | None, owner: str) -> Tensor:
+    """``embedded`` ``(B, T, E)`` with the character features appended (with an ``encoder``):
+    ``(B, T, E + 2·H_c)``."""
+    if encoder is None:
+        return embedded
+    if chars is None or char_lengths is None:
+        raise ValueError(f"chars, char_lengths: required by a {owner} with a char RNN")
+    return torch.cat([embedded, encoder.features(chars, char_lengths)], dim=-1)

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models._chars import CharEncoder
+from rnnkit.models._chars import join_chars, word_char_parts
 from rnnkit.models._config import CELLS, check_model_config
 
 __all__ = ["ClassifierConfig", "Classifier", "POOLINGS"]
@@ -85,12 +85,9 @@ class Classifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size,
-                                      padding_idx=config.pad_id)
-        self.chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
-                                  config.cell, config.pad_id)
-                      if config.char_vocab_size > 0 else None)
-        input_size = config.embedding_size + (self.chars.output_size if self.chars else 0)
+        self.embedding, self.chars, input_size = word_char_parts(
+            config.vocab_size, config.embedding_size, config.pad_id, config.char_vocab_size,
+            config.char_dim, config.char_hidden, config.cell)
         self.rnn = CELLS[config.cell](
             input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
             bidirectional=config.bidirectional,
@@ -123,11 +120,8 @@ class Classifier(nn.Module):
             keep = torch.rand(self.config.vocab_size, device=tokens.device) >= p  # (V,)
             scale = keep.to(embedded.dtype) / (1.0 - p)
             embedded = embedded * scale[tokens].unsqueeze(-1)  # whole word types dropped
-        if self.chars is not None:
-            if chars is None or char_lengths is None:
-                raise ValueError("chars, char_lengths: required by a classifier with a char RNN")
-            features = self.chars.features(chars, char_lengths)  # (B, T, 2·H_c)
-            embedded = torch.cat([embedded, features], dim=-1)  # (B, T, E + 2·H_c)
+        embedded = join_chars(embedded, self.chars, chars, char_lengths,
+                              "classifier")  # (B, T, E + 2·H_c)
         embedded = self.dropout(embedded)
         outputs, final = self.rnn(embedded, lengths=lengths)  # (B, T, D·H)
         pooling = self.config.pooling

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import Tensor, nn
 
-from rnnkit.models._chars import CharEncoder
+from rnnkit.models._chars import CharEncoder, join_chars, word_char_parts
 from rnnkit.models._config import CELLS, check_model_config
 
 __all__ = ["TaggerConfig", "Tagger", "CharEncoder", "CELLS"]
@@ -54,12 +53,9 @@ class Tagger(nn.Module):
     def __init__(self, config: TaggerConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size,
-                                      padding_idx=config.pad_id)
-        self.chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
-                                  config.cell, config.pad_id)
-                      if config.char_vocab_size > 0 else None)
-        input_size = config.embedding_size + (self.chars.output_size if self.chars else 0)
+        self.embedding, self.chars, input_size = word_char_parts(
+            config.vocab_size, config.embedding_size, config.pad_id, config.char_vocab_size,
+            config.char_dim, config.char_hidden, config.cell)
         self.rnn = CELLS[config.cell](
             input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
             bidirectional=True, dropout=config.dropout if config.num_layers > 1 else 0.0,
@@ -77,13 +73,7 @@ class Tagger(nn.Module):
         """words ``(B, T)``, lengths ``(B,)``; with the character RNN also chars ``(B, T, C)``
         and char_lengths ``(B, T)`` (0 at padding). Returns tag scores ``(B, T, K)``; rows past
         a sentence's end are the output layer's bias alone and must be masked by the caller."""
-        inputs = self.embedding(words)  # (B, T, E)
-        if self.chars is not None:
-            if chars is None or char_lengths is None:
-                raise ValueError("chars, char_lengths: required by a tagger with a char RNN")
-            inputs = torch.cat([inputs, self._char_features(chars, char_lengths)], dim=-1)
+        inputs = join_chars(self.embedding(words), self.chars, chars, char_lengths,
+                            "tagger")  # (B, T, E + 2·H_c)
         hidden, _ = self.rnn(self.dropout(inputs), lengths=lengths)  # (B, T, 2H)
         return self.output(self.dropout(hidden))  # (B, T, K)
-
-    def _char_features(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
-        return self.chars.features(chars, char_lengths)  # (B, T, 2·H_c)

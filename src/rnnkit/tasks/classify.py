@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -24,7 +23,8 @@ from torch.nn import functional as nnf
 
 from rnnkit.data.bucketing import BucketBatchSampler, pad_sequences
 from rnnkit.data.classification import Example, guess_format, read_examples
-from rnnkit.data.vocab import PAD, UNK, Vocabulary
+from rnnkit.data.vocab import Vocabulary
+from rnnkit.data.words import CharVocab, drop_words, pad_chars, singletons
 from rnnkit.errors import RnnkitError
 from rnnkit.models._config import renamed
 from rnnkit.models.classifier import Classifier, ClassifierConfig
@@ -38,7 +38,7 @@ from rnnkit.tasks._labels import (
 from rnnkit.train import StepOutput
 from rnnkit.train import checkpoint as ckpt
 
-__all__ = ["ClassifyTask", "CharVocab", "load", "load_ensemble", "read", "predict_probs",
+__all__ = ["ClassifyTask", "load", "load_ensemble", "read", "predict_probs",
            "ensemble_probs", "evaluate_examples", "format_predictions"]
 
 DATA_KEYS = ("format", "text_column", "label_column", "header", "lowercase")
@@ -53,25 +53,6 @@ def read(path: str, options: dict, *, require_labels: bool = True,
                          text=text)
 
 
-@dataclass
-class CharVocab:
-    """The character vocabulary of a classifier with a char RNN, and how much of a token it
-    reads."""
-
-    vocab: Vocabulary
-    max_word_length: int = 30
-
-    @classmethod
-    def build(cls, examples: list[Example], max_word_length: int) -> CharVocab:
-        return cls(Vocabulary.build(([c for token in e.tokens for c in token] for e in examples),
-                                    specials=(PAD, UNK)), max_word_length)
-
-    def encode(self, tokens: list[str]) -> list[list[int]]:
-        """Character ids of each token (at least one: an empty token reads as ``<unk>``)."""
-        return [self.vocab.encode(token[: self.max_word_length]) or [self.vocab.unk_id]
-                for token in tokens]
-
-
 def collate(token_ids: list[list[int]], labels: list[int] | None, vocab: Vocabulary,
             word_dropout: float = 0.0, singles: frozenset[int] = frozenset(),
             rng: random.Random | None = None, char_ids: list[list[list[int]]] | None = None,
@@ -79,21 +60,12 @@ def collate(token_ids: list[list[int]], labels: list[int] | None, vocab: Vocabul
     """``tokens`` ``(B, T)``, ``lengths`` ``(B,)``; with labels, ``labels`` ``(B,)``; with
     ``char_ids`` (per text, per token), ``chars`` ``(B, T, C)`` and ``char_lengths`` ``(B, T)``
     (0 at padding). Word dropout changes ``tokens`` only, never the characters."""
-    if word_dropout > 0.0 and singles:
-        rng = rng or random.Random()
-        token_ids = [[vocab.unk_id if t in singles and rng.random() < word_dropout else t
-                      for t in ids] for ids in token_ids]
+    token_ids = drop_words(token_ids, singles, vocab.unk_id, word_dropout,
+                           rng or random.Random())
     tokens, lengths = pad_sequences(token_ids, vocab.pad_id)
     batch = {"tokens": tokens, "lengths": lengths}
     if char_ids is not None:
-        steps = tokens.shape[1]
-        longest = max(len(word) for text in char_ids for word in text)
-        rows = [[word + [char_pad] * (longest - len(word)) for word in text]
-                + [[char_pad] * longest] * (steps - len(text)) for text in char_ids]
-        batch["chars"] = torch.tensor(rows, dtype=torch.long)  # (B, T, C)
-        batch["char_lengths"] = torch.tensor(
-            [[len(word) for word in text] + [0] * (steps - len(text)) for text in char_ids],
-            dtype=torch.long)  # (B, T)
+        batch["chars"], batch["char_lengths"] = pad_chars(char_ids, tokens.shape[1], char_pad)
     if labels is not None:
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
     return batch
@@ -211,11 +183,7 @@ class ClassifyTask:
         self.train_chars = ([chars.encode(e.tokens) for e in train_examples]
                             if chars is not None else None)
         self.train_labels = [labels.id_of(e.label) for e in train_examples]
-        counts: dict[int, int] = {}
-        for ids in self.train_ids:
-            for token in ids:
-                counts[token] = counts.get(token, 0) + 1
-        self.singles = frozenset(t for t, n in counts.items() if n == 1 and t != vocab.unk_id)
+        self.singles = singletons(self.train_ids, vocab.unk_id)
         self.dev = dev_examples
 
     def train_batches(self, epoch: int, shard):

@@ -17,13 +17,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 from torch.nn import functional as nnf
 
 from rnnkit.data.bucketing import BucketBatchSampler, pad_sequences
 from rnnkit.data.conll import TaggedDocument, read_tagged, write_tagged
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
+from rnnkit.data.words import CharVocab, drop_words, pad_chars, singletons
 from rnnkit.models.tagger import Tagger, TaggerConfig
 from rnnkit.tasks import metrics as M
 from rnnkit.tasks._labels import (
@@ -47,34 +47,27 @@ class TagVocabs:
     """The three vocabularies of a tagger and the options that shape encoding."""
 
     words: Vocabulary
-    chars: Vocabulary | None
+    chars: CharVocab | None
     tags: Vocabulary
     lowercase: bool = True
-    max_word_length: int = 30
-    singletons: frozenset[str] = frozenset()
+    singletons: frozenset[int] = frozenset()  # word ids seen once in training
 
     @classmethod
     def build(cls, doc: TaggedDocument, config) -> TagVocabs:
         sentences = doc.sentences
         words = [[_norm(w, config.lowercase) for w in s.words] for s in sentences]
         word_vocab = Vocabulary.build(words, min_freq=config.min_freq, specials=(PAD, UNK))
-        counts: dict[str, int] = {}
-        for sentence in words:
-            for word in sentence:
-                counts[word] = counts.get(word, 0) + 1
-        chars = None
-        if config.chars:
-            chars = Vocabulary.build(([c for w in s.words for c in w] for s in sentences),
-                                     specials=(PAD, UNK))
+        chars = (CharVocab.build((w for s in sentences for w in s.words),
+                                 config.max_word_length) if config.chars else None)
         tags = label_vocabulary([t for s in sentences for t in s.tags])
-        singletons = frozenset(w for w, n in counts.items() if n == 1 and w in word_vocab)
-        return cls(word_vocab, chars, tags, config.lowercase, config.max_word_length, singletons)
+        singles = singletons((word_vocab.encode(s) for s in words), word_vocab.unk_id)
+        return cls(word_vocab, chars, tags, config.lowercase, singles)
 
     def files(self) -> dict:
         """JSON files for the checkpoint."""
         files = {"words.json": self.words.to_json(), "tags.json": self.tags.to_json()}
         if self.chars is not None:
-            files["chars.json"] = self.chars.to_json()
+            files["chars.json"] = self.chars.vocab.to_json()
         return files
 
 
@@ -96,9 +89,7 @@ def encode(doc: TaggedDocument, vocabs: TagVocabs) -> list[Encoded]:
     encoded = []
     for sentence in doc.sentences:
         words = vocabs.words.encode(_norm(w, vocabs.lowercase) for w in sentence.words)
-        chars = []
-        if vocabs.chars is not None:
-            chars = [vocabs.chars.encode(w[: vocabs.max_word_length]) for w in sentence.words]
+        chars = vocabs.chars.encode(sentence.words) if vocabs.chars is not None else []
         tags = [vocabs.tags.id_of(t) if t in vocabs.tags else None for t in sentence.tags]
         encoded.append(Encoded(words, chars, tags))
     return encoded
@@ -109,32 +100,16 @@ def collate(items: list[Encoded], vocabs: TagVocabs, *, word_dropout: float = 0.
     """A batch: ``words`` ``(B, T)``, ``lengths`` ``(B,)``, ``tags`` ``(B, T)`` (IGNORE at
     padding and unknown tags) and, with chars, ``chars`` ``(B, T, C)``, ``char_lengths``
     ``(B, T)``."""
-    word_ids = [list(item.words) for item in items]
-    if word_dropout > 0.0 and vocabs.singletons:
-        rng = rng or random.Random()
-        singles = {vocabs.words.id_of(w) for w in vocabs.singletons}
-        unk = vocabs.words.unk_id
-        for ids in word_ids:
-            for i, word in enumerate(ids):
-                if word in singles and rng.random() < word_dropout:
-                    ids[i] = unk
+    word_ids = drop_words([item.words for item in items], vocabs.singletons, vocabs.words.unk_id,
+                          word_dropout, rng or random.Random())
     words, lengths = pad_sequences(word_ids, vocabs.words.pad_id)
     tag_ids = [[IGNORE if t is None else t for t in item.tags] for item in items]
     batch = {"words": words, "lengths": lengths, "tags": pad_sequences(tag_ids, IGNORE)[0]}
     if vocabs.chars is not None:
-        batch.update(_collate_chars(items, words.shape[1], vocabs.chars.pad_id))
+        chars, char_lengths = pad_chars([item.chars for item in items], words.shape[1],
+                                        vocabs.chars.pad_id)
+        batch.update(chars=chars, char_lengths=char_lengths)
     return batch
-
-
-def _collate_chars(items: list[Encoded], steps: int, pad_id: int) -> dict[str, Tensor]:
-    longest = max(len(chars) for item in items for chars in item.chars)
-    chars = torch.full((len(items), steps, longest), pad_id, dtype=torch.long)  # (B, T, C)
-    char_lengths = torch.zeros(len(items), steps, dtype=torch.long)  # (B, T)
-    for b, item in enumerate(items):
-        for t, word in enumerate(item.chars):
-            chars[b, t, : len(word)] = torch.tensor(word, dtype=torch.long)
-            char_lengths[b, t] = len(word)
-    return {"chars": chars, "char_lengths": char_lengths}
 
 
 def forward(model: Tagger, batch: dict[str, Tensor]) -> Tensor:
@@ -258,6 +233,8 @@ class TagTask:
 
     def checkpoint_files(self) -> dict:
         data = {"format": self.train_format, "tag_column": self.config.tag_column}
-        data.update(lowercase=self.vocabs.lowercase, max_word_length=self.vocabs.max_word_length)
+        data["lowercase"] = self.vocabs.lowercase
+        if self.vocabs.chars is not None:
+            data["max_word_length"] = self.vocabs.chars.max_word_length
         return {ckpt.CONFIG: {"model": self.model_cfg.to_dict(), "data": data},
                 **self.vocabs.files()}
