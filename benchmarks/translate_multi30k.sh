@@ -11,7 +11,7 @@ MINUTES="${MINUTES:-18}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # a shared 2-core CPU: more threads only spin
 time rnnkit translate train --train "$DATA/train.de.gz" --train-tgt "$DATA/train.en.gz" \
     --valid "$DATA/val.de.gz" --valid-tgt "$DATA/val.en.gz" --out "$OUT" \
-    --tokenizer bpe --vocab-size 4000 --embed-dim 256 --hidden-size 256 --dropout 0.1 \
+    --tokenizer bpe --vocab-size 4000 --embedding-size 256 --hidden-size 256 --dropout 0.1 \
     --batch-size 64 --lr 3e-3 --threads 1 --max-epochs 30 --max-minutes "$MINUTES" \
     --eval-every 0 --eval-every-minutes 8 --eval-bleu 0 --no-progress --no-tensorboard "$@"
 for beam in 1 5; do

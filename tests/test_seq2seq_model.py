@@ -26,7 +26,7 @@ OPTIONS = [  # (cell, attention, bidirectional, layers, tied)
 
 def make(cell, attention, bidirectional, layers, tied, vocab=13) -> Seq2Seq:
     torch.manual_seed(0)
-    config = Seq2SeqConfig(vocab, vocab + 2, cell=cell, embed_dim=12, hidden_size=16,
+    config = Seq2SeqConfig(vocab, vocab + 2, cell=cell, embedding_size=12, hidden_size=16,
                            num_layers=layers, bidirectional=bidirectional, attention=attention,
                            dropout=0.0, tie_embeddings=tied)
     return Seq2Seq(config).eval()
@@ -143,3 +143,12 @@ def test_scores_are_the_log_probability_of_the_output():
         assert_close(hyps.log_probs[row], log_p, rtol=1e-4, atol=1e-4, what="log p")
         assert_close(hyps.scores[row], log_p / length_penalty(len(tokens), 0.6), rtol=1e-4,
                      atol=1e-4, what="score")
+
+
+def test_config_saved_with_the_old_embedding_name_still_builds():
+    from rnnkit.models._config import renamed
+
+    saved = {**make("gru", "dot", True, 1, False).config.to_dict()}
+    saved["embed_dim"] = saved.pop("embedding_size")
+    config = Seq2SeqConfig(**renamed(saved))
+    assert config.embedding_size == 12 and Seq2Seq(config).src_embedding.embedding_dim == 12

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "default_mode"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "default_mode",
+           "read_input", "write_output"]
 
 
 def default_mode(directory: bool = False) -> int:
@@ -43,3 +44,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """:func:`atomic_write_text` of ``obj`` as indented JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_input(path: str) -> tuple[str, str | None]:
+    """(name for messages, text or None to read the file): ``-`` is standard input."""
+    if path == "-":
+        import sys
+
+        return "<stdin>", sys.stdin.read()
+    return path, None
+
+
+def write_output(flag: str, path: str, text: str) -> None:
+    """``-``: standard output; else the file, atomically (never a partial file); an error names
+    the option ``flag``."""
+    import sys
+
+    from rnnkit.errors import RnnkitError
+
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise RnnkitError(f"{flag} {path}: cannot write: {err.strerror}") from None

@@ -119,6 +119,7 @@ class Verb:
     Options: type
     run: Callable[[Any, Any], Iterable[str] | None]
     examples: str = ""
+    output: bool = True  # takes --output (False: an interactive verb that writes its own)
 
 
 class Application:

@@ -9,9 +9,9 @@ times makes an ensemble (the mean of the class probabilities).
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import asdict, dataclass
 
+from rnnkit._io import read_input
 from rnnkit.apps.base import Application, Checkpoint, PrepareContext
 from rnnkit.apps.registry import register
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
@@ -242,8 +242,7 @@ class Classify(Application):
         ])
 
     def predict(self, loaded: Loaded, options: PredictOptions):
-        name, text = ("<stdin>", sys.stdin.read()) if options.input == "-" else (options.input,
-                                                                               None)
+        name, text = read_input(options.input)
         reading = _file_options(options, loaded.data)
         # Without --format: plain text, one a line. With --format label-text, the labels present
         # in the file are read past (and ignored); tsv/csv/jsonl read only the text column.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from rnnkit._io import read_input
 from rnnkit.apps.base import Application, Checkpoint, PrepareContext
 from rnnkit.apps.registry import register
 from rnnkit.data.conll import read_tagged
@@ -181,7 +182,7 @@ class Tag(Application):
         return "\n".join(lines + M.prf_table("tag", result["per_tag"]))
 
     def predict(self, loaded: Loaded, options: PredictOptions):
-        name, text = _read_input(options.input)
+        name, text = read_input(options.input)
         fmt, column = _file_options(options, loaded.data, name)
         doc = read_tagged(name, fmt=fmt, tag_column=column, require_tags=False, text=text)
         yield tag.predict_document(loaded.model, doc, loaded.vocabs, None, options.batch_size)
@@ -242,12 +243,3 @@ def _file_options(options: FileOptions, data: dict, path: str) -> tuple[str, str
     if options.tag_column is not None:
         return fmt, options.tag_column
     return fmt, data.get("tag_column") if fmt == trained else None
-
-
-def _read_input(path: str) -> tuple[str, str | None]:
-    """(name for messages, text or None to read the file): ``-`` is stdin."""
-    if path == "-":
-        import sys
-
-        return "<stdin>", sys.stdin.read()
-    return path, None

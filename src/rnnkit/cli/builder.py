@@ -12,8 +12,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
+from rnnkit._io import write_output
 from rnnkit.apps import runner
 from rnnkit.apps.base import Application, Verb
 from rnnkit.errors import RnnkitError
@@ -91,7 +91,8 @@ def _add_verb(actions, app: Application, verb: Verb) -> None:
                                 epilog=_examples(verb.examples or app.examples),
                                 formatter_class=_RAW)
     _add_loaded(parser, verb.Options)
-    _add_output(parser)
+    if verb.output:
+        _add_output(parser)
     parser.set_defaults(func=lambda args: _run_verb(app, args, verb.Options, verb.run))
 
 
@@ -139,7 +140,7 @@ def _run_verb(app: Application, args: argparse.Namespace, options_cls: type, run
     loaded, options = _loaded(app, args, options_cls)
     pieces = run(loaded, options)
     if pieces is not None:
-        write_pieces(args.output, pieces)
+        write_pieces(getattr(args, "output", "-"), pieces)
     return 0
 
 
@@ -151,10 +152,4 @@ def write_pieces(output: str, pieces) -> None:
             sys.stdout.write(piece)
             sys.stdout.flush()
         return
-    from rnnkit._io import atomic_write_text
-
-    text = "".join(pieces)
-    try:
-        atomic_write_text(Path(output), text)
-    except OSError as err:
-        raise RnnkitError(f"--output {output}: cannot write: {err.strerror}") from None
+    write_output("--output", output, "".join(pieces))

@@ -45,15 +45,16 @@ class CharEncoder(nn.Module):
         return features
 
 
-def word_char_parts(vocab_size: int, embedding_size: int, pad_id: int, char_vocab_size: int,
-                    char_dim: int, char_hidden: int, cell: str):
+def word_char_parts(config):
     """What the tagger and the classifier read at each word: ``x_t = [E w_t ; c_t]``, its
-    embedding joined (with a character RNN) by its spelling. Returns ``(embedding, char encoder
-    or None, size of x_t)``; the model keeps the two as its own ``embedding`` and ``chars``."""
-    embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
-    chars = (CharEncoder(char_vocab_size, char_dim, char_hidden, cell, pad_id)
-             if char_vocab_size > 0 else None)
-    return embedding, chars, embedding_size + (chars.output_size if chars else 0)
+    embedding joined (with a character RNN) by its spelling, from a model config's
+    ``vocab_size``, ``embedding_size``, ``pad_id``, ``char_vocab_size`` (0: no character RNN),
+    ``char_dim``, ``char_hidden`` and ``cell``. Returns ``(embedding, char encoder or None,
+    size of x_t)``; the model keeps the two as its own ``embedding`` and ``chars``."""
+    embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_id)
+    chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
+                         config.cell, config.pad_id) if config.char_vocab_size > 0 else None)
+    return embedding, chars, config.embedding_size + (chars.output_size if chars else 0)
 
 
 def join_chars(embedded: Tensor, encoder: CharEncoder | None, chars: Tensor | None,

@@ -7,6 +7,14 @@ from rnnkit.nn import GRU, LSTM, RNN
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
+def stacked_rnn(config, input_size: int, bidirectional: bool):
+    """The batch-first recurrent stack of a model config (``cell``, ``hidden_size``,
+    ``num_layers``, ``dropout`` between layers)."""
+    return CELLS[config.cell](
+        input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
+        bidirectional=bidirectional, dropout=config.dropout if config.num_layers > 1 else 0.0)
+
+
 def check_model_config(config, positive: tuple[str, ...]) -> None:
     """``ValueError`` naming the field: ``cell`` in :data:`CELLS`, each of ``positive`` ≥ 1,
     ``dropout`` in [0, 1)."""

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.models._chars import join_chars, word_char_parts
-from rnnkit.models._config import CELLS, check_model_config
+from rnnkit.models._config import check_model_config, stacked_rnn
 
 __all__ = ["ClassifierConfig", "Classifier", "POOLINGS"]
 
@@ -85,14 +85,8 @@ class Classifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding, self.chars, input_size = word_char_parts(
-            config.vocab_size, config.embedding_size, config.pad_id, config.char_vocab_size,
-            config.char_dim, config.char_hidden, config.cell)
-        self.rnn = CELLS[config.cell](
-            input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-        )
+        self.embedding, self.chars, input_size = word_char_parts(config)
+        self.rnn = stacked_rnn(config, input_size, config.bidirectional)
         self.directions = 2 if config.bidirectional else 1
         size = self.directions * config.hidden_size
         if config.pooling == "attention":

@@ -50,7 +50,7 @@ class Seq2SeqConfig:
     src_vocab_size: int
     tgt_vocab_size: int
     cell: str = "gru"
-    embed_dim: int = 256
+    embedding_size: int = 256
     hidden_size: int = 256
     num_layers: int = 1
     bidirectional: bool = True
@@ -62,7 +62,7 @@ class Seq2SeqConfig:
     eos_id: int = 2
 
     def __post_init__(self) -> None:
-        check_model_config(self, ("src_vocab_size", "tgt_vocab_size", "embed_dim",
+        check_model_config(self, ("src_vocab_size", "tgt_vocab_size", "embedding_size",
                                   "hidden_size", "num_layers"))
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention: expected one of {', '.join(ATTENTIONS)}, "
@@ -100,19 +100,19 @@ class Seq2Seq(nn.Module):
         layer_dropout = cfg.dropout if cfg.num_layers > 1 else 0.0
         self.directions = 2 if cfg.bidirectional else 1
         memory_size = self.directions * cfg.hidden_size
-        self.src_embedding = nn.Embedding(cfg.src_vocab_size, cfg.embed_dim,
+        self.src_embedding = nn.Embedding(cfg.src_vocab_size, cfg.embedding_size,
                                           padding_idx=cfg.pad_id)
-        self.tgt_embedding = nn.Embedding(cfg.tgt_vocab_size, cfg.embed_dim,
+        self.tgt_embedding = nn.Embedding(cfg.tgt_vocab_size, cfg.embedding_size,
                                           padding_idx=cfg.pad_id)
-        self.encoder = rnn(cfg.embed_dim, cfg.hidden_size, num_layers=cfg.num_layers,
+        self.encoder = rnn(cfg.embedding_size, cfg.hidden_size, num_layers=cfg.num_layers,
                            batch_first=True, bidirectional=cfg.bidirectional,
                            dropout=layer_dropout)
-        self.decoder = rnn(cfg.embed_dim, cfg.hidden_size, num_layers=cfg.num_layers,
+        self.decoder = rnn(cfg.embedding_size, cfg.hidden_size, num_layers=cfg.num_layers,
                            batch_first=True, dropout=layer_dropout)
         self.bridge = nn.Linear(memory_size, cfg.hidden_size)
         if cfg.cell == "lstm":
             self.bridge_cell = nn.Linear(memory_size, cfg.hidden_size)
-        out_size = cfg.embed_dim if cfg.tie_embeddings else cfg.hidden_size
+        out_size = cfg.embedding_size if cfg.tie_embeddings else cfg.hidden_size
         if cfg.attention != "none":
             self.key = nn.Linear(memory_size, cfg.hidden_size, bias=cfg.attention == "additive")
             if cfg.attention == "additive":

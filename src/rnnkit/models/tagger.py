@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from torch import Tensor, nn
 
 from rnnkit.models._chars import CharEncoder, join_chars, word_char_parts
-from rnnkit.models._config import CELLS, check_model_config
+from rnnkit.models._config import CELLS, check_model_config, stacked_rnn
 
 __all__ = ["TaggerConfig", "Tagger", "CharEncoder", "CELLS"]
 
@@ -53,13 +53,8 @@ class Tagger(nn.Module):
     def __init__(self, config: TaggerConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding, self.chars, input_size = word_char_parts(
-            config.vocab_size, config.embedding_size, config.pad_id, config.char_vocab_size,
-            config.char_dim, config.char_hidden, config.cell)
-        self.rnn = CELLS[config.cell](
-            input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
-            bidirectional=True, dropout=config.dropout if config.num_layers > 1 else 0.0,
-        )
+        self.embedding, self.chars, input_size = word_char_parts(config)
+        self.rnn = stacked_rnn(config, input_size, bidirectional=True)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(2 * config.hidden_size, config.num_tags)
 

@@ -1,7 +1,8 @@
 """Chat: an encoder–decoder trained on utterance → reply pairs answers each line typed.
 
 Training is translation training on dialogue pairs (``rnnkit translate train --train
-dialog.tsv``); this module only runs the conversation loop.
+dialog.tsv``); this module only runs the conversation loop, which ``rnnkit translate chat``
+(:mod:`rnnkit.apps.translate`; also ``rnnkit chat``) runs on stdin and stdout.
 """
 
 from __future__ import annotations

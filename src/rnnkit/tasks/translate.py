@@ -1,14 +1,15 @@
-"""Translation (and any sentence → sentence mapping, e.g. utterance → reply): parallel data →
-:class:`~rnnkit.models.seq2seq.Seq2Seq` → greedy or beam-search output, scored with BLEU and
-chrF (sacrebleu, on detokenized text) and perplexity.
+"""Translation (and any sentence → sentence mapping, e.g. utterance → reply): the pieces of the
+``translate`` application (:mod:`rnnkit.apps.translate`): parallel data → token ids, the
+Trainer's task for a :class:`~rnnkit.models.seq2seq.Seq2Seq`, greedy or beam-search output,
+scores (BLEU and chrF through sacrebleu on detokenized text, and perplexity).
 
 Each side is tokenized by one of the language model's tokenizers (``bpe`` by default: byte-level
 BPE decodes back to plain text, so BLEU is computed on detokenized output; ``word`` joins
 tokens with spaces), shared by both sides or one per side. Model ids are the tokenizer's ids
 shifted by three: 0 ``<pad>``, 1 ``<bos>``, 2 ``<eos>``.
 
-A checkpoint directory holds ``model.safetensors``, ``config.json`` (model config and data
-options) and ``src_tokenizer.json`` / ``tgt_tokenizer.json``.
+A checkpoint directory holds ``model.safetensors``, ``config.json`` (model config, data and
+decoding options) and ``src_tokenizer.json`` / ``tgt_tokenizer.json``.
 """
 
 from __future__ import annotations
@@ -16,93 +17,26 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.nn import functional as nnf
 
 from rnnkit.data.bucketing import BucketBatchSampler, pad_sequences
-from rnnkit.data.parallel import NORMALIZATIONS, clean, filter_pairs, read_parallel
+from rnnkit.data.parallel import clean, filter_pairs, read_parallel
 from rnnkit.data.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_json
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import CELLS
 from rnnkit.models.decoding import beam_search, greedy
-from rnnkit.models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig
-from rnnkit.train import StepOutput, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from rnnkit.train import StepOutput
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.config import option as _opt
-from rnnkit.train.trainer import resolve_device
 
-__all__ = ["TranslateConfig", "Codec", "TranslateTask", "train", "load", "translate",
-           "evaluate_pairs", "corpus_scores", "Translator"]
+__all__ = ["Codec", "Translator", "TranslateTask", "build_codecs", "prepare_data", "translate",
+           "evaluate_pairs", "corpus_scores", "pair_loss"]
 
 PAD_ID, BOS_ID, EOS_ID, SHIFT = 0, 1, 2, 3
 SRC_TOKENIZER, TGT_TOKENIZER = "src_tokenizer.json", "tgt_tokenizer.json"
-
-
-@dataclass
-class TranslateConfig:
-    """Data, model and decoding options of ``rnnkit translate train``."""
-
-    train: str = _opt("", "training source file (plain or .gz), or a source<TAB>target file")
-    train_tgt: str | None = _opt(None, "training target file, line-aligned with --train")
-    valid: str | None = _opt(None, "validation source file or TSV (default: 500 held-out pairs)")
-    valid_tgt: str | None = _opt(None, "validation target file, line-aligned with --valid")
-    lowercase: bool = _opt(False, "lower-case both sides")
-    normalize: str = _opt("NFC", "Unicode normalisation of both sides", NORMALIZATIONS)
-    tokenizer: str = _opt("bpe", "token unit (of both sides unless --tgt-tokenizer)",
-                          ("bpe", "word", "char"))
-    tgt_tokenizer: str | None = _opt(None, "token unit of the target side (default: "
-                                     "--tokenizer)", ("bpe", "word", "char"))
-    vocab_size: int = _opt(8000, "bpe / word: vocabulary size per tokenizer")
-    shared_vocab: bool = _opt(False, "one tokenizer trained on both sides")
-    min_freq: int = _opt(1, "word / char: rarer tokens become <unk>")
-    max_len: int = _opt(50, "drop training pairs with a side longer than this (tokens)")
-    max_source_len: int = _opt(256, "longest source (tokens) the model accepts when run")
-    cell: str = _opt("gru", "recurrent cell", tuple(CELLS))
-    embed_dim: int = _opt(256, "embedding size")
-    hidden_size: int = _opt(256, "hidden units (encoder: per direction)")
-    num_layers: int = _opt(1, "layers of encoder and decoder")
-    bidirectional: bool = _opt(True, "bidirectional encoder")
-    attention: str = _opt("additive", "attention over the encoder states", ATTENTIONS)
-    dropout: float = _opt(0.2, "dropout on embeddings, between layers and before the output")
-    tie_embeddings: bool = _opt(False, "share the decoder embedding with the output layer")
-    teacher_forcing: float = _opt(1.0, "probability of feeding the gold previous token")
-    label_smoothing: float = _opt(0.0, "label smoothing of the training loss")
-    batch_size: int = _opt(64, "sentence pairs per batch")
-    max_tokens: int | None = _opt(None, "also cap a batch at this many padded source tokens")
-    eval_bleu: int = _opt(500, "greedy BLEU on this many validation pairs at each evaluation "
-                               "(0: loss only; then the best checkpoint is the lowest loss)")
-    beam_size: int = _opt(5, "default beam size of eval and run (1: greedy)")
-    alpha: float = _opt(0.6, "default length penalty exponent of beam search")
-    max_len_a: float = _opt(1.5, "decode at most a·source length + b tokens: a")
-    max_len_b: int = _opt(10, "decode at most a·source length + b tokens: b")
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "min_freq", "max_len", "max_source_len", "embed_dim",
-                     "hidden_size", "num_layers", "batch_size", "beam_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
-                                 f"got {getattr(self, name)}")
-        if not 0.0 <= self.teacher_forcing <= 1.0:
-            raise ValueError(f"--teacher-forcing: expected a value in [0, 1], "
-                             f"got {self.teacher_forcing}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"--label-smoothing: expected a value in [0, 1), "
-                             f"got {self.label_smoothing}")
-        if self.shared_vocab and self.tgt_tokenizer not in (None, self.tokenizer):
-            raise ValueError(f"--shared-vocab: needs one tokenizer for both sides, got "
-                             f"--tokenizer {self.tokenizer} and --tgt-tokenizer "
-                             f"{self.tgt_tokenizer}")
-        if self.eval_bleu < 0:
-            raise ValueError(f"--eval-bleu: expected an integer >= 0, got {self.eval_bleu}")
-
-    def data_options(self) -> dict[str, Any]:
-        """What the checkpoint keeps to read and decode new text the same way."""
-        names = ("lowercase", "normalize", "max_len", "max_source_len", "beam_size", "alpha",
-                 "max_len_a", "max_len_b", "tokenizer", "tgt_tokenizer", "shared_vocab")
-        return {name: getattr(self, name) for name in names}
 
 
 class Codec:
@@ -121,9 +55,16 @@ class Codec:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([i - SHIFT for i in ids if i >= SHIFT])
 
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> Codec:
+        """The codec of a tokenizer saved with ``tokenizer.to_json()`` (``source`` names it in
+        errors)."""
+        return cls(tokenizer_from_json(data, source=source))
 
-def build_codecs(sources: list[str], targets: list[str], config: TranslateConfig
-                 ) -> tuple[Codec, Codec]:
+
+def build_codecs(sources: list[str], targets: list[str], config: Any) -> tuple[Codec, Codec]:
+    """Tokenizers trained on the training pairs, as ``config`` (``tokenizer``,
+    ``tgt_tokenizer``, ``shared_vocab``, ``vocab_size``, ``min_freq``) says."""
     def make(texts, kind):
         return build_tokenizer(kind, texts, vocab_size=config.vocab_size,
                                min_freq=config.min_freq)
@@ -265,11 +206,13 @@ def evaluate_pairs(translator: Translator, sources: list[str], references: list[
 
 
 class TranslateTask:
-    """The translation task as the :class:`~rnnkit.train.Trainer` sees it."""
+    """The translation task as the :class:`~rnnkit.train.Trainer` sees it. ``config`` is the
+    application's :class:`~rnnkit.apps.translate.TranslateConfig` (batching, loss and
+    validation options, and ``data_options()`` for the checkpoint)."""
 
     name, unit, perplexity = "translate", "tok", True
 
-    def __init__(self, config: TranslateConfig, model_cfg: Seq2SeqConfig, codecs,
+    def __init__(self, config: Any, model_cfg: Seq2SeqConfig, codecs,
                  train_pairs, valid_pairs, valid_texts, seed: int = 0) -> None:
         self.config, self.model_cfg, self.seed = config, model_cfg, seed
         self.src, self.tgt = codecs
@@ -306,13 +249,12 @@ class TranslateTask:
 
     def checkpoint_files(self) -> dict:
         return {ckpt.CONFIG: {"model": self.model_cfg.to_dict(),
-                              "data": self.config.data_options(),
-                              "translate": asdict(self.config)},
+                              "data": self.config.data_options()},
                 SRC_TOKENIZER: self.src.tokenizer.to_json(),
                 TGT_TOKENIZER: self.tgt.tokenizer.to_json()}
 
 
-def _read(path: str, target: str | None, config: TranslateConfig):
+def _read(path: str, target: str | None, config: Any):
     return read_parallel(path, target, lowercase=config.lowercase, normalize=config.normalize)
 
 
@@ -321,7 +263,7 @@ def _encode_pairs(corpus, codecs) -> list[tuple[list[int], list[int]]]:
             for s, t in zip(corpus.sources, corpus.targets, strict=True)]
 
 
-def prepare_data(config: TranslateConfig, report: Callable[[str], None] = print,
+def prepare_data(config: Any, report: Callable[[str], None] = print,
                  codecs: tuple[Codec, Codec] | None = None):
     """(codecs, train pairs, valid pairs, (valid sources, valid references)) as ids/texts;
     ``codecs`` are built on the training data unless given."""
@@ -349,46 +291,3 @@ def prepare_data(config: TranslateConfig, report: Callable[[str], None] = print,
     if not valid_pairs:
         raise RnnkitError(f"--valid {valid.name}: no pair with text on both sides")
     return codecs, [pairs[i] for i in kept], valid_pairs, (valid.sources, valid.targets)
-
-
-def model_config(config: TranslateConfig, codecs) -> Seq2SeqConfig:
-    try:
-        return Seq2SeqConfig(
-            codecs[0].vocab_size, codecs[1].vocab_size, cell=config.cell,
-            embed_dim=config.embed_dim, hidden_size=config.hidden_size,
-            num_layers=config.num_layers, bidirectional=config.bidirectional,
-            attention=config.attention, dropout=config.dropout,
-            tie_embeddings=config.tie_embeddings, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
-    except ValueError as err:
-        raise RnnkitError(str(err)) from None
-
-
-def train(config: TranslateConfig, train_config: TrainConfig, out_dir: str,
-          resume: str | None = None, report: Callable[[str], None] = print) -> TrainResult:
-    """Read the data, build tokenizers and an encoder–decoder, train it with the Trainer."""
-    codecs = None
-    if resume is not None:  # the saved tokenizers, so ids keep their meaning
-        saved = load(ckpt.resolve_checkpoint(resume, prefer="last"), "cpu")
-        codecs = (saved.src, saved.tgt)
-    codecs, train_pairs, valid_pairs, valid_texts = prepare_data(config, report, codecs)
-    seed_everything(train_config.seed)
-    model_cfg = model_config(config, codecs)
-    task = TranslateTask(config, model_cfg, codecs, train_pairs, valid_pairs, valid_texts,
-                         train_config.seed)
-    return Trainer(Seq2Seq(model_cfg), task, train_config, out_dir).fit(resume)
-
-
-def load(checkpoint, device: str = "cpu", task: str = "translate") -> Translator:
-    """The model (eval mode), codecs and data options of a translation checkpoint."""
-    directory = ckpt.resolve_checkpoint(checkpoint)
-    config = ckpt.read_config(directory, task)
-    codecs = [Codec(tokenizer_from_json(ckpt.read_json(directory / name),
-                                        source=str(directory / name)))
-              for name in (SRC_TOKENIZER, TGT_TOKENIZER)]
-    try:
-        model = Seq2Seq(Seq2SeqConfig(**config["model"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise RnnkitError(f"checkpoint {directory}: bad model config: {err}") from None
-    ckpt.load_weights(directory, model)
-    model.to(resolve_device(device)).eval()
-    return Translator(model, codecs[0], codecs[1], config.get("data", {}))
