@@ -151,3 +151,27 @@ def test_toy_under_torchrun(echo_app, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("stopped (") == 1  # only the first process reports
     assert (out / "last" / "model.safetensors").exists()
+
+
+RETIRED = {"data", "dev", "word_dim", "embed_dim", "emb_dim", "embed_size", "hidden_dim",
+           "hidden", "layers", "n_layers", "rnn_type", "rnn_cell", "valid_file", "train_file"}
+
+
+def test_one_name_per_concept():
+    """Every registered application names the shared concepts alike (docs/options.md)."""
+    from rnnkit.train.config import leaf_fields
+
+    for name in registry.names():
+        app = registry.get(name)
+        fields = {f.name for _, f in leaf_fields(app.Config)}
+        assert not fields & RETIRED, (name, fields & RETIRED)
+        assert "train" in fields and "batch_size" in fields, name
+        assert app.summary and app.examples, name
+
+
+def test_every_application_is_listed_with_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for name in registry.names():
+        assert f"    {name} " in text or f"    {name}\n" in text, name
