@@ -109,9 +109,10 @@ class Verb:
     """An application's own command beside ``train``/``eval``/``predict`` (``lm generate``,
     ``translate chat``).
 
-    ``run(loaded, options)`` gets what :meth:`Application.load` returned and the parsed
-    ``Options`` dataclass, and returns text pieces, streamed to ``--output`` (stdout by
-    default), or None when it wrote its own output (an interactive loop).
+    ``run(loaded, options)`` gets what :meth:`Application.load` returned (None for a verb
+    without ``checkpoint``) and the parsed ``Options`` dataclass, and returns text pieces,
+    streamed to ``--output`` (stdout by default), or None when it wrote its own output (an
+    interactive loop). A ``top_level`` verb is also a command of its own (``rnnkit chat``).
     """
 
     name: str
@@ -120,6 +121,8 @@ class Verb:
     run: Callable[[Any, Any], Iterable[str] | None]
     examples: str = ""
     output: bool = True  # takes --output (False: an interactive verb that writes its own)
+    checkpoint: bool = True  # works on a trained model (False: ``run(None, options)``)
+    top_level: bool = False  # also ``rnnkit VERB`` (``rnnkit chat``, ``rnnkit demo``)
 
 
 class Application:

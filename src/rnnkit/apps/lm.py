@@ -202,7 +202,12 @@ class LM(Application):
             yield "\n"
 
     def verbs(self) -> list[Verb]:
-        return [Verb("generate", "sample text from a checkpoint", GenerateOptions, self.predict)]
+        from rnnkit.apps import lm_demo
+
+        return [Verb("generate", "sample text from a checkpoint", GenerateOptions, self.predict),
+                Verb("demo", "train a character LSTM on Python's own source, then write code",
+                     lm_demo.DemoConfig, _run_demo, lm_demo.EXAMPLES, output=False,
+                     checkpoint=False, top_level=True)]
 
     def inspect(self, loaded: Loaded, config):
         """Top-k next-token predictions at every position; the gradient flow of the text's own
@@ -236,6 +241,12 @@ class LM(Application):
                              table_title=f"Top-{config.top_k} next-token predictions",
                              table_header=header, notes=notes,
                              loss_note="next-token loss of the input")
+
+
+def _run_demo(_: None, options) -> None:
+    from rnnkit.apps.lm_demo import run_demo
+
+    run_demo(options)
 
 
 def _model_config(config: LMOptions, vocab_size: int) -> LMConfig:

@@ -20,23 +20,35 @@ from rnnkit.apps.lm import LM, LMModel, LMOptions
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks.lm_generate import SampleConfig, sample_text
 from rnnkit.train import Callback, TrainConfig
+from rnnkit.train.config import option
 
-__all__ = ["DemoConfig", "run_demo", "stdlib_files"]
+__all__ = ["DemoConfig", "EXAMPLES", "run_demo", "stdlib_files"]
 
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "turtledemo",
              "lib2to3", "__pycache__", "ensurepip", "pydoc_data", "encodings"}
 
 
+EXAMPLES = """\
+  rnnkit demo                      about 3 minutes: learn Python from the standard library
+  rnnkit demo --minutes 10         train longer, write better code
+  rnnkit demo --minutes 0.2 --out /tmp/demo
+afterwards:
+  rnnkit lm generate --checkpoint runs/demo --prime "class " --max-tokens 300
+"""
+
+
 @dataclass
 class DemoConfig:
-    """Options of ``rnnkit demo``."""
+    """Options of ``rnnkit demo`` (``rnnkit lm demo``)."""
 
-    minutes: float = 3.0  # whole run, data preparation and final sample included
-    out: str = "runs/demo"
-    device: str = "auto"
-    seed: int = 0
-    threads: int = 1  # sequential small matrix products: one thread is fastest on a small CPU
-    progress: bool = True
+    minutes: float = option(3.0, "time budget of the whole run, data preparation and final "
+                                 "sample included")
+    out: str = option("runs/demo", "run directory")
+    device: str = option("auto", "auto, cpu or cuda")
+    seed: int = option(0, "random seed")
+    # sequential small matrix products: one thread is fastest on a small CPU
+    threads: int = option(1, "CPU threads (1 is fastest for this small model)")
+    progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
         if not self.minutes > 0:

@@ -304,7 +304,8 @@ class Translate(Application):
             Verb("run", "translate stdin or a file, one output line per input line (the old "
                  "name of predict)", PredictOptions, self.predict),
             Verb("chat", "interactive prompt answering each line (a model trained on "
-                 "utterance -> reply pairs)", ChatOptions, self.chat, CHAT_EXAMPLES, output=False),
+                 "utterance -> reply pairs)", ChatOptions, self.chat, CHAT_EXAMPLES, output=False,
+                 top_level=True),
         ]
 
 

@@ -20,7 +20,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.train import TrainConfig
 from rnnkit.train.config import add_dataclass_flags, build_config, check_unknown_keys, load_toml
 
-__all__ = ["add_application", "run_train", "write_pieces"]
+__all__ = ["add_application", "add_top_level_verbs", "run_train", "write_pieces"]
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -86,14 +86,26 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
                         "streamed; a file is written whole or not at all)")
 
 
-def _add_verb(actions, app: Application, verb: Verb) -> None:
-    parser = actions.add_parser(verb.name, help=verb.help, description=verb.help,
+def add_top_level_verbs(subparsers, app: Application) -> None:
+    """``rnnkit VERB`` for each of ``app``'s verbs marked ``top_level``."""
+    for verb in app.verbs():
+        if verb.top_level:
+            _add_verb(subparsers, app, verb, f" (the same as rnnkit {app.name} {verb.name})")
+
+
+def _add_verb(actions, app: Application, verb: Verb, note: str = "") -> None:
+    parser = actions.add_parser(verb.name, help=verb.help + note, description=verb.help + note,
                                 epilog=_examples(verb.examples or app.examples),
                                 formatter_class=_RAW)
-    _add_loaded(parser, verb.Options)
+    if verb.checkpoint:
+        _add_loaded(parser, verb.Options)
+    else:
+        _add_common(parser)
+        add_dataclass_flags(parser.add_argument_group("options"), verb.Options)
     if verb.output:
         _add_output(parser)
-    parser.set_defaults(func=lambda args: _run_verb(app, args, verb.Options, verb.run))
+    parser.set_defaults(func=lambda args: _run_verb(app, args, verb.Options, verb.run,
+                                                    verb.checkpoint))
 
 
 # ---------------------------------------------------------------------- actions
@@ -136,8 +148,14 @@ def _run_eval(app: Application, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_verb(app: Application, args: argparse.Namespace, options_cls: type, run) -> int:
-    loaded, options = _loaded(app, args, options_cls)
+def _run_verb(app: Application, args: argparse.Namespace, options_cls: type, run,
+              checkpoint: bool = True) -> int:
+    if checkpoint:
+        loaded, options = _loaded(app, args, options_cls)
+    else:
+        values = load_toml(args.config)
+        check_unknown_keys(values, options_cls)
+        loaded, options = None, build_config(options_cls, values, args)
     pieces = run(loaded, options)
     if pieces is not None:
         write_pieces(getattr(args, "output", "-"), pieces)

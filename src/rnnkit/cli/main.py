@@ -14,16 +14,17 @@ import sys
 
 from rnnkit._version import __version__
 from rnnkit.apps import registry
-from rnnkit.cli.builder import add_application
+from rnnkit.cli.builder import add_application, add_top_level_verbs
 from rnnkit.errors import RnnkitError
 
-# Modules under rnnkit.cli that add a tool command (not an application).
-TOOLS = ("demo", "chat", "inspect")
+# Modules under rnnkit.cli that add a tool command (not an application's).
+TOOLS = ("inspect",)
 
 EPILOG = """examples:
   rnnkit demo                      train a character LSTM on Python's own source, then write code
-  rnnkit lm train --data corpus.txt --out runs/lm
+  rnnkit lm train --train corpus.txt --out runs/lm
   rnnkit lm generate --checkpoint runs/lm/best --prime "def " --max-tokens 200
+  rnnkit tag train --help          every application: train, eval, predict (and its own verbs)
   rnnkit --version
 """
 
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in registry.names():
         add_application(subparsers, registry.get(name))
+    for name in registry.names():
+        add_top_level_verbs(subparsers, registry.get(name))
     for name in TOOLS:
         importlib.import_module(f"rnnkit.cli.{name}").register(subparsers)
     return parser

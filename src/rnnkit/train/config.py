@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import tomllib
 
+from rnnkit._options import is_section, leaf_fields, option, section
 from rnnkit.errors import RnnkitError
 
 __all__ = ["option", "section", "leaf_fields", "add_dataclass_flags", "load_toml",
@@ -43,40 +44,6 @@ __all__ = ["option", "section", "leaf_fields", "add_dataclass_flags", "load_toml
 
 T = TypeVar("T")
 _SCALARS = (bool, int, float, str)
-
-
-def option(default: Any, help_text: str, choices: tuple | None = None,
-           aliases: tuple[str, ...] = ()) -> Any:
-    """A dataclass field with its flag's help text (and allowed values, and deprecated old
-    names), as :func:`add_dataclass_flags` and :func:`build_config` read them."""
-    metadata: dict[str, Any] = {"help": help_text}
-    if choices:
-        metadata["choices"] = choices
-    if aliases:
-        metadata["aliases"] = tuple(aliases)
-    return dataclasses.field(default=default, metadata=metadata)
-
-
-def section(cls: type, help_text: str = "") -> Any:
-    """A nested dataclass field (e.g. an application's model options), default ``cls()``."""
-    return dataclasses.field(default_factory=cls, metadata={"help": help_text, "section": True})
-
-
-def _is_section(f: dataclasses.Field) -> bool:
-    return bool(f.metadata.get("section"))
-
-
-def leaf_fields(cls: type) -> list[tuple[type, dataclasses.Field]]:
-    """(owning dataclass, field) of every settable scalar field, nested sections flattened."""
-    leaves = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        if _is_section(f):
-            leaves.extend(leaf_fields(typing.get_type_hints(cls)[f.name]))
-        else:
-            leaves.append((cls, f))
-    return leaves
 
 
 def deprecated(old: str, new: str) -> None:
@@ -246,7 +213,7 @@ def _construct(cls: type[T], values: dict[str, Any]) -> T:
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        if _is_section(f):
+        if is_section(f):
             kwargs[f.name] = _construct(hints[f.name], values)
         elif f.name in values:
             kwargs[f.name] = values[f.name]
@@ -270,7 +237,7 @@ def flat_options(config: Any) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if _is_section(f):
+        if is_section(f):
             flat.update(flat_options(value))
         elif f.init:
             flat[f.name] = value
