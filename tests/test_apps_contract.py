@@ -82,6 +82,16 @@ def test_predict_writes_atomically(trained, tmp_path):
     assert target.read_text().splitlines() == ["a a b", "d d"]
 
 
+def test_the_run_report_comes_for_free(trained, capsys):
+    """An application without an inspect hook still gets the report of its run."""
+    _, _, _, out = trained
+    assert main(["inspect", "--checkpoint", str(out)]) == 0
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "rnnkit inspect — echo checkpoint best" in html
+    assert "rnn.weight_hh_l0" in html and "Training curves" in html
+    assert "Hidden units over the input" not in html
+
+
 def test_resume_reuses_the_saved_options_and_flags_override(trained, capsys):
     _, _, _, out = trained
     steps = max(r["step"] for r in _records(out))

@@ -81,14 +81,15 @@ def test_bad_input(lm_run, tmp_path, capsys):
     _expect_error(capsys, ["inspect", "--checkpoint", run, "--text", "a", "--top-k", "0"],
                   "--top-k: must be >= 1")
     (tmp_path / "weird").mkdir()
-    (tmp_path / "weird/config.json").write_text('{"task": "translate"}')
+    (tmp_path / "weird/config.json").write_text('{"task": "nosuchapp"}')
     _expect_error(capsys, ["inspect", "--checkpoint", str(tmp_path / "weird"), "--text", "a"],
-                  "the translate application has no inspect report; these have one: lm, tag, "
-                  "classify")
+                  "made by task 'nosuchapp', which is not an installed application")
+    (tmp_path / "weird/config.json").write_text('{"task": "translate"}')
+    _expect_error(capsys, ["inspect", "--checkpoint", str(tmp_path / "weird")],
+                  "src_tokenizer.json is missing")
     assert not (tmp_path / "weird/report.html").exists()
-    with pytest.raises(SystemExit) as exit_:
-        main(["inspect", "--checkpoint", run])  # neither --text nor --file
-    assert exit_.value.code == 2
+    _expect_error(capsys, ["inspect", "--checkpoint", run],  # neither --text nor --file
+                  "--text or --file: required")
 
 
 def test_help_has_examples(capsys):

@@ -104,10 +104,11 @@ def load(name: str, path: str | os.PathLike, device: str = "auto") -> Any:
 
 
 def inspect(config) -> Path:
-    """``rnnkit inspect``: the report of ``config.checkpoint`` (any application with an
-    ``inspect`` hook) over ``config.text``; returns the report's path."""
+    """``rnnkit inspect``: the report of ``config.checkpoint`` over ``config.text`` (an
+    application's ``inspect`` hook), or, for an application without one, the report of the run
+    (weights' spectra, gradient flow during training, training curves); returns its path."""
     from rnnkit.apps import registry
-    from rnnkit.diagnostics.inspect import write_inspect_report
+    from rnnkit.diagnostics import inspect as di
 
     directory = ckpt.resolve_checkpoint(config.checkpoint, prefer="best")
     saved = ckpt.read_json(directory / ckpt.CONFIG)
@@ -116,11 +117,28 @@ def inspect(config) -> Path:
         raise RnnkitError(f"checkpoint {directory}: made by task {task!r}, which is not an "
                           f"installed application ({', '.join(registry.names())})")
     app = registry.get(task)
-    if type(app).inspect is Application.inspect:
-        raise RnnkitError(f"checkpoint {directory}: the {task} application has no inspect "
-                          f"report; these have one: {', '.join(_with_reports())}")
-    run = app.inspect(app.load(open_checkpoint(app, directory, "cpu")), config)
-    return write_inspect_report(run, directory, saved, config)
+    has_hook = type(app).inspect is not Application.inspect
+    if has_hook:
+        config.require_text()
+    loaded = app.load(open_checkpoint(app, directory, "cpu"))
+    if has_hook:
+        return di.write_inspect_report(app.inspect(loaded, config), directory, saved, config)
+    note = (f"The {task} application shows no input here (it has no inspect hook; those with "
+            f"one: {', '.join(_with_reports())}): this page is the run's.")
+    return di.write_run_report(_model_of(loaded), directory, saved, config, note)
+
+
+def _model_of(loaded: Any):
+    """The model inside what an application's ``load`` returned."""
+    from torch import nn
+
+    if isinstance(loaded, nn.Module):
+        return loaded
+    values = loaded if isinstance(loaded, tuple | list) else vars(loaded).values()
+    for value in values:
+        if isinstance(value, nn.Module):
+            return value
+    raise RnnkitError("rnnkit inspect: this application's loaded checkpoint holds no model")
 
 
 def _with_reports() -> list[str]:

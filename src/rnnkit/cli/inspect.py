@@ -9,6 +9,7 @@ EXAMPLES = """examples:
   rnnkit inspect --checkpoint runs/lm/best --file sample.txt --units 3,17,42 --out lm.html
   rnnkit inspect --checkpoint runs/pos --text "The cat sat on the mat ."
   rnnkit inspect --checkpoint runs/sst2 --text "a gripping , funny film" --top-k 3
+  rnnkit inspect --checkpoint runs/forecast          # any application: the run's report
 
 The report is one HTML file with everything inside (plots embedded, no scripts, nothing
 fetched): open it in any browser, offline. Record the gradient flow during training with
@@ -19,16 +20,18 @@ fetched): open it in any browser, offline. Record the gradient flow during train
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "inspect", help="HTML report: hidden units over a text, predictions, gradient flow",
-        description="Run a checkpoint (language model, tagger or classifier) on a text and "
-                    "write one self-contained HTML report: the text coloured by the activation "
-                    "of hidden units of the top recurrent layer, the model's predictions at each "
-                    "position, the gradient flow through time on this text, and the run's "
-                    "training curves.",
+        description="Write one self-contained HTML report of a checkpoint. For an application "
+                    "with a per-input view (language model, tagger, classifier) the model runs "
+                    "on --text or --file: the text coloured by the activation of hidden units "
+                    "of the top recurrent layer, the model's predictions at each position, the "
+                    "gradient flow through time on this text. Every report has the run's "
+                    "training curves, the gradient flow recorded during training and, for "
+                    "other applications, the recurrent weights' spectra.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, metavar="DIR",
                         help="a run directory (its best/ is used) or a checkpoint directory")
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--text", help="the input text")
     source.add_argument("--file", metavar="PATH", help="read the input text from a UTF-8 file")
     parser.add_argument("--out", metavar="HTML",
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.apps.runner import inspect
     from rnnkit.diagnostics.inspect import InspectConfig, read_input_text
 
-    text = args.text if args.file is None else read_input_text(args.file)
+    text = (args.text or "") if args.file is None else read_input_text(args.file)
     source = "--text" if args.file is None else f"--file {args.file}"
     config = InspectConfig(args.checkpoint, text, args.out, args.units, args.num_units,
                            args.top_k, args.max_symbols, source)

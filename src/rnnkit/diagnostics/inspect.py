@@ -23,14 +23,14 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.diagnostics import plots
-from rnnkit.diagnostics.flow import gradient_flow
+from rnnkit.diagnostics.flow import gradient_flow, recurrent_stats
 from rnnkit.diagnostics.report import Report, UnitTrace, write_report
 from rnnkit.errors import RnnkitError
 from rnnkit.nn.rnn import RecurrentBase
 from rnnkit.train.logging import read_metrics
 
 __all__ = ["InspectConfig", "InspectRun", "Capture", "top_layer", "limit_symbols", "top_k_cells",
-           "write_inspect_report", "default_output", "read_input_text"]
+           "write_inspect_report", "write_run_report", "default_output", "read_input_text"]
 
 @dataclass
 class InspectConfig:
@@ -50,6 +50,11 @@ class InspectConfig:
             if getattr(self, name) < 1:
                 raise RnnkitError(f"--{name.replace('_', '-')}: must be >= 1, "
                                   f"got {getattr(self, name)}")
+
+    def require_text(self) -> None:
+        """For a report over an input: the text must not be empty."""
+        if self.source == "--text" and not self.text:
+            raise RnnkitError("--text or --file: required (the input the model reads)")
         if not self.text.strip():
             raise RnnkitError(f"{self.source}: the text is empty")
 
@@ -186,6 +191,37 @@ def _report(run: InspectRun, directory: Path, saved: dict, config: InspectConfig
         table_header=run.table_header, table=run.table, class_probs=run.class_probs,
         images=images, notes=notes,
     )
+
+
+def write_run_report(model: nn.Module, directory: Path, saved: dict, config: InspectConfig,
+                     note: str) -> Path:
+    """The report of a checkpoint without an input (its application has no ``inspect`` hook):
+    the recurrent weights' spectra, the gradient flow recorded during training, the training
+    curves."""
+    records = read_metrics(_run_dir(directory) / "metrics.jsonl")
+    images = []
+    heat = plots.plot_flow_heatmap(records)
+    if heat:
+        images.append(("Gradient flow during training", "Recorded with --diagnostics-every: "
+                       "training steps × time positions.", heat))
+    curves = plots.plot_training_curves(records)
+    if curves:
+        images.append(("Training curves", "From the run's metrics.jsonl.", curves))
+    stats = recurrent_stats(model)
+    meta = [("checkpoint", str(directory)), ("task", saved["task"]),
+            ("step", str(saved.get("step", "?")))]
+    meta += [(name, ", ".join(f"{k} {v:.3g}" for k, v in values.items()))
+             for name, values in stats.items()]
+    notes = [note] + ([] if records else [f"No metrics.jsonl next to {directory}: no training "
+                                          "curves."])
+    report = Report(title=f"rnnkit inspect — {saved['task']} checkpoint {directory.name}",
+                    symbols=[], units=[], meta=meta, images=images, notes=notes)
+    out = Path(config.out) if config.out else default_output(directory)
+    try:
+        write_report(report, out)
+    except OSError as err:
+        raise RnnkitError(f"--out {out}: cannot write: {err.strerror}") from None
+    return out
 
 
 def _run_dir(directory: Path) -> Path:

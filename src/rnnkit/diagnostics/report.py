@@ -126,6 +126,16 @@ def _images(report: Report) -> str:
     return "\n".join(parts)
 
 
+def _units_section(report: Report, units: str) -> str:
+    if not report.units:
+        return ""  # a run report without an input
+    return f"""<h2>Hidden units over the input</h2>
+<p class="meta">Each symbol is coloured by the unit's activation after reading it (red positive,
+blue negative, white near zero; scaled per unit). Hover a symbol for the exact value and the
+model's prediction at that position.</p>
+{units}"""
+
+
 def render_report(report: Report) -> str:
     """The report as one HTML document."""
     meta = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
@@ -144,11 +154,7 @@ def render_report(report: Report) -> str:
 <h1>{html.escape(report.title)}</h1>
 <table class="meta">{meta}</table>
 {notes}
-<h2>Hidden units over the input</h2>
-<p class="meta">Each symbol is coloured by the unit's activation after reading it (red positive,
-blue negative, white near zero; scaled per unit). Hover a symbol for the exact value and the
-model's prediction at that position.</p>
-{units}
+{_units_section(report, units)}
 {_class_probs(report)}
 {_table(report)}
 {_images(report)}
