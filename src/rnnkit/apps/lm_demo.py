@@ -119,7 +119,8 @@ def run_demo(config: DemoConfig) -> int:
     """Train, print samples while learning, print a final sample. Returns an exit code."""
     started = time.monotonic()
     total = config.minutes * 60
-    # ~15k characters/s on one core; read no more text than the budget can use twice over
+    # read no more text than the budget can use twice over: 30,000 characters per second of
+    # budget is at least twice the demo's training speed (docs/benchmarks.md, the demo)
     files = stdlib_files(max_bytes=int(min(max(total * 30_000, 200_000), 20_000_000)))
     task, train = demo_configs(config, train_minutes=0.8 * total / 60)
     # every tenth file is validation: spread over the library, unlike a tail of sorted files
