@@ -10,7 +10,7 @@ import dataclasses
 import typing
 from typing import Any
 
-__all__ = ["option", "section", "is_section", "leaf_fields"]
+__all__ = ["option", "section", "is_section", "leaf_fields", "section_leaf_names"]
 
 
 def option(default: Any, help_text: str, choices: tuple | None = None,
@@ -45,3 +45,10 @@ def leaf_fields(cls: type) -> list[tuple[type, dataclasses.Field]]:
         else:
             leaves.append((cls, f))
     return leaves
+
+
+def section_leaf_names(cls: type) -> list[str]:
+    """Names of the leaf fields inside the sections of ``cls`` (its model options)."""
+    hints = typing.get_type_hints(cls)
+    return [f.name for s in dataclasses.fields(cls) if is_section(s)
+            for _, f in leaf_fields(hints[s.name])]

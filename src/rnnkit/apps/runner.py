@@ -20,39 +20,55 @@ from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_every
 from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.config import flat_options
 from rnnkit.train.distributed import Shard, finish_distributed, init_distributed
+from rnnkit.train.rundir import RunLock, check_new_run, clean_litter
 from rnnkit.train.trainer import resolve_device
 
 __all__ = ["train", "load", "inspect", "open_checkpoint", "saved_options", "run_dir_of", "summary"]
 
 
 def train(app: Application, config: Any, train_config: TrainConfig, out_dir: str | os.PathLike,
-          resume: str | os.PathLike | None = None,
-          callbacks: Sequence[Callback] = ()) -> TrainResult:
+          resume: str | os.PathLike | None = None, callbacks: Sequence[Callback] = (),
+          overwrite: bool = False) -> TrainResult:
     """Prepare ``app``'s data, build its model, and train it into ``out_dir``
-    (``best/``, ``last/``, ``metrics.jsonl``, ``loss.png``); ``resume`` continues exactly."""
+    (``best/``, ``last/``, ``metrics.jsonl``, ``loss.png``); ``resume`` continues exactly.
+
+    A directory that already holds a run is refused unless resumed or ``overwrite``; a second
+    training into the same directory at once is refused (a lock file)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise RnnkitError(f"--out {out_dir}: exists and is not a directory")
     device = resolve_device(train_config.device)
     shard = init_distributed(device)
     try:
-        resumed = open_checkpoint(app, resume, "cpu", prefer="last") if resume else None
-        context = PrepareContext(out_dir, shard, resumed, train_config.seed)
-        data = _in_rank_order(shard, lambda: app.prepare(config, context))
-        seed_everything(train_config.seed)
-        model = app.build_model(config, data)
-        task = _Saved(app.task(config, data, train_config.seed), app.name, config)
-        callbacks = list(callbacks)
-        if train_config.diagnostics_every:
-            from rnnkit.diagnostics.callback import GradientFlowCallback
-
-            callbacks.append(GradientFlowCallback(train_config.diagnostics_every))
-        result = Trainer(model, task, train_config, out_dir, callbacks).fit(resume=resume)
+        with RunLock(out_dir, enabled=shard.is_main):
+            if shard.is_main:
+                if resume is None:
+                    check_new_run(out_dir, overwrite)
+                clean_litter(out_dir)
+            result = _train(app, config, train_config, out_dir, resume, callbacks, shard)
     except BaseException:
         finish_distributed(wait=False)
         raise
     finish_distributed()
     return result
+
+
+def _train(app: Application, config: Any, train_config: TrainConfig, out_dir: Path,
+           resume: str | os.PathLike | None, callbacks: Sequence[Callback],
+           shard: Shard) -> TrainResult:
+    """The application's data, model and task, handed to the Trainer."""
+    resumed = open_checkpoint(app, resume, "cpu", prefer="last") if resume else None
+    context = PrepareContext(out_dir, shard, resumed, train_config.seed)
+    data = _in_rank_order(shard, lambda: app.prepare(config, context))
+    seed_everything(train_config.seed)
+    model = app.build_model(config, data)
+    task = _Saved(app.task(config, data, train_config.seed), app.name, config)
+    callbacks = list(callbacks)
+    if train_config.diagnostics_every:
+        from rnnkit.diagnostics.callback import GradientFlowCallback
+
+        callbacks.append(GradientFlowCallback(train_config.diagnostics_every))
+    return Trainer(model, task, train_config, out_dir, callbacks).fit(resume=resume)
 
 
 def _in_rank_order(shard: Shard, prepare):

@@ -14,6 +14,7 @@ import os
 import sys
 
 from rnnkit._io import write_output
+from rnnkit._options import section_leaf_names
 from rnnkit.apps import runner
 from rnnkit.apps.base import Application, Verb
 from rnnkit.errors import RnnkitError
@@ -40,7 +41,10 @@ def add_application(subparsers, app: Application) -> None:
     train.add_argument("--out", help=f"run directory (default: runs/{app.name}, or the run being "
                                      "resumed)")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly (its "
-                       "last/), with its saved options; flags and --config override them")
+                       "last/), with its saved options; flags and --config override them (not "
+                       "the model's)")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in "
+                       "--out (default: refuse to touch it)")
     add_dataclass_flags(train.add_argument_group("data and model"), app.Config)
     add_dataclass_flags(train.add_argument_group("training"), TrainConfig)
     train.set_defaults(func=lambda args: run_train(app, args))
@@ -117,15 +121,30 @@ def run_train(app: Application, args: argparse.Namespace) -> int:
     check_unknown_keys(values, app.Config, TrainConfig, extra=("out", "resume"))
     resume = args.resume or values.get("resume")
     if resume:
-        values = {**runner.saved_options(app, resume), **values}
+        saved = runner.saved_options(app, resume)
+        _check_fixed_on_resume(app, saved, values, args)
+        values = {**saved, **values}
     config = build_config(app.Config, values, args)
     train_config = build_config(TrainConfig, values, args)
     out = args.out or values.get("out") or (str(runner.run_dir_of(resume)) if resume
                                             else f"runs/{app.name}")
-    result = runner.train(app, config, train_config, out, resume=resume)
+    result = runner.train(app, config, train_config, out, resume=resume,
+                          overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process reports
         print(runner.summary(result))
     return 0
+
+
+def _check_fixed_on_resume(app: Application, saved: dict, values: dict,
+                           args: argparse.Namespace) -> None:
+    """The model's options (its ``section``s) cannot change when resuming: refuse a flag or
+    TOML key that asks for another value than the run's."""
+    given = {**values, **vars(args)}
+    for name in section_leaf_names(app.Config):
+        if name in given and name in saved and given[name] != saved[name]:
+            raise RnnkitError(f"--{name.replace('_', '-')}: cannot change when resuming (the "
+                              f"run has {saved[name]!r}, got {given[name]!r}); start a new run "
+                              "with another --out instead")
 
 
 def _loaded(app: Application, args: argparse.Namespace, options_cls: type):

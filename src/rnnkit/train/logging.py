@@ -18,6 +18,7 @@ class MetricsLog:
     def __init__(self, path: Path, tensorboard: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        cut_torn_tail(path)
         self._file = path.open("a", encoding="utf-8")
         self._writer = _tensorboard_writer(path.parent / "tensorboard") if tensorboard else None
 
@@ -47,10 +48,29 @@ def _tensorboard_writer(directory: Path):
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics JSONL file (missing file → [])."""
+    """All records of a metrics JSONL file (missing file → []); a line that is not a JSON
+    object (a torn last line after a crash or a full disk) is skipped."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+    return records
+
+
+def cut_torn_tail(path: Path) -> None:
+    """Drop a partial last line (no final newline), so that new records never join it."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with path.open("r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
 
 
 def format_duration(seconds: float) -> str:

@@ -1,0 +1,100 @@
+"""A trained run is never lost: no training into another run without --resume or --overwrite,
+one training at a time per directory, a torn metrics line or a killed checkpoint write does not
+break resume, and the model's options cannot change on resume (issue 24, items 7-9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnnkit.apps import registry
+from rnnkit.cli.main import main
+from rnnkit.train.logging import read_metrics
+
+HERE = Path(__file__).parent
+QUIET = ["--no-progress", "--no-tensorboard", "--no-plot", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def echo():
+    sys.path.insert(0, str(HERE))
+    import toy_echo
+
+    registry.register("echo")(toy_echo.Echo)
+    yield
+    registry._APPS.pop("echo", None)
+    sys.path.remove(str(HERE))
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    rng = random.Random(0)
+    path = tmp_path / "seqs.txt"
+    path.write_text("".join(" ".join(rng.choice("abc") for _ in range(3)) + "\n"
+                            for _ in range(40)))
+    return path
+
+
+def _train(data: Path, out: Path, *extra: str) -> int:
+    return main(["echo", "train", "--train", str(data), "--out", str(out), "--max-steps", "2",
+                 "--eval-every", "1", "--hidden-size", "8", *QUIET, *extra])
+
+
+def test_an_existing_run_is_refused_unless_resumed_or_overwritten(echo, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data, out) == 0
+    before = (out / "last" / "model.safetensors").read_bytes()
+    assert _train(data, out) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: already holds a run (best, last, metrics.jsonl)" in err
+    assert (out / "last" / "model.safetensors").read_bytes() == before
+    assert _train(data, out, "--seed", "7", "--overwrite") == 0
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
+    assert steps == sorted(steps) and max(steps) == 2  # the old log did not grow
+
+
+def test_a_second_training_into_the_same_directory_is_refused(echo, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")  # alive: this process
+    assert _train(data, out) == 2
+    assert "another training is running there" in capsys.readouterr().err
+    (out / ".lock").write_text(f"{socket.gethostname()} 999999999\n")  # gone: a stale lock
+    assert _train(data, out) == 0
+    assert not (out / ".lock").exists()
+
+
+def test_torn_metrics_line_and_checkpoint_litter_do_not_break_resume(echo, data, tmp_path):
+    out = tmp_path / "run"
+    assert _train(data, out) == 0
+    with (out / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 3, "loss": 0.')  # a write cut by a crash or a full disk
+    (out / ".best.tmp-123").mkdir()
+    (out / ".last.old-456").mkdir()
+    assert main(["echo", "train", "--resume", str(out), "--max-steps", "4", *QUIET]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["step"] <= 4 for line in lines)  # every line whole again
+    assert not list(out.glob(".best.tmp-*")) and not list(out.glob(".last.old-*"))
+    assert main(["inspect", "--checkpoint", str(out)]) == 0
+
+
+def test_model_options_cannot_change_on_resume(echo, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data, out) == 0
+    assert main(["echo", "train", "--resume", str(out), "--hidden-size", "16", *QUIET]) == 2
+    err = capsys.readouterr().err
+    assert "--hidden-size: cannot change when resuming (the run has 8, got 16)" in err
+    assert main(["echo", "train", "--resume", str(out), "--hidden-size", "8", "--max-steps",
+                 "3", *QUIET]) == 0  # the same value is fine
+
+
+def test_read_metrics_skips_bad_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\nnot json\n[1, 2]\n{"step": 2}\n{"st')
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
