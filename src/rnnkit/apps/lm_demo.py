@@ -24,6 +24,7 @@ from rnnkit.train.config import option
 
 __all__ = ["DemoConfig", "EXAMPLES", "run_demo", "stdlib_files"]
 
+DEMO_MARKER = "DEMO"  # in a run directory: the run is a demo's, which the next demo replaces
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "turtledemo",
              "lib2to3", "__pycache__", "ensurepip", "pydoc_data", "encodings"}
 
@@ -129,7 +130,11 @@ def run_demo(config: DemoConfig) -> int:
     print(f"rnnkit demo: a character LSTM learns Python from {len(files)} files of "
           f"{Path(files[0]).parent} ({config.minutes:g} min budget)", flush=True)
     train.max_minutes = max(0.8 * total - (time.monotonic() - started), 1.0) / 60
-    result = runner.train(LM(), task, train, config.out, callbacks=[PrintSamples(config.seed)])
+    # an earlier demo run in --out is replaced; any other run there is refused, never lost
+    marker = Path(config.out) / DEMO_MARKER
+    result = runner.train(LM(), task, train, config.out, callbacks=[PrintSamples(config.seed)],
+                          overwrite=marker.exists())
+    marker.write_text("written by rnnkit demo: the next rnnkit demo may replace this run\n")
     loaded = runner.load("lm", result.best_dir or result.last_dir, config.device)
     model, tokenizer = loaded.model, loaded.tokenizer
     print(f"\nbest validation loss {result.best_metric:.3f} nats/char after {result.steps} "
