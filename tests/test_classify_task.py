@@ -443,3 +443,10 @@ def test_classifier_with_chars_needs_them():
         model(tokens, lengths)
     with pytest.raises(ValueError, match="char_hidden: expected an integer >= 1"):
         ClassifierConfig(vocab_size=10, num_classes=2, char_vocab_size=8, char_hidden=0)
+
+
+def test_confusion_png_into_a_directory_is_a_clear_error(trained, tmp_path, capsys):
+    assert main(["classify", "eval", "--checkpoint", str(trained / "run"), "--data",
+                 str(trained / "dev.txt"), "--confusion-png", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--confusion-png {tmp_path}: cannot write" in err and "Traceback" not in err

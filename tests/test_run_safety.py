@@ -98,3 +98,31 @@ def test_read_metrics_skips_bad_lines(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\nnot json\n[1, 2]\n{"step": 2}\n{"st')
     assert [r["step"] for r in read_metrics(path)] == [1, 2]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lm", "generate", "--temperature", "nan"], "--temperature: expected a finite number"),
+    (["lm", "generate", "--temperature", "inf"], "--temperature: expected a finite number"),
+    (["lm", "train", "--weight-decay", "nan"], "--weight-decay: expected a finite number"),
+    (["lm", "train", "--beta2", "1"], "--beta2: expected a value in [0, 1), got 1.0"),
+    (["lm", "train", "--beta2", "nan"], "--beta2: expected a finite number"),
+    (["lm", "train", "--clip-norm", "nan"], "--clip-norm: expected a finite number"),
+    (["lm", "train", "--min-lr-ratio", "2"], "--min-lr-ratio: expected a value in [0, 1]"),
+    (["translate", "predict", "--alpha", "nan"], "--alpha: expected a finite number"),
+    (["demo", "--threads", "-1"], "--threads: expected a value in [0, inf), got -1"),
+])
+def test_numeric_options_are_checked_in_one_place(tmp_path, capsys, argv, message):
+    if argv[0] != "demo" and argv[1] in ("generate", "predict"):
+        argv = [*argv, "--checkpoint", str(tmp_path / "none")]
+    if argv[1] == "train":
+        argv = [*argv, "--train", str(tmp_path / "none.txt"), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_huge_seed_from_toml_is_refused(tmp_path, capsys):
+    (tmp_path / "a.toml").write_text("seed = 100000000000000000000000\n")
+    assert main(["lm", "train", "--config", str(tmp_path / "a.toml"), "--train", "x.txt"]) == 2
+    assert "--seed: expected a value in [0, 18446744073709551615]" in capsys.readouterr().err

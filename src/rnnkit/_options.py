@@ -10,19 +10,46 @@ import dataclasses
 import typing
 from typing import Any
 
-__all__ = ["option", "section", "is_section", "leaf_fields", "section_leaf_names"]
+__all__ = ["option", "section", "is_section", "leaf_fields", "section_leaf_names", "Bounds"]
 
 
 def option(default: Any, help_text: str, choices: tuple | None = None,
-           aliases: tuple[str, ...] = ()) -> Any:
-    """A dataclass field with its flag's help text (and allowed values, and deprecated old
-    names), as :func:`add_dataclass_flags` and :func:`build_config` read them."""
+           aliases: tuple[str, ...] = (), bounds: str | None = None) -> Any:
+    """A dataclass field with its flag's help text, and optionally its allowed values, its
+    deprecated old names and its interval (``bounds="[0, 1)"``, ``"(0, inf)"``: checked with
+    every other option in one place, :func:`rnnkit.train.config.build_config`)."""
     metadata: dict[str, Any] = {"help": help_text}
     if choices:
         metadata["choices"] = choices
     if aliases:
         metadata["aliases"] = tuple(aliases)
+    if bounds:
+        metadata["bounds"] = Bounds.parse(bounds)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """An interval such as ``[0, 1)``; ``inf`` for an open end."""
+
+    low: float
+    high: float
+    low_closed: bool
+    high_closed: bool
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Bounds:
+        text = text.strip()
+        if text[0] not in "[(" or text[-1] not in "])" or "," not in text:
+            raise ValueError(f"bounds: expected e.g. '[0, 1)', got {text!r}")
+        low, high = (float(part) for part in text[1:-1].split(","))
+        return cls(low, high, text[0] == "[", text[-1] == "]", text)
+
+    def __contains__(self, value: float) -> bool:
+        above = value >= self.low if self.low_closed else value > self.low
+        below = value <= self.high if self.high_closed else value < self.high
+        return above and below
 
 
 def section(cls: type, help_text: str = "") -> Any:

@@ -46,9 +46,10 @@ class DemoConfig:
                                  "sample included")
     out: str = option("runs/demo", "run directory")
     device: str = option("auto", "auto, cpu or cuda")
-    seed: int = option(0, "random seed")
+    seed: int = option(0, "random seed", bounds="[0, 18446744073709551615]")
     # sequential small matrix products: one thread is fastest on a small CPU
-    threads: int = option(1, "CPU threads (1 is fastest for this small model)")
+    threads: int = option(1, "CPU threads (1 is fastest for this small model; 0: torch's "
+                             "default)", bounds="[0, inf)")
     progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:

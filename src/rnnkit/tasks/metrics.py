@@ -14,6 +14,8 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 
+from rnnkit.errors import RnnkitError
+
 __all__ = [
     "prf_table",
     "accuracy",
@@ -155,7 +157,10 @@ def plot_confusion(
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as err:
+        raise RnnkitError(f"--confusion-png {path}: cannot write: {err.strerror}") from None
 
 
 def _split(tag: str) -> tuple[str, str]:

@@ -28,13 +28,14 @@ class TrainConfig:
 
     optimizer: str = _opt("adamw", "optimizer", ("adamw", "sgd"))
     lr: float = _opt(2e-3, "peak learning rate")
-    weight_decay: float = _opt(0.01, "decoupled weight decay (AdamW) or L2 (SGD)")
-    momentum: float = _opt(0.9, "SGD momentum")
-    beta2: float = _opt(0.99, "AdamW second-moment decay")
+    weight_decay: float = _opt(0.01, "decoupled weight decay (AdamW) or L2 (SGD)",
+                               bounds="[0, inf)")
+    momentum: float = _opt(0.9, "SGD momentum", bounds="[0, 1)")
+    beta2: float = _opt(0.99, "AdamW second-moment decay", bounds="[0, 1)")
     schedule: str = _opt("cosine", "learning-rate schedule after warmup",
                          ("constant", "cosine", "plateau"))
     warmup_steps: int = _opt(0, "steps of linear warmup")
-    min_lr_ratio: float = _opt(0.1, "cosine: final learning rate / peak")
+    min_lr_ratio: float = _opt(0.1, "cosine: final learning rate / peak", bounds="[0, 1]")
     plateau_factor: float = _opt(0.5, "plateau: multiply the rate by this")
     plateau_patience: int = _opt(2, "plateau: evaluations without improvement before lowering")
     clip_norm: float = _opt(1.0, "clip the gradient norm to this (0: no clipping)")
@@ -45,7 +46,7 @@ class TrainConfig:
     eval_every: int = _opt(500, "evaluate and checkpoint every N steps (0: at epoch ends)")
     eval_every_minutes: float | None = _opt(None, "also evaluate every N minutes")
     patience: int = _opt(0, "early stopping: evaluations without improvement (0: off)")
-    seed: int = _opt(1234, "random seed")
+    seed: int = _opt(1234, "random seed", bounds="[0, 18446744073709551615]")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     threads: int = _opt(0, "CPU threads for torch (0: torch's default); 1 is often fastest "
                            "on a busy or small machine")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -193,6 +194,7 @@ def build_config(cls: type[T], toml_values: dict[str, Any], args: Any = None) ->
         elif name in toml_values:
             values[name] = _coerce(toml_values[name], kind, optional, f"{source}: {name}")
     for _, f in leaf_fields(cls):
+        _check_number(f, values.get(f.name))
         choices = f.metadata.get("choices")
         value = values.get(f.name)
         if choices and f.name in values and value not in choices and not (
@@ -204,6 +206,17 @@ def build_config(cls: type[T], toml_values: dict[str, Any], args: Any = None) ->
         return _construct(cls, values)
     except ValueError as err:
         raise RnnkitError(str(err)) from None
+
+
+def _check_number(f: dataclasses.Field, value: Any) -> None:
+    """Every float option is finite, and inside its ``bounds`` if it has some."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RnnkitError(f"{_flag(f.name)}: expected a finite number, got {value}")
+    bounds = f.metadata.get("bounds")
+    if bounds is not None and value not in bounds:
+        raise RnnkitError(f"{_flag(f.name)}: expected a value in {bounds.text}, got {value}")
 
 
 def _construct(cls: type[T], values: dict[str, Any]) -> T:
