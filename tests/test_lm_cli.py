@@ -222,3 +222,11 @@ def test_resume_of_a_run_saved_before_the_application_contract(trained, tmp_path
     assert main(["lm", "train", "--resume", str(out), "--max-steps", "22"]) == 0
     saved = json.loads((out / "last/config.json").read_text())
     assert saved["step"] == 22 and saved["options"]["train"] == str(trained / "p.txt")
+
+
+def test_prime_with_unknown_characters_is_echoed_as_typed(trained, capsys):
+    assert main(["lm", "generate", "--checkpoint", str(trained / "run"), "--prime", "abXYa",
+                 "--max-tokens", "5", "--seed", "0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("abXYa") and "<unk>" not in captured.out
+    assert captured.err.count("--prime: 'X', 'Y' never seen in training, read as <unk>") == 1

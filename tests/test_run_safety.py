@@ -126,3 +126,45 @@ def test_a_huge_seed_from_toml_is_refused(tmp_path, capsys):
     (tmp_path / "a.toml").write_text("seed = 100000000000000000000000\n")
     assert main(["lm", "train", "--config", str(tmp_path / "a.toml"), "--train", "x.txt"]) == 2
     assert "--seed: expected a value in [0, 18446744073709551615]" in capsys.readouterr().err
+
+
+def test_disk_full_and_out_of_memory_end_in_one_clear_line(echo, data, tmp_path, capsys,
+                                                           monkeypatch):
+    import errno
+
+    from rnnkit.train import trainer
+
+    out = tmp_path / "run"
+    assert _train(data, out) == 0
+    before = (out / "last" / "model.safetensors").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / ".last.tmp-1"))
+
+    monkeypatch.setattr(trainer.ckpt, "save_checkpoint", full)
+    assert main(["echo", "train", "--resume", str(out), "--max-steps", "4", *QUIET]) == 2
+    err = capsys.readouterr().err
+    assert "rnnkit: error: the disk is full while writing" in err and "Traceback" not in err
+    assert (out / "last" / "model.safetensors").read_bytes() == before
+    monkeypatch.undo()
+
+    def no_memory(self, *args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                           "1099511627776 bytes.")
+
+    monkeypatch.setattr(trainer.Trainer, "_train_step", no_memory)
+    assert main(["echo", "train", "--resume", str(out), "--max-steps", "4", *QUIET]) == 2
+    err = capsys.readouterr().err
+    assert "rnnkit: error: out of memory (DefaultCPUAllocator: can't allocate memory" in err
+    assert (out / "last" / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("app", ["lm", "tag", "classify", "translate"])
+def test_a_device_or_fifo_as_data_is_not_a_regular_file(app, tmp_path, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for source in ("/dev/zero", str(fifo)):
+        assert main([app, "train", "--train", source, "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert f"{source}: not a regular file" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "default_mode",
-           "read_input", "write_output"]
+           "read_input", "write_output", "check_regular_file"]
 
 
 def default_mode(directory: bool = False) -> int:
@@ -70,3 +70,22 @@ def write_output(flag: str, path: str, text: str) -> None:
         atomic_write_text(path, text)
     except OSError as err:
         raise RnnkitError(f"{flag} {path}: cannot write: {err.strerror}") from None
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """``RnnkitError`` naming ``path`` unless it is a regular file: missing, a directory, or a
+    device or FIFO (``/dev/zero`` would never end) each get their own message."""
+    import stat
+
+    from rnnkit.errors import RnnkitError
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise RnnkitError(f"{path}: file not found") from None
+    except OSError as err:
+        raise RnnkitError(f"{path}: cannot read: {err.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise RnnkitError(f"{path}: is a directory, expected a file")
+    if not stat.S_ISREG(mode):
+        raise RnnkitError(f"{path}: not a regular file (a device, FIFO or socket)")

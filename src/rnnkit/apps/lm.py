@@ -7,6 +7,7 @@ The pieces (token streams, the Trainer's task, stream loss, sampling) are in
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from rnnkit.data.tokenizers import TOKENIZERS
 from rnnkit.errors import RnnkitError
 from rnnkit.models.lm import CELLS, LanguageModel, LMConfig
 from rnnkit.tasks import lm
-from rnnkit.tasks.lm_generate import SampleConfig, sample_text
+from rnnkit.tasks.lm_generate import SampleConfig, sample_text, unknown_symbols
 from rnnkit.train.config import option, section
 
 __all__ = ["LM", "LMOptions", "LMModel", "Loaded"]
@@ -193,6 +194,11 @@ class LM(Application):
         """Samples of text, streamed token by token."""
         sampling = SampleConfig(options.max_tokens, options.temperature, options.top_k,
                                 options.top_p, options.greedy, options.seed)
+        unknown = unknown_symbols(loaded.tokenizer, options.prime)
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:10]) + (" …" if len(unknown) > 10 else "")
+            print(f"rnnkit: note: --prime: {shown} never seen in training, read as <unk>",
+                  file=sys.stderr)
         for index in range(options.num_samples):
             if options.num_samples > 1:
                 yield f"--- sample {index + 1} ---\n"
@@ -200,6 +206,36 @@ class LM(Application):
                 sampling.seed = options.seed + index
             yield from sample_text(loaded.model, loaded.tokenizer, options.prime, sampling)
             yield "\n"
+
+    def predict_text(self, loaded: Loaded, options: GenerateOptions, text: str):
+        """``rnnkit serve``: the request's text is the prompt (``prime``)."""
+        from dataclasses import replace
+
+        return self.predict(loaded, replace(options, prime=text) if text else options)
+
+    def export_graphs(self, loaded: Loaded):
+        """One step: ``tokens`` ``(T, B)`` and the state → ``logits`` ``(T, B, V)`` and the new
+        state (T = 1 per generated token; a prompt may go in at once)."""
+        from rnnkit.apps.base import ExportGraph
+        from rnnkit.models.exportable import LMStep, outputs_of
+
+        model, cfg = loaded.model.cpu().eval(), loaded.model.config
+        lstm = cfg.cell == "lstm"
+        generator = torch.Generator().manual_seed(0)
+        tokens = torch.randint(0, cfg.vocab_size, (3, 2), generator=generator)  # (T, B)
+        states = [0.1 * torch.randn(cfg.num_layers, 2, cfg.hidden_size, generator=generator)
+                  for _ in range(2 if lstm else 1)]  # (L, B, H)
+        names = ["h", "c"][: len(states)]
+
+        def reference(tokens, *state):
+            return outputs_of(model(tokens, tuple(state) if lstm else state[0]))
+
+        axes = {"tokens": {0: "length", 1: "batch"}, "logits": {0: "length", 1: "batch"}}
+        axes.update({n: {1: "batch"} for n in names + [f"{n}_out" for n in names]})
+        return [ExportGraph("step", LMStep(model).eval(), (tokens, *states), ["tokens", *names],
+                            ["logits", *[f"{n}_out" for n in names]], axes, reference,
+                            "tokens (T, B) int64 ids of the tokenizer in tokenizer.json; state "
+                            "(L, B, H) zeros at the start, then fed back; logits (T, B, V)")]
 
     def verbs(self) -> list[Verb]:
         from rnnkit.apps import lm_demo

@@ -9,6 +9,7 @@ taking the parsed ``argparse.Namespace`` and returning an exit code.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -18,7 +19,7 @@ from rnnkit.cli.builder import add_application, add_top_level_verbs
 from rnnkit.errors import RnnkitError
 
 # Modules under rnnkit.cli that add a tool command (not an application's).
-TOOLS = ("inspect",)
+TOOLS = ("inspect", "export", "serve")
 
 EPILOG = """examples:
   rnnkit demo                      train a character LSTM on Python's own source, then write code
@@ -61,6 +62,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {err.filename}" if err.filename else ""
+        print(f"rnnkit: error: the disk is full{where}; the last complete checkpoint is "
+              "intact (writes are atomic): free space and --resume", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        print(f"rnnkit: error: out of memory ({_first_line(err)}); try a smaller --batch-size "
+              "or model, or --device cpu; the last complete checkpoint is intact",
+              file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, MemoryError) or "out of memory" in text.lower() or \
+        "can't allocate memory" in text
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 if __name__ == "__main__":

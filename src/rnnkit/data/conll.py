@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rnnkit._io import atomic_write_text
+from rnnkit._io import atomic_write_text, check_regular_file
 from rnnkit.errors import RnnkitError
 
 __all__ = [
@@ -163,6 +163,7 @@ def write_tagged(
 
 def read_text(path: str | os.PathLike) -> str:
     """A UTF-8 file's text; a missing or unreadable file raises ``RnnkitError`` naming it."""
+    check_regular_file(path)
     try:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit._io import atomic_write_json
+from rnnkit._io import atomic_write_json, check_regular_file
 from rnnkit.errors import RnnkitError
 
 __all__ = ["find_files", "read_chunks", "TokenCache", "encode_corpus", "ERRORS"]
@@ -45,6 +45,9 @@ def find_files(spec: str | Sequence[str | os.PathLike], pattern: str = "*.txt") 
                 raise RnnkitError(f"{path}: directory has no files matching {pattern!r}")
         elif path.is_file():
             found = [path]
+        elif path.exists():
+            check_regular_file(path)  # a device or FIFO: says so
+            found = []
         elif globlib.has_magic(part):
             found = sorted(Path(p) for p in globlib.glob(part, recursive=True)
                            if Path(p).is_file())

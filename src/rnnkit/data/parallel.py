@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnkit._io import check_regular_file
 from rnnkit.errors import RnnkitError
 
 __all__ = ["ParallelCorpus", "read_parallel", "read_lines", "clean", "filter_pairs",
@@ -54,6 +55,7 @@ def clean(text: str, *, lowercase: bool = False, normalize: str = "NFC") -> str:
 def read_lines(path: str | Path) -> list[str]:
     """Lines of a UTF-8 text file, plain or ``.gz`` (line ends removed)."""
     path = Path(path)
+    check_regular_file(path)
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from rnnkit.errors import RnnkitError
 
-__all__ = ["SampleConfig", "sample_text", "pick_next"]
+__all__ = ["SampleConfig", "sample_text", "pick_next", "unknown_symbols"]
 
 
 @dataclass
@@ -65,6 +65,16 @@ def _start_ids(tokenizer, prime: str) -> list[int]:
     return ids
 
 
+def unknown_symbols(tokenizer, text: str) -> list[str]:
+    """The distinct characters (char tokenizer) or words (word tokenizer) of ``text`` that
+    the vocabulary lacks (byte-level BPE lacks none)."""
+    unk = getattr(getattr(tokenizer, "vocab", None), "unk_id", None)
+    if unk is None or not text:
+        return []
+    pieces = list(dict.fromkeys(text if tokenizer.kind == "char" else text.split()))
+    return [p for p in pieces if unk in [int(i) for i in tokenizer.encode(p)]]
+
+
 def sample_text(model: nn.Module, tokenizer, prime: str, config: SampleConfig) -> Iterator[str]:
     """Yield the prime, then the sampled continuation, piece by piece."""
     generator = torch.Generator()
@@ -76,7 +86,7 @@ def sample_text(model: nn.Module, tokenizer, prime: str, config: SampleConfig) -
     banned = getattr(getattr(tokenizer, "vocab", None), "unk_id", None)
     ids = _start_ids(tokenizer, prime)
     if prime:
-        yield tokenizer.decode(ids)
+        yield prime  # as typed: symbols the vocabulary lacks are read as <unk>, not shown so
     shown = len(tokenizer.decode(ids)) if prime else 0
     generated: list[int] = list(ids) if prime else []
     was_training = model.training
