@@ -20,7 +20,7 @@ RANK = {
     "train": 5, "diagnostics": 5,
     "tasks": 6,
     "apps": 7,
-    "cli": 8, "__init__": 8.5, "bench": 9, "__main__": 9,
+    "cli": 8, "deploy": 8, "__init__": 8.5, "bench": 9, "__main__": 9,
 }
 FORBIDDEN = {("train", "diagnostics")}  # beside each other: the runner hands callbacks in
 

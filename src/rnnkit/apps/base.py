@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from rnnkit.diagnostics.inspect import InspectConfig, InspectRun
     from rnnkit.train.api import Task
 
-__all__ = ["Application", "PrepareContext", "Checkpoint", "Verb", "NoOptions"]
+__all__ = ["Application", "PrepareContext", "Checkpoint", "Verb", "NoOptions", "ExportGraph"]
 
 
 @dataclass
@@ -123,6 +123,34 @@ class Verb:
     output: bool = True  # takes --output (False: an interactive verb that writes its own)
     checkpoint: bool = True  # works on a trained model (False: ``run(None, options)``)
     top_level: bool = False  # also ``rnnkit VERB`` (``rnnkit chat``, ``rnnkit demo``)
+
+
+@dataclass
+class ExportGraph:
+    """One fixed graph of a trained model, for ``rnnkit export`` (ONNX, TorchScript).
+
+    Attributes:
+        name: the graph's name (``step``, ``encoder``, ``decoder_step``, …); a file suffix
+            when an application exports several.
+        module: a ``torch.nn.Module`` in eval mode built only of exportable ``torch`` modules
+            (rnnkit layers mapped by :mod:`rnnkit.nn.exportable`); ``module(*inputs)``
+            returns a tensor or a tuple of tensors, named by ``output_names``.
+        inputs: example inputs (tensors), traced and used for the parity check.
+        input_names / output_names: names of the graph's inputs and outputs.
+        dynamic_axes: ``{name: {axis: "batch" | "length" | …}}`` for inputs and outputs.
+        reference: the rnnkit model itself on the same inputs (same outputs, same order): the
+            parity check compares the exported graph with it.
+        notes: one line for the manifest (how to drive the graph: state, ids).
+    """
+
+    name: str
+    module: nn.Module
+    inputs: tuple
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+    reference: Callable[..., Any]
+    notes: str = ""
 
 
 class Application:
@@ -206,6 +234,39 @@ class Application:
         of :mod:`rnnkit.diagnostics.inspect` (optional: ``rnnkit inspect`` says when an
         application has none)."""
         raise RnnkitError(f"rnnkit inspect: the {self.name} application has no report")
+
+    # ---------------------------------------------------------------- deployment
+
+    def export_graphs(self, loaded: Any) -> list[ExportGraph]:
+        """The fixed graphs of a trained model for ``rnnkit export`` (optional; see
+        :class:`ExportGraph`); the vocabularies and config travel beside them as JSON."""
+        raise RnnkitError(f"rnnkit export: the {self.name} application has no fixed-graph "
+                          "export")
+
+    def predict_text(self, loaded: Any, options: Any, text: str) -> Iterable[str]:
+        """:meth:`predict` on ``text`` given directly (``rnnkit serve``) instead of the file
+        the options name. Default: ``text`` goes where ``options.input`` (a path, ``-`` =
+        stdin) would be read, through a temporary file; override when the text is an option
+        itself (a prompt). Yields what :meth:`predict` yields."""
+        fields = {f.name for f in dataclasses.fields(options)}
+        if "input" not in fields:
+            if text:
+                raise RnnkitError(f"text: the {self.name} application's predict reads no "
+                                  "input text; give its options only")
+            yield from self.predict(loaded, options)
+            return
+        import os
+        import tempfile
+
+        handle, path = tempfile.mkstemp(prefix="rnnkit-serve-", suffix=".txt")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text if text.endswith("\n") or not text else text + "\n")
+            yield from self.predict(loaded, dataclasses.replace(options, input=path))
+        except RnnkitError as err:  # name the request's text, not the temporary file
+            raise RnnkitError(str(err).replace(path, "text")) from None
+        finally:
+            os.unlink(path)
 
     # ---------------------------------------------------------------- helpers
 

@@ -97,7 +97,7 @@ class ClassifyConfig:
     adversarial: float = option(
         0.0, "adversarial training (Miyato et al. 2017): also learn from each text with its word "
         "embeddings moved this far (L2 norm per text) in the direction that raises its loss "
-        "most; about 1.6x the time per step (0: off)")
+        "most; slower per step, see docs/benchmarks.md, classification (0: off)")
     chars: bool = option(
         False, "add a character-RNN encoding of each token (its spelling) to its embedding")
     max_word_length: int = option(30, "characters of a token the char RNN reads (with --chars)")
@@ -251,6 +251,35 @@ class Classify(Application):
                                  text=text)
         probs = classify.ensemble_probs(loaded.members, examples, options.batch_size)
         yield classify.format_predictions(examples, probs, loaded.labels, options.output_format)
+
+    def export_graphs(self, loaded: Loaded):
+        """tokens ``(B, T)``, lengths ``(B,)`` (with ``--chars`` also chars ``(B, T, C)``,
+        char_lengths ``(B, T)``) → class probabilities ``(B, K)``."""
+        import torch
+
+        from rnnkit.apps.base import ExportGraph
+        from rnnkit.models.exportable import ClassifierGraph, padded_example
+
+        if len(loaded.members) != 1:
+            raise RnnkitError("--checkpoint: export takes one classifier, not an ensemble")
+        model, vocab, chars = loaded.members[0]
+        model = model.cpu().eval()
+        inputs = padded_example(len(vocab), vocab.pad_id, [5, 3],
+                                len(chars.vocab) if chars is not None else 0,
+                                chars.pad_id if chars is not None else 0)
+
+        def reference(*args):
+            return torch.softmax(model(*args), dim=-1)
+
+        names = ["tokens", "lengths", "chars", "char_lengths"][: len(inputs)]
+        axes = {"tokens": {0: "batch", 1: "length"}, "lengths": {0: "batch"},
+                "chars": {0: "batch", 1: "length", 2: "width"},
+                "char_lengths": {0: "batch", 1: "length"}, "probabilities": {0: "batch"}}
+        return [ExportGraph("classifier", ClassifierGraph(model).eval(), inputs, names,
+                            ["probabilities"], {k: v for k, v in axes.items()
+                                                if k in names or k == "probabilities"},
+                            reference, "ids from words.json (pad past each length); "
+                            "probabilities in the order of labels.json")]
 
     def inspect(self, loaded: Loaded, config):
         """Class probabilities; the gradient flow of the model's own decision."""

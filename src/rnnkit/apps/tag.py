@@ -187,6 +187,26 @@ class Tag(Application):
         doc = read_tagged(name, fmt=fmt, tag_column=column, require_tags=False, text=text)
         yield tag.predict_document(loaded.model, doc, loaded.vocabs, None, options.batch_size)
 
+    def export_graphs(self, loaded: Loaded):
+        """words ``(B, T)``, lengths ``(B,)`` (with a character RNN also chars ``(B, T, C)``,
+        char_lengths ``(B, T)``) → tag scores ``(B, T, K)``."""
+        from rnnkit.apps.base import ExportGraph
+        from rnnkit.models.exportable import TaggerGraph, padded_example
+
+        model, vocabs = loaded.model.cpu().eval(), loaded.vocabs
+        chars = vocabs.chars
+        inputs = padded_example(len(vocabs.words), vocabs.words.pad_id, [5, 3],
+                                len(chars) if chars is not None else 0,
+                                chars.pad_id if chars is not None else 0)
+        names = ["words", "lengths", "chars", "char_lengths"][: len(inputs)]
+        axes = {"words": {0: "batch", 1: "length"}, "lengths": {0: "batch"},
+                "chars": {0: "batch", 1: "length", 2: "width"},
+                "char_lengths": {0: "batch", 1: "length"}, "scores": {0: "batch", 1: "length"}}
+        return [ExportGraph("tagger", TaggerGraph(model).eval(), inputs, names, ["scores"],
+                            {k: v for k, v in axes.items() if k in names or k == "scores"},
+                            model, "ids from words.json (lower-cased if the config says so) "
+                            "and chars.json; argmax of scores over tags.json")]
+
     def inspect(self, loaded: Loaded, config):
         """Per-word labels with their top-k; the gradient flow of the model's own labels."""
         import torch

@@ -299,6 +299,73 @@ class Translate(Application):
         if prompt:
             write("\n")
 
+    def export_graphs(self, loaded: Translator):
+        """The encoder (source ids, lengths → memory, the decoder's first state) and one
+        decoder step (previous token, state, memory → logits, new state, attention); beam
+        search or greedy decoding drives the step from outside."""
+        import torch
+
+        from rnnkit.apps.base import ExportGraph
+        from rnnkit.models.exportable import (
+            DecoderStep,
+            EncoderGraph,
+            outputs_of,
+            padded_example,
+        )
+        from rnnkit.models.seq2seq import Memory
+
+        model = loaded.model.cpu().eval()
+        cfg, lstm = model.config, model.config.cell == "lstm"
+        attention = cfg.attention != "none"
+        src, lengths = padded_example(cfg.src_vocab_size, cfg.pad_id, [5, 3])
+
+        def encoder_reference(src, src_lengths):
+            memory, state = model.encode(src, src_lengths)
+            return outputs_of((memory.outputs, memory.keys if attention else None, state))
+
+        encoded = encoder_reference(src, lengths)
+        states = ["h", "c"][: 2 if lstm else 1]
+        memory_names = ["memory", "keys"][: 2 if attention else 1]
+        encoder_axes = {"src": {0: "batch", 1: "length"}, "src_lengths": {0: "batch"},
+                        "memory": {0: "batch", 1: "length"}, "keys": {0: "batch", 1: "length"},
+                        **{n: {1: "batch"} for n in states}}
+        token = torch.tensor([cfg.bos_id, cfg.bos_id])
+        step_inputs = (token, *encoded[len(memory_names):])
+        if attention:
+            step_inputs += (*encoded[:2], lengths)
+
+        def step_reference(token, *rest):
+            state = tuple(rest[: len(states)]) if lstm else rest[0]
+            if attention:
+                outputs, keys, src_lengths = rest[len(states):]
+                mask = torch.arange(outputs.shape[1])[None, :] < src_lengths[:, None]
+                memory = Memory(outputs, keys, mask)
+            else:
+                memory = None
+            logits, state, weights = model.decode(token[:, None], state, memory)
+            return outputs_of((logits[:, 0], state, None if weights is None else weights[:, 0]))
+
+        step_in = ["token", *states] + (["memory", "keys", "src_lengths"] if attention else [])
+        step_out = ["logits", *[f"{n}_out" for n in states]] + (["attention"] if attention
+                                                               else [])
+        step_axes = {"token": {0: "batch"}, "logits": {0: "batch"},
+                     "memory": {0: "batch", 1: "length"}, "keys": {0: "batch", 1: "length"},
+                     "src_lengths": {0: "batch"}, "attention": {0: "batch", 1: "length"},
+                     **{n: {1: "batch"} for n in states + [f"{n}_out" for n in states]}}
+        return [
+            ExportGraph("encoder", EncoderGraph(model).eval(), (src, lengths),
+                        ["src", "src_lengths"], memory_names + states,
+                        {k: v for k, v in encoder_axes.items()
+                         if k in ["src", "src_lengths", *memory_names, *states]},
+                        encoder_reference, "source ids of src_tokenizer.json (pad past each "
+                        "length); outputs feed the decoder step"),
+            ExportGraph("decoder_step", DecoderStep(model).eval(), step_inputs, step_in,
+                        step_out, {k: v for k, v in step_axes.items()
+                                   if k in step_in + step_out}, step_reference,
+                        f"first token <bos> = {cfg.bos_id}, stop at <eos> = {cfg.eos_id}; "
+                        "ids of tgt_tokenizer.json"),
+        ]
+
     def verbs(self) -> list[Verb]:
         return [
             Verb("run", "translate stdin or a file, one output line per input line (the old "

@@ -1,0 +1,56 @@
+"""``rnnkit serve``: thin front end of :mod:`rnnkit.deploy.server`."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """examples:
+  rnnkit serve --checkpoint runs/sst2 --checkpoint runs/shakespeare --port 8000
+  curl -s localhost:8000/v1/sst2/predict -d '{"text": "a gripping , funny film"}'
+  curl -sN localhost:8000/v1/shakespeare/predict \\
+      -d '{"text": "ROMEO:", "max_tokens": 100, "stream": true}'
+  curl -s localhost:8000/v1/models          # each model's options
+  open http://127.0.0.1:8000/               # a page to try each model
+
+The JSON body holds "text" (the input; a language model's prompt), "stream" (true: plain
+text as it is made) and the application's predict options (the flags of rnnkit APP predict,
+with underscores). Needs: pip install 'rnnkit[serve]'.
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="serve trained models over HTTP (JSON API and a page to try them)",
+        description="Serve one or more checkpoints: POST /v1/NAME/predict, GET /v1/models, "
+                    "GET /health, and a page at /. A bounded queue (503 with Retry-After when "
+                    "full), request timeouts (504), a body size limit (413); stops on SIGTERM "
+                    "after the requests in flight.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
+                        help="a run or checkpoint directory; repeat for several models")
+    parser.add_argument("--name", action="append", default=[], metavar="NAME",
+                        help="the URL name of the n-th --checkpoint (default: its run "
+                             "directory's name)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="predictions running at once (default: 1)")
+    parser.add_argument("--queue-size", type=int, default=16,
+                        help="requests waiting beyond those; more get 503 (default: 16)")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds a request may wait and run before 504 (default: 30)")
+    parser.add_argument("--max-body", type=int, default=1_000_000,
+                        help="largest request body in bytes; larger get 413 (default: 1000000)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per prediction (default: 1)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rnnkit.deploy.server import ServeConfig, serve
+
+    serve(ServeConfig(args.checkpoint, args.name, args.host, args.port, args.device,
+                      args.workers, args.queue_size, args.timeout, args.max_body, args.threads))
+    return 0
