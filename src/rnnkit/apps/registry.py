@@ -22,6 +22,7 @@ BUILTIN: tuple[str, ...] = (
     "tag",
     "classify",
     "translate",
+    "music",
 )
 
 _APPS: dict[str, type[Application]] = {}

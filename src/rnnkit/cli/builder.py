@@ -9,6 +9,7 @@ checkpoint options (``--checkpoint``, ``--device``), ``--json`` on ``eval`` and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -106,8 +107,8 @@ def _add_verb(actions, app: Application, verb: Verb, note: str = "") -> None:
     else:
         _add_common(parser)
         add_dataclass_flags(parser.add_argument_group("options"), verb.Options)
-    if verb.output:
-        _add_output(parser)
+    if verb.output and "output" not in {f.name for f in dataclasses.fields(verb.Options)}:
+        _add_output(parser)  # (a verb whose options hold their own --output writes it itself)
     parser.set_defaults(func=lambda args: _run_verb(app, args, verb.Options, verb.run,
                                                     verb.checkpoint))
 
@@ -176,8 +177,9 @@ def _run_verb(app: Application, args: argparse.Namespace, options_cls: type, run
         check_unknown_keys(values, options_cls)
         loaded, options = None, build_config(options_cls, values, args)
     pieces = run(loaded, options)
-    if pieces is not None:
-        write_pieces(getattr(args, "output", "-"), pieces)
+    if pieces is not None:  # options with their own output: the verb wrote the file itself
+        own = "output" in {f.name for f in dataclasses.fields(options_cls)}
+        write_pieces("-" if own else getattr(args, "output", "-"), pieces)
     return 0
 
 

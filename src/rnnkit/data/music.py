@@ -21,8 +21,8 @@ import torch
 
 from rnnkit.errors import RnnkitError
 
-__all__ = ["Piece", "SPLITS", "read_jsb", "read_midi", "midi_bytes", "check_range", "piano_roll",
-           "pieces_from_roll", "piece_files"]
+__all__ = ["Piece", "SPLITS", "MIDI_SUFFIXES", "read_jsb", "read_midi", "midi_bytes",
+           "check_range", "piano_roll", "pieces_from_roll", "piece_files"]
 
 Piece = list[tuple[int, ...]]
 SPLITS = ("train", "valid", "test")
