@@ -231,8 +231,9 @@ class Application:
     def inspect(self, loaded: Any, config: InspectConfig) -> InspectRun:
         """Run the model over ``config.text`` for the HTML report: what only this application
         knows (its symbols, predictions, a loss for the gradient flow), built with the helpers
-        of :mod:`rnnkit.diagnostics.inspect` (optional: ``rnnkit inspect`` says when an
-        application has none)."""
+        of :mod:`rnnkit.diagnostics.inspect`; or, for an input that is no text (a WAV path), a
+        whole :class:`~rnnkit.diagnostics.report.Report`. Optional: without it ``rnnkit
+        inspect`` shows the run."""
         raise RnnkitError(f"rnnkit inspect: the {self.name} application has no report")
 
     # ---------------------------------------------------------------- deployment

@@ -23,6 +23,7 @@ BUILTIN: tuple[str, ...] = (
     "classify",
     "translate",
     "music",
+    "speech",
 )
 
 _APPS: dict[str, type[Application]] = {}

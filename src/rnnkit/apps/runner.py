@@ -138,7 +138,10 @@ def inspect(config) -> Path:
         config.require_text()
     loaded = app.load(open_checkpoint(app, directory, "cpu"))
     if has_hook:
-        return di.write_inspect_report(app.inspect(loaded, config), directory, saved, config)
+        run = app.inspect(loaded, config)
+        if isinstance(run, di.InspectRun):
+            return di.write_inspect_report(run, directory, saved, config)
+        return di.write_page(run, directory, config)  # a Report the application built whole
     note = (f"The {task} application shows no input here (it has no inspect hook; those with "
             f"one: {', '.join(_with_reports())}): this page is the run's.")
     return di.write_run_report(_model_of(loaded), directory, saved, config, note)

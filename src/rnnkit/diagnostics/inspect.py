@@ -30,7 +30,8 @@ from rnnkit.nn.rnn import RecurrentBase
 from rnnkit.train.logging import read_metrics
 
 __all__ = ["InspectConfig", "InspectRun", "Capture", "top_layer", "limit_symbols", "top_k_cells",
-           "write_inspect_report", "write_run_report", "default_output", "read_input_text"]
+           "write_inspect_report", "write_page", "write_run_report", "default_output",
+           "read_input_text"]
 
 @dataclass
 class InspectConfig:
@@ -193,6 +194,16 @@ def _report(run: InspectRun, directory: Path, saved: dict, config: InspectConfig
     )
 
 
+def write_page(report: Report, directory: Path, config: InspectConfig) -> Path:
+    """Write a :class:`Report` an application built whole (its own kind of input)."""
+    out = Path(config.out) if config.out else default_output(directory)
+    try:
+        write_report(report, out)
+    except OSError as err:
+        raise RnnkitError(f"--out {out}: cannot write: {err.strerror}") from None
+    return out
+
+
 def write_run_report(model: nn.Module, directory: Path, saved: dict, config: InspectConfig,
                      note: str) -> Path:
     """The report of a checkpoint without an input (its application has no ``inspect`` hook):
@@ -216,12 +227,7 @@ def write_run_report(model: nn.Module, directory: Path, saved: dict, config: Ins
                                           "curves."])
     report = Report(title=f"rnnkit inspect — {saved['task']} checkpoint {directory.name}",
                     symbols=[], units=[], meta=meta, images=images, notes=notes)
-    out = Path(config.out) if config.out else default_output(directory)
-    try:
-        write_report(report, out)
-    except OSError as err:
-        raise RnnkitError(f"--out {out}: cannot write: {err.strerror}") from None
-    return out
+    return write_page(report, directory, config)
 
 
 def _run_dir(directory: Path) -> Path:
