@@ -23,10 +23,11 @@ triton = pytest.importorskip("triton")
 import rnnkit  # noqa: E402
 from rnnkit import functional as F  # noqa: E402
 from rnnkit import kernels  # noqa: E402
+from rnnkit.functional.cells import CELLS  # noqa: E402
 from rnnkit.kernels import _plan  # noqa: E402
 
 CUDA = torch.cuda.is_available()
-GATES = {"elman": 1, "lstm": 4, "gru": 3}
+GATES = {spec.cell: spec.blocks for spec in CELLS.values()}  # "elman": 1, "lstm": 4, "gru": 3
 
 if not CUDA and not _plan.interpreting():
     pytest.skip("TRITON_INTERPRET was set to something else than 1", allow_module_level=True)

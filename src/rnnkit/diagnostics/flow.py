@@ -31,12 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.functional import probe as _probe
+from rnnkit.functional.cells import spec
 from rnnkit.nn.rnn import RecurrentBase
 
 __all__ = ["LayerFlow", "GradientFlow", "gradient_flow", "recording_flow", "recurrent_stats"]
 
 _W_HH = re.compile(r"^(?P<prefix>.*?)weight_hh_l(?P<layer>\d+)(?P<suffix>_reverse)?$")
-_GATES = {"RNN_TANH": "", "RNN_RELU": "", "LSTM": "ifgo", "GRU": "rzn"}
 
 
 @dataclass
@@ -241,7 +241,7 @@ def recurrent_stats(model: nn.Module) -> dict[str, dict[str, float]]:
     for prefix, module in model.named_modules():
         if not isinstance(module, RecurrentBase):
             continue
-        gates = _GATES[module.mode]
+        gates = spec(module.mode).gates
         for name, param in module.named_parameters(recurse=False):
             if _W_HH.match(name):
                 full = f"{prefix}.{name}" if prefix else name
@@ -249,7 +249,7 @@ def recurrent_stats(model: nn.Module) -> dict[str, dict[str, float]]:
     return stats
 
 
-def _matrix_stats(weight: Tensor, gates: str) -> dict[str, float]:
+def _matrix_stats(weight: Tensor, gates: tuple[str, ...]) -> dict[str, float]:
     out = {"sigma_max": float(torch.linalg.matrix_norm(weight, ord=2))}
     if not gates:
         out["spectral_radius"] = _radius(weight)

@@ -1,7 +1,9 @@
 """The math: each cell's forward over a whole sequence and its hand-written BPTT backward.
 
 One layer, one direction per call, time-major ``(T, B, ·)``. :mod:`rnnkit.nn` stacks layers and
-directions on top of these.
+directions on top of these. What each cell is (gate blocks and order, states) is the table in
+:mod:`rnnkit.functional.cells`; its textbook step, the yardstick for the fast code, is in
+:mod:`rnnkit.functional.textbook`.
 """
 
 from rnnkit.functional.elman import ElmanFunction, elman

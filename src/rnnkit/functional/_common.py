@@ -16,7 +16,7 @@ def project_inputs(
     """``x W_ihᵀ + bias`` for all steps at once, in processing order: ``(T, B, I)`` → ``(T, B, G)``.
 
     With ``out`` (contiguous ``(T, B, G)``, a kept :mod:`_workspace` buffer) the result is
-    written there by ``torch.addmm``. oneDNN's product is about 15 % faster but has no ``out=``;
+    written there by ``torch.addmm``. oneDNN's product is faster but has no ``out=``;
     ``LSTMFunction`` takes this path only for blocks too large for glibc to reuse, where a fresh
     block's page faults cost more than that.
     """
@@ -63,8 +63,7 @@ def weight_and_input_grads(
     pre-activation gradient dpre ``(T, B, G)`` (processing order), for a cell whose input and
     recurrent products share dpre (Elman, LSTM). Uses the backend's one-pass ``weight_grads``
     when ``backward_rec`` has one, with ∂L/∂x first: the weight gradients, written last, are
-    still in cache when autograd adds them to ``.grad`` (0.2–0.9 % per LSTM forward+backward
-    at 16 × 256)."""
+    still in cache when autograd adds them to ``.grad``."""
     fused = getattr(backward_rec, "weight_grads", None)
     if fused is None:
         dw_hh = recurrent_weight_grad(dpre, h0, hidden)
@@ -117,8 +116,8 @@ def grad_or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
 def doubled_block(weight: Tensor | None, block: int, blocks: int) -> Tensor | None:
     """A copy of ``weight`` (or a bias) with the rows of gate ``block`` (of ``blocks``) times
     two, so that ``σ`` of that gate's pre-activation is ``σ(2a)`` and ``tanh a = 2σ(2a) − 1``
-    (:func:`two_x_minus_one`). The reference loops use this: PyTorch's CPU tanh costs about five
-    sigmoids per element."""
+    (:func:`two_x_minus_one`). The reference loops use this: PyTorch's CPU tanh costs several
+    sigmoids per element (docs/benchmarks.md)."""
     if weight is None:
         return None
     size = weight.shape[0] // blocks

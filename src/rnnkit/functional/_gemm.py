@@ -1,10 +1,9 @@
 """``x Wᵀ (+ addend)`` with a weight that is reused many times: once per time step.
 
 On the CPU in float32, oneDNN with the weight packed once into its blocked layout runs these
-small-batch products about 1.5× faster than ``torch.addmm`` (measured on an AVX-512 CPU with
-B = 16, H = 256: 58 µs against 94 µs per step). torch.nn's own CPU LSTM gets its speed the same
-way. For one large product (the input gradient over all steps) oneDNN reads the weight unpacked,
-and is still 5–15 % faster than ``torch.mm`` (MKL) on the 2-core AMD development machine.
+small-batch products faster than ``torch.addmm`` (figures: docs/benchmarks.md); torch.nn's own
+CPU LSTM gets its speed the same way. For one large product (the input gradient over all steps)
+oneDNN reads the weight unpacked, and is still faster than ``torch.mm`` (MKL).
 
 The oneDNN entry points are the ones TorchInductor uses on the CPU; they are private, so they are
 probed once (present, and agreeing with ``addmm`` on a small product) and every other
@@ -24,7 +23,7 @@ __all__ = ["ReusedWeight", "onednn_available"]
 
 MIN_PACKED_WORK = 3 << 20  # multiply-adds per product below which plain addmm is as fast
 # From this many rows (one whole-sequence product, used once) oneDNN reads the weight as it is,
-# transposed views included: packing it costs ~0.5 ms at 1024 × 256 and gains less than that.
+# transposed views included: packing it costs more than it gains there.
 PLAIN_FROM_ROWS = 512
 
 
@@ -69,7 +68,7 @@ class ReusedWeight:
         self.weight = weight
         self.bias = bias
         self.packed = None
-        # oneDNN's call costs ~15 µs more than addmm's: it pays off from about 3M multiply-adds
+        # oneDNN's call has a larger fixed cost than addmm's: it pays off from MIN_PACKED_WORK
         if batch_hint * weight.numel() >= MIN_PACKED_WORK and onednn_available(weight):
             if batch_hint >= PLAIN_FROM_ROWS:  # one large product: packing would not pay back
                 self.packed = weight.detach()

@@ -3,8 +3,8 @@
 A layer's backward fills a ``(T, B, G)`` buffer with ∂L/∂(gate pre-activations): tens of
 megabytes at language-model sizes, alive only inside that call. glibc serves blocks that large
 with fresh ``mmap`` pages, so every call would pay a page fault and the kernel's zeroing for each
-4 KB of it (roughly 0.4 ms per MB on the 2-core development machine). A buffer handed back with
-:func:`give` serves the next :func:`take` that fits in it instead.
+4 KB of it (docs/benchmarks.md). A buffer handed back with :func:`give` serves the next
+:func:`take` that fits in it instead.
 
 The same holds for what a layer's forward saves for its backward (the LSTM's gates and cells):
 those are given back once the backward has used them, unless autograd keeps the graph for

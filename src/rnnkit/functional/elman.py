@@ -40,7 +40,7 @@ def forward_recurrence(xp: Tensor, h0: Tensor, w_hh: Tensor, schedule: Schedule,
     Returns: hidden ``(T, B, H)``, zero past each row's end.
 
     tanh is computed as ``tanh a = 2σ(2a) − 1``: two passes, each far cheaper than PyTorch's CPU
-    tanh (about five sigmoids per element).
+    tanh (see :func:`rnnkit.functional._common.doubled_block`).
     """
     tanh = nonlinearity == "tanh"
     hidden = common.buffer(xp, xp.shape, schedule.ragged)

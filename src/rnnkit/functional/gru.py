@@ -31,7 +31,7 @@ def forward_recurrence(xp, h0, w_hh, b_hn, schedule: Schedule):
     """Sequential part of the forward, in processing order.
 
     Args: xp ``(T, B, 3H)`` with b_ih and (b_hr, b_hz) added, **its n block doubled** (see
-    ``GRUFunction``: ``tanh a = 2σ(2a) − 1``, and PyTorch's CPU tanh costs about five sigmoids per
+    ``GRUFunction``: ``tanh a = 2σ(2a) − 1``, and PyTorch's CPU tanh costs several sigmoids per
     element); h0 ``(B, H)``; w_hh ``(3H, H)``; b_hn ``(H,)`` or None.
     Returns: gates ``(T, B, 3H)`` = (r, z, n) after their nonlinearities, hn_lin ``(T, B, H)`` =
     ``W_hn h_{t-1} + b_hn``, hidden ``(T, B, H)``; all zero past each row's end.

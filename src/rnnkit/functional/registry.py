@@ -3,21 +3,17 @@
 A backend supplies two functions per cell: the forward recurrence and the backward recurrence,
 with the signatures of the ``reference`` ones in ``elman.py``, ``lstm.py`` and ``gru.py``. The
 input projection before the loop and the weight gradients after it are shared by all backends.
+
+This module names no backend but ``reference``: a backend package registers its cells here when
+it is imported, and :mod:`rnnkit.nn._backends` is the one place that imports them.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
-__all__ = ["BACKENDS", "register", "lookup"]
+__all__ = ["register", "lookup"]
 
-BACKENDS = ("reference", "native", "triton")
-# imported on first use; each registers itself
-_MODULES = {
-    "native": ("rnnkit.native.lstm", "rnnkit.native.elman", "rnnkit.native.gru"),
-    "triton": ("rnnkit.kernels",),
-}
 _TABLE: dict[tuple[str, str], tuple[Callable, Callable]] = {}
 
 
@@ -27,10 +23,7 @@ def register(cell: str, backend: str, forward: Callable, backward: Callable) -> 
 
 
 def lookup(cell: str, backend: str) -> tuple[Callable, Callable]:
-    """The (forward, backward) recurrence pair for ``cell`` on ``backend``."""
-    if (cell, backend) not in _TABLE and backend in _MODULES:
-        for module in _MODULES[backend]:
-            importlib.import_module(module)
+    """The (forward, backward) recurrence pair for ``cell`` on ``backend`` (registered)."""
     try:
         return _TABLE[(cell, backend)]
     except KeyError:

@@ -3,7 +3,8 @@
 One persistent kernel runs a layer-direction's whole time loop (forward) or its whole BPTT loop
 (backward); the input projection before it and the weight gradients after it stay single matrix
 products in :mod:`rnnkit.functional`. Design and limits: ``docs/kernels.md``. Importing this
-package registers the three cells with :mod:`rnnkit.functional.registry`.
+package registers the three cells with :mod:`rnnkit.functional.registry`; :mod:`rnnkit.nn._backends`
+imports it when a call may run on ``triton``.
 
 Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (one launch per step).
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import torch
 
+from rnnkit.functional.cells import CELLS
 from rnnkit.functional.registry import register
 from rnnkit.kernels import elman, gru, lstm
-from rnnkit.kernels._auto import CELLS, auto_prefers, compute_dtype
+from rnnkit.kernels._auto import auto_prefers, compute_dtype
 from rnnkit.kernels._plan import MAX_HIDDEN, SHARED_LIMIT, overrides, shared_estimate
 
 __all__ = ["supports", "auto_prefers", "overrides", "MAX_HIDDEN"]
@@ -39,7 +41,7 @@ def supports(module, seq: torch.Tensor) -> str | None:
         return f"dtype {dtype} is not supported (float32, bfloat16 or float16)"
     if seq.device.type == "cuda" and torch.cuda.get_device_capability(seq.device) < (8, 0):
         return "it needs a GPU of compute capability 8.0 or newer"
-    gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    gates = CELLS[module.mode].blocks
     if shared_estimate(module.hidden_size, gates, dtype) > SHARED_LIMIT:
         # e.g. float32 LSTM/GRU at H = 1024; a K-chunked variant streaming W_hh would lift this
         return (

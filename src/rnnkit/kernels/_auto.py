@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from rnnkit.functional.cells import spec
+
 GRID_HIDDEN = (128, 256, 512, 1024)
 GRID_BATCH = (1, 8, 64, 256)
-CELLS = {"RNN_TANH": "elman", "RNN_RELU": "elman", "LSTM": "lstm", "GRU": "gru"}
 
 # No GPU has measured these kernels yet (the issue that built them was lent none), so the table
 # is empty and "auto" keeps the reference path everywhere. A GPU session pastes the lines that
@@ -39,4 +40,4 @@ def auto_prefers(module, seq: torch.Tensor) -> bool:
     if hidden is None or batch is None:
         return False
     dtype = str(compute_dtype(module)).removeprefix("torch.")
-    return (CELLS[module.mode], dtype, hidden, batch) in PREFERRED
+    return (spec(module.mode).cell, dtype, hidden, batch) in PREFERRED

@@ -1,13 +1,15 @@
 """Compiled CPU time loops, built on first use with the machine's C++ compiler.
 
-``lstm.cpp`` holds the LSTM, Elman RNN and GRU recurrences (forward and BPTT) and the one-pass
-weight gradients as plain C++17 with vector extensions and OpenMP; no PyTorch headers, so it
-compiles in a few seconds. The first call builds it
-with ``$CXX`` (or ``c++``) and ``-O3 -march=native -fopenmp`` into the user's cache
-(``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``; a per-user
-folder under the temporary directory where none of those can be written), in a folder
-named by a hash of the source, the compiler's version and the flags, and loads it with ctypes.
-Later processes load the built library directly.
+One file per cell holds its recurrence (forward and BPTT): ``lstm.cpp``, ``gru.cpp``,
+``elman.cpp``; ``weight_grads.cpp`` the one-pass weight gradients; ``native.h`` what they share
+(SIMD vectors, the register-tile product, the thread team, scratch blocks). Plain C++17 with
+vector extensions and OpenMP, no PyTorch headers; ``library.cpp`` includes them all, so they
+compile as one unit. The first call builds it with ``$CXX`` (or ``c++``) and
+``-O3 -march=native -fopenmp`` into the user's cache (``$RNNKIT_CACHE_DIR``, else
+``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``; a per-user folder under the temporary
+directory where none of those can be written), in a folder named by a hash of the sources, the
+compiler's version and the flags, and loads it with ctypes (its functions are declared in
+:mod:`rnnkit.native._ffi`). Later processes load the built library directly.
 
 Where it cannot be built or loaded (no compiler, no writable folder, ``RNNKIT_NATIVE=0`` in the
 environment), or where its answer on a small problem disagrees with the reference math, the
@@ -30,12 +32,19 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["library", "problem", "cache_dir"]
+from rnnkit.native import _ffi
 
-SOURCE = Path(__file__).with_name("lstm.cpp")
+__all__ = ["library", "problem", "cache_dir", "elman", "gru", "lstm"]
+
+FOLDER = Path(__file__).parent
+SOURCE = FOLDER / "library.cpp"  # includes the others: one translation unit
+# what the library is built from (the build's hash covers them all)
+PARTS = tuple(FOLDER / name for name in ("lstm.cpp", "gru.cpp", "elman.cpp", "weight_grads.cpp"))
+HEADERS = (FOLDER / "native.h",)
+
 # Tried in turn; the first that compiles is used. Never without tuning for this CPU: a baseline
-# x86-64 build (SSE2, no FMA) ran the forward loop about 15× slower than the -march=native one,
-# and several times slower than the reference loop.
+# x86-64 build (SSE2, no FMA) ran the forward loop many times slower than the -march=native one,
+# and slower than the reference loop (docs/benchmarks.md).
 _FLAG_SETS = (
     ["-O3", "-march=native", "-fopenmp"],
     ["-O3", "-mcpu=native", "-fopenmp"],  # compilers that spell it so (some Arm targets)
@@ -84,11 +93,11 @@ def _compiler_version(cxx: str) -> str:
 
 
 def _build() -> Path:
-    """Compile ``lstm.cpp`` (or find it compiled); raises RuntimeError with the reason."""
+    """Compile :data:`SOURCE` (or find it compiled); raises RuntimeError with the reason."""
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
-    source = SOURCE.read_bytes()
+    source = b"\0".join(path.read_bytes() for path in (SOURCE, *PARTS, *HEADERS))
     version = _compiler_version(cxx)
     errors = []
     for flags in _FLAG_SETS:
@@ -120,29 +129,11 @@ def _build() -> Path:
         first_error = next((line for line in lines if "error" in line), None)
         reason = first_error or (lines[-1] if lines else f"exit status {done.returncode}")
         errors.append(f"{' '.join(flags)}: {reason.strip()}")
-    raise RuntimeError(f"{cxx} failed to compile {SOURCE.name} ({'; '.join(errors)})")
+    names = ", ".join(path.name for path in PARTS)
+    raise RuntimeError(f"{cxx} failed to compile {names} ({'; '.join(errors)})")
 
 
-_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-# argument types of each exported function, which exists as name_f32 and name_f64 (all return int)
-_SIGNATURES = {
-    "rnnkit_lstm_forward": [_P] * 7 + [_I64] * 3 + [_INT],
-    "rnnkit_lstm_backward": [_P] * 11 + [_I64] * 3 + [_INT],
-    "rnnkit_weight_grads": [_P, _I64, _I64, _P, _I64, _P, _P, _I64, _I64, _P, _P, _P, _INT],
-    "rnnkit_elman_forward": [_P] * 5 + [_I64] * 3 + [_INT, _INT],
-    "rnnkit_elman_backward": [_P] * 7 + [_I64] * 3 + [_INT, _INT],
-    "rnnkit_gru_forward": [_P] * 7 + [_I64] * 3 + [_INT],
-    "rnnkit_gru_backward": [_P] * 11 + [_I64] * 3 + [_INT],
-}
-
-
-def _declare(lib: ctypes.CDLL) -> None:
-    for name, argtypes in _SIGNATURES.items():
-        for suffix in ("f32", "f64"):
-            function = getattr(lib, f"{name}_{suffix}")
-            function.argtypes = argtypes
-            function.restype = _INT
-    lib.rnnkit_native_version.restype = _INT
+_declare = _ffi.declare  # sets every function's argtypes and restype
 
 
 @functools.lru_cache(maxsize=1)
@@ -152,13 +143,11 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     try:
         path = _build()
         lib = ctypes.CDLL(str(path))
-        _declare(lib)
+        _ffi.declare(lib)
     except (RuntimeError, OSError, AttributeError) as error:
         return None, str(error)
     if lib.rnnkit_native_version() != _ABI:
         return None, f"{path} speaks version {lib.rnnkit_native_version()}, expected {_ABI}"
-    from rnnkit.native import elman, gru, lstm
-
     for name, module in (("LSTM", lstm), ("Elman RNN", elman), ("GRU", gru)):
         wrong = module.self_check(lib)
         if wrong is not None:
@@ -174,3 +163,8 @@ def library() -> ctypes.CDLL | None:
 def problem() -> str | None:
     """Why the compiled library is unavailable, or None when it is available."""
     return _load()[1]
+
+
+# Importing the package registers its three cells with rnnkit.functional.registry (the modules
+# build nothing until a call reaches them); rnnkit.nn._backends is what imports it.
+from rnnkit.native import elman, gru, lstm  # noqa: E402

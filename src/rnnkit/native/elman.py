@@ -1,4 +1,4 @@
-"""The ``native`` backend of the Elman RNN: ``lstm.cpp``'s Elman loop behind the registry's
+"""The ``native`` backend of the Elman RNN: ``elman.cpp``'s time loop behind the registry's
 contract.
 
 Same arguments and results as :func:`rnnkit.functional.elman.forward_recurrence` and
@@ -10,6 +10,7 @@ tanh itself).
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
 from torch import Tensor
@@ -18,7 +19,9 @@ from rnnkit.functional import _common as common
 from rnnkit.functional import _workspace as workspace
 from rnnkit.functional.registry import register
 from rnnkit.functional.schedule import Schedule
-from rnnkit.native.lstm import _SUFFIX, _lib, _ptr, _same_kind, _sizes, weight_grads
+from rnnkit.functional.textbook import lengths_from_batch_sizes, run_steps, step_elman
+from rnnkit.native import _ffi
+from rnnkit.native.lstm import _SUFFIX, _lib, _same_kind, _sizes, weight_grads
 
 __all__ = ["forward_recurrence", "backward_recurrence", "serves", "self_check"]
 
@@ -38,10 +41,11 @@ def _forward(lib, xp, h0, w_hh, batch_sizes, ragged: bool, relu: bool) -> Tensor
     hidden = common.buffer(xp, xp.shape, ragged)  # the output: zero past each row's end
     xp, h0, w_hh = xp.contiguous(), h0.contiguous(), w_hh.detach().contiguous()
     _same_kind(xp, h0, w_hh, hidden)
-    status = getattr(lib, f"rnnkit_elman_forward_{_SUFFIX[xp.dtype]}")(
-        _ptr(xp), _ptr(h0), _ptr(w_hh), _ptr(batch_sizes), _ptr(hidden),
-        steps, batch, size, int(relu), torch.get_num_threads(),
-    )  # fmt: skip
+    status = _ffi.call(
+        lib, "rnnkit_elman_forward", xp.dtype, xp=xp, h0=h0, w_hh=w_hh, batch_sizes=batch_sizes,
+        hidden=hidden, steps=steps, batch=batch, hidden_size=size, relu=int(relu),
+        threads=torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("the native Elman RNN forward could not allocate its buffers")
     return hidden
@@ -59,11 +63,11 @@ def _backward(lib, hidden, w_hh, dout, dh_n, batch_sizes, dpre, relu: bool, need
     w_hh = w_hh.detach().contiguous()
     dout, dh_n = dout.contiguous(), dh_n.contiguous()
     _same_kind(hidden, w_hh, dout, dh_n, dpre, *([dh0] if need_dh0 else []))
-    status = getattr(lib, f"rnnkit_elman_backward_{_SUFFIX[hidden.dtype]}")(
-        _ptr(hidden), _ptr(w_hh), _ptr(dout), _ptr(dh_n), _ptr(batch_sizes), _ptr(dpre),
-        None if dh0 is None else _ptr(dh0), steps, batch, size, int(relu),
-        torch.get_num_threads(),
-    )  # fmt: skip
+    status = _ffi.call(
+        lib, "rnnkit_elman_backward", hidden.dtype, hidden=hidden, w_hh=w_hh, dout=dout,
+        dh_n=dh_n, batch_sizes=batch_sizes, dpre=dpre, dh0=dh0, steps=steps, batch=batch,
+        hidden_size=size, relu=int(relu), threads=torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("the native Elman RNN backward could not allocate its buffers")
     return dh0
@@ -82,20 +86,10 @@ backward_recurrence.weight_grads = weight_grads  # ElmanFunction uses it instead
 register("elman", "native", forward_recurrence, backward_recurrence)
 
 
-def _plain_elman(xp, h0, w_hh, batch_sizes, relu: bool) -> Tensor:
-    """The textbook loop, for :func:`self_check`: hidden ``(T, B, H)``, zero past each end."""
-    h, hs = h0.clone(), []
-    for t, n in enumerate(batch_sizes):
-        a = xp[t, :n] + h[:n] @ w_hh.t()
-        h_new = a.clamp_min(0) if relu else a.tanh()
-        h = torch.cat([h_new, h[n:]])
-        hs.append(torch.cat([h_new, h.new_zeros(len(h) - n, h.shape[1])]))
-    return torch.stack(hs)
-
-
 def self_check(lib: ctypes.CDLL) -> str | None:
     """Run the compiled forward on small ragged problems (a vector-width and an odd hidden size,
-    tanh and relu) against :func:`_plain_elman`; None if they agree, else what differed."""
+    tanh and relu) against the textbook step (:func:`rnnkit.functional.textbook.step_elman`);
+    None if they agree, else what differed."""
     gen = torch.Generator().manual_seed(0)
     sizes = (3, 3, 2, 1)
     for hidden_size in (32, 5):
@@ -104,7 +98,9 @@ def self_check(lib: ctypes.CDLL) -> str | None:
         w_hh = torch.randn(hidden_size, hidden_size, generator=gen) * 0.3
         batch_sizes = torch.tensor(sizes, dtype=torch.int64)
         for relu in (False, True):
-            want = _plain_elman(xp, h0, w_hh, sizes, relu)
+            step = functools.partial(step_elman, w_ih=None, w_hh=w_hh, b_ih=None, b_hh=None,
+                                     nonlinearity="relu" if relu else "tanh")
+            (want,), _ = run_steps(step, xp, (h0,), lengths_from_batch_sizes(sizes))
             got = _forward(lib, xp, h0, w_hh, batch_sizes, True, relu)
             error = (got - want).abs().max().item()
             if not error <= 1e-4:

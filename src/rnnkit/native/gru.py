@@ -1,4 +1,4 @@
-"""The ``native`` backend of the GRU: ``lstm.cpp``'s GRU loop behind the registry's contract.
+"""The ``native`` backend of the GRU: ``gru.cpp``'s time loop behind the registry's contract.
 
 Same arguments and results as :func:`rnnkit.functional.gru.forward_recurrence` and
 :func:`~rnnkit.functional.gru.backward_recurrence`, for CPU tensors in float32 or float64. xp
@@ -9,15 +9,17 @@ and is overwritten with the gates, which are returned.
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
-from torch import Tensor
 
 from rnnkit.functional import _common as common
 from rnnkit.functional import _workspace as workspace
 from rnnkit.functional.registry import register
 from rnnkit.functional.schedule import Schedule
-from rnnkit.native.lstm import _SUFFIX, _lib, _ptr, _same_kind, _sizes
+from rnnkit.functional.textbook import lengths_from_batch_sizes, run_steps, step_gru
+from rnnkit.native import _ffi
+from rnnkit.native.lstm import _lib, _same_kind, _sizes
 
 __all__ = ["forward_recurrence", "backward_recurrence", "self_check"]
 
@@ -30,11 +32,11 @@ def _forward(lib, xp, h0, w_hh, b_hn, batch_sizes, ragged: bool):
     h0, w_hh = h0.contiguous(), w_hh.detach().contiguous()
     bias = None if b_hn is None else b_hn.detach().contiguous()
     _same_kind(xp, h0, w_hh, hn_lin, hidden, *([] if bias is None else [bias]))
-    status = getattr(lib, f"rnnkit_gru_forward_{_SUFFIX[xp.dtype]}")(
-        _ptr(xp), _ptr(h0), _ptr(w_hh), None if bias is None else _ptr(bias),
-        _ptr(batch_sizes), _ptr(hn_lin), _ptr(hidden), steps, batch, size,
-        torch.get_num_threads(),
-    )  # fmt: skip
+    status = _ffi.call(
+        lib, "rnnkit_gru_forward", xp.dtype, xp=xp, h0=h0, w_hh=w_hh, b_hn=bias,
+        batch_sizes=batch_sizes, hn_lin=hn_lin, hidden=hidden, steps=steps, batch=batch,
+        hidden_size=size, threads=torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("the native GRU forward could not allocate its buffers")
     return xp, hn_lin, hidden
@@ -58,11 +60,12 @@ def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: S
     dout, dh_n = dout.contiguous(), dh_n.contiguous()
     _same_kind(gates, hn_lin, hidden, h0, w_hh, dout, dh_n, dn_pre, dhh, dh0)
     sizes = _sizes(schedule)  # held here: the call reads its memory
-    status = getattr(_lib(), f"rnnkit_gru_backward_{_SUFFIX[gates.dtype]}")(
-        _ptr(gates), _ptr(hn_lin), _ptr(hidden), _ptr(h0), _ptr(w_hh), _ptr(dout), _ptr(dh_n),
-        _ptr(sizes), _ptr(dn_pre), _ptr(dhh), _ptr(dh0), steps, batch,
-        three_h // 3, torch.get_num_threads(),
-    )  # fmt: skip
+    status = _ffi.call(
+        _lib(), "rnnkit_gru_backward", gates.dtype, gates=gates, hn_lin=hn_lin, hidden=hidden,
+        h0=h0, w_hh=w_hh, dout=dout, dh_n=dh_n, batch_sizes=sizes, dn_pre=dn_pre, dhh=dhh,
+        dh0=dh0, steps=steps, batch=batch, hidden_size=three_h // 3,
+        threads=torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("the native GRU backward could not allocate its buffers")
     return dn_pre, dhh, dh0
@@ -71,23 +74,10 @@ def backward_recurrence(dout, dh_n, gates, hn_lin, hidden, h0, w_hh, schedule: S
 register("gru", "native", forward_recurrence, backward_recurrence)
 
 
-def _plain_gru(xp, h0, w_hh, b_hn, batch_sizes) -> Tensor:
-    """The textbook loop, for :func:`self_check`: hidden ``(T, B, H)``, zero past each end."""
-    h, hs = h0.clone(), []
-    for t, n in enumerate(batch_sizes):
-        x_r, x_z, x_n = xp[t, :n].chunk(3, 1)
-        h_r, h_z, h_n = (h[:n] @ w_hh.t()).chunk(3, 1)
-        r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
-        new = (x_n + r * (h_n + b_hn)).tanh()
-        h_new = new + z * (h[:n] - new)
-        h = torch.cat([h_new, h[n:]])
-        hs.append(torch.cat([h_new, h.new_zeros(len(h) - n, h.shape[1])]))
-    return torch.stack(hs)
-
-
 def self_check(lib: ctypes.CDLL) -> str | None:
     """Run the compiled forward on small ragged problems (a vector-width and an odd hidden size)
-    against :func:`_plain_gru`; None if they agree, else what differed."""
+    against the textbook step (:func:`rnnkit.functional.textbook.step_gru`); None if they agree,
+    else what differed."""
     gen = torch.Generator().manual_seed(0)
     sizes = (3, 3, 2, 1)
     for hidden_size in (32, 5):
@@ -95,7 +85,9 @@ def self_check(lib: ctypes.CDLL) -> str | None:
         h0 = torch.randn(3, hidden_size, generator=gen)
         w_hh = torch.randn(3 * hidden_size, hidden_size, generator=gen) * 0.3
         b_hn = torch.randn(hidden_size, generator=gen)
-        want = _plain_gru(xp, h0, w_hh, b_hn, sizes)
+        b_hh = torch.cat([b_hn.new_zeros(2 * hidden_size), b_hn])  # b_ih, b_hr, b_hz: in xp
+        step = functools.partial(step_gru, w_ih=None, w_hh=w_hh, b_ih=None, b_hh=b_hh)
+        (want,), _ = run_steps(step, xp, (h0,), lengths_from_batch_sizes(sizes))
         batch_sizes = torch.tensor(sizes, dtype=torch.int64)
         _, _, got = _forward(lib, xp.clone(), h0, w_hh, b_hn, batch_sizes, True)
         error = (got - want).abs().max().item()

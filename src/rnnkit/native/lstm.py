@@ -9,6 +9,7 @@ computes tanh itself), and is overwritten with the gates, as in the reference.
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
 from torch import Tensor
@@ -17,10 +18,12 @@ from rnnkit.functional import _common as common
 from rnnkit.functional import _workspace as workspace
 from rnnkit.functional.registry import register
 from rnnkit.functional.schedule import Schedule
+from rnnkit.functional.textbook import lengths_from_batch_sizes, run_steps, step_lstm
+from rnnkit.native import _ffi
 
 __all__ = ["forward_recurrence", "backward_recurrence", "serves", "self_check"]
 
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_SUFFIX = _ffi.SUFFIX  # the dtypes the library serves
 
 
 def serves(x: Tensor, proj_size: int) -> str | None:
@@ -41,10 +44,6 @@ def _lib():
     if lib is None:
         raise RuntimeError(f"the native backend is unavailable: {problem()}")
     return lib
-
-
-def _ptr(t: Tensor) -> int:
-    return t.data_ptr()
 
 
 def _same_kind(*tensors: Tensor) -> None:
@@ -72,10 +71,11 @@ def _forward(lib, xp, h0, c0, w_hh, batch_sizes, ragged: bool):
     cells = workspace.take((steps, batch, size), xp, zero=ragged)  # saved: handed back later
     h0, c0, w_hh = h0.contiguous(), c0.contiguous(), w_hh.detach().contiguous()
     _same_kind(xp, h0, c0, w_hh, hidden, cells)
-    status = getattr(lib, f"rnnkit_lstm_forward_{_SUFFIX[xp.dtype]}")(
-        _ptr(xp), _ptr(h0), _ptr(c0), _ptr(w_hh), _ptr(batch_sizes), _ptr(hidden), _ptr(cells),
-        steps, batch, size, torch.get_num_threads(),
-    )  # fmt: skip
+    status = _ffi.call(
+        lib, "rnnkit_lstm_forward", xp.dtype, xp=xp, h0=h0, c0=c0, w_hh=w_hh,
+        batch_sizes=batch_sizes, hidden=hidden, cells=cells, steps=steps, batch=batch,
+        hidden_size=size, threads=torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("the native LSTM forward could not allocate its buffers")
     return hidden, cells
@@ -100,12 +100,11 @@ def _backward(lib, gates, cells, c0, w_hh, dout, dh_n, dc_n, batch_sizes, dpre, 
     c0, w_hh = c0.contiguous(), w_hh.detach().contiguous()
     dout, dh_n, dc_n = dout.contiguous(), dh_n.contiguous(), dc_n.contiguous()
     _same_kind(gates, cells, c0, w_hh, dout, dh_n, dc_n, dpre, dc0, *([dh0] if need_dh0 else []))
-    status = getattr(lib, f"rnnkit_lstm_backward_{_SUFFIX[gates.dtype]}")(
-        _ptr(gates), _ptr(cells), _ptr(c0), _ptr(w_hh),
-        _ptr(dout), _ptr(dh_n), _ptr(dc_n), _ptr(batch_sizes),
-        _ptr(dpre), None if dh0 is None else _ptr(dh0), _ptr(dc0),
-        steps, batch, size, torch.get_num_threads(),
-    )  # fmt: skip
+    status = _ffi.call(
+        lib, "rnnkit_lstm_backward", gates.dtype, gates=gates, cells=cells, c0=c0, w_hh=w_hh,
+        dout=dout, dh_n=dh_n, dc_n=dc_n, batch_sizes=batch_sizes, dpre=dpre, dh0=dh0, dc0=dc0,
+        steps=steps, batch=batch, hidden_size=size, threads=torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("the native LSTM backward could not allocate its buffers")
     return dh0, dc0
@@ -128,18 +127,19 @@ def weight_grads(dpre: Tensor, x: Tensor, h0: Tensor, hidden: Tensor):
     dpre ``(T, B, G)``, all in processing order (x ``(T, B, I)``, h0 ``(B, P)``, hidden
     ``(T, B, P)``): the sums over steps of :func:`rnnkit.functional._common.input_grads` and
     :func:`~rnnkit.functional._common.recurrent_weight_grad` as one product
-    ``dpreᵀ [x | h_{t−1}]`` on ``lstm.cpp``'s register tile (5–12 % faster than the two
-    ``torch.mm`` calls on the 2-core AMD development machine)."""
+    ``dpreᵀ [x | h_{t−1}]`` on ``weight_grads.cpp``'s register tile (faster than the two
+    ``torch.mm`` calls: docs/benchmarks.md)."""
     steps, batch, gates = dpre.shape
     x, h0, hidden = x.contiguous(), h0.contiguous(), hidden.contiguous()
     dw_ih = dpre.new_empty(gates, x.shape[-1])
     dw_hh = dpre.new_empty(gates, h0.shape[-1])
     dbias = dpre.new_empty(gates)
     _same_kind(dpre, x, h0, hidden, dw_ih, dw_hh, dbias)
-    status = getattr(_lib(), f"rnnkit_weight_grads_{_SUFFIX[dpre.dtype]}")(
-        _ptr(dpre), steps * batch, gates, _ptr(x), x.shape[-1], _ptr(h0), _ptr(hidden),
-        batch, h0.shape[-1], _ptr(dw_ih), _ptr(dw_hh), _ptr(dbias), torch.get_num_threads(),
-    )  # fmt: skip
+    status = _ffi.call(
+        _lib(), "rnnkit_weight_grads", dpre.dtype, dpre=dpre, k=steps * batch, g=gates, x=x,
+        i=x.shape[-1], h0=h0, hidden=hidden, b=batch, p=h0.shape[-1], dw_ih=dw_ih, dw_hh=dw_hh,
+        db=dbias, threads=torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("the native weight gradients could not allocate their buffers")
     return dw_ih, dw_hh, dbias
@@ -147,22 +147,6 @@ def weight_grads(dpre: Tensor, x: Tensor, h0: Tensor, hidden: Tensor):
 
 backward_recurrence.weight_grads = weight_grads  # LSTMFunction uses it instead of two products
 register("lstm", "native", forward_recurrence, backward_recurrence)
-
-
-def _plain_lstm(xp, h0, c0, w_hh, batch_sizes):
-    """The textbook loop, for :func:`self_check`: hidden and cells ``(T, B, H)``."""
-    steps, batch, _ = xp.shape
-    h, c, hs, cs = h0.clone(), c0.clone(), [], []
-    for t in range(steps):
-        n = batch_sizes[t]
-        i, f, g, o = (xp[t, :n] + h[:n] @ w_hh.t()).chunk(4, 1)
-        c_new = f.sigmoid() * c[:n] + i.sigmoid() * g.tanh()
-        h_new = o.sigmoid() * c_new.tanh()
-        h, c = torch.cat([h_new, h[n:]]), torch.cat([c_new, c[n:]])
-        pad = h.new_zeros(batch - n, h.shape[1])
-        hs.append(torch.cat([h_new, pad]))
-        cs.append(torch.cat([c_new, pad]))
-    return torch.stack(hs), torch.stack(cs)
 
 
 def self_check(lib: ctypes.CDLL) -> str | None:
@@ -174,7 +158,8 @@ def self_check(lib: ctypes.CDLL) -> str | None:
         xp = torch.randn(4, 3, 4 * hidden_size, generator=gen)
         h0, c0 = torch.randn(2, 3, hidden_size, generator=gen).unbind(0)
         w_hh = torch.randn(4 * hidden_size, hidden_size, generator=gen) * 0.3
-        want_h, want_c = _plain_lstm(xp, h0, c0, w_hh, sizes)
+        step = functools.partial(step_lstm, w_ih=None, w_hh=w_hh, b_ih=None, b_hh=None)
+        (want_h, want_c), _ = run_steps(step, xp, (h0, c0), lengths_from_batch_sizes(sizes))
         batch_sizes = torch.tensor(sizes, dtype=torch.int64)
         got_h, got_c = _forward(lib, xp.clone(), h0, c0, w_hh, batch_sizes, True)
         error = max((got_h - want_h).abs().max().item(), (got_c - want_c).abs().max().item())

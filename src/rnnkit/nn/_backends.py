@@ -1,8 +1,30 @@
-"""Which implementation of the time loop serves a call."""
+"""Which implementation of the time loop serves a call, and where the backends come from.
+
+This is the one place that knows the backend packages: :data:`PROVIDERS` maps a backend name to
+the package whose import registers its cells with :mod:`rnnkit.functional.registry`. The
+``reference`` loops live in :mod:`rnnkit.functional` itself and need no import.
+"""
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 from torch import Tensor
+
+from rnnkit.functional.cells import spec
+
+__all__ = ["PROVIDERS", "provider", "resolve", "choose_auto"]
+
+PROVIDERS = {
+    "native": "rnnkit.native",  # compiled CPU loops (C++ built on first use)
+    "triton": "rnnkit.kernels",  # fused GPU kernels; imports triton
+}
+
+
+def provider(backend: str) -> ModuleType:
+    """The package of ``backend``, imported (which registers its cells)."""
+    return importlib.import_module(PROVIDERS[backend])
 
 
 def _triton_problem(module, seq: Tensor) -> str | None:
@@ -13,9 +35,7 @@ def _triton_problem(module, seq: Tensor) -> str | None:
         import triton  # noqa: F401
     except ImportError:
         return "the triton package is not installed (pip install 'rnnkit[gpu]')"
-    from rnnkit.kernels import supports
-
-    return supports(module, seq)
+    return provider("triton").supports(module, seq)
 
 
 def check_triton_can_serve(module, seq: Tensor) -> None:
@@ -26,19 +46,14 @@ def check_triton_can_serve(module, seq: Tensor) -> None:
 
 def _native_problem(module, seq: Tensor) -> str | None:
     """Why the compiled CPU loop cannot serve this call, or None if it can."""
-    if module.mode == "LSTM":
-        from rnnkit.native.lstm import serves
-
-        reason = serves(seq, module.proj_size)
+    native = provider("native")
+    if spec(module.mode).cell == "lstm":
+        reason = native.lstm.serves(seq, module.proj_size)
     else:  # the Elman RNN and the GRU
-        from rnnkit.native.elman import serves
-
-        reason = serves(seq)
+        reason = native.elman.serves(seq)
     if reason is not None:
         return reason
-    from rnnkit.native import problem
-
-    return problem()
+    return native.problem()
 
 
 def check_native_can_serve(module, seq: Tensor) -> None:
@@ -57,6 +72,18 @@ def choose_auto(module, seq: Tensor) -> str:
         return "reference" if _native_problem(module, seq) is not None else "native"
     if _triton_problem(module, seq) is not None:
         return "reference"
-    from rnnkit.kernels import auto_prefers
+    return "triton" if provider("triton").auto_prefers(module, seq) else "reference"
 
-    return "triton" if auto_prefers(module, seq) else "reference"
+
+def resolve(module, seq: Tensor) -> str:
+    """The backend that serves ``module`` (its ``backend`` attribute) on time-major ``seq``;
+    an explicit backend that cannot serve the call raises ``ValueError`` saying why."""
+    if module.backend == "reference":
+        return "reference"
+    if module.backend == "native":
+        check_native_can_serve(module, seq)
+        return "native"
+    if module.backend == "triton":
+        check_triton_can_serve(module, seq)
+        return "triton"
+    return choose_auto(module, seq)

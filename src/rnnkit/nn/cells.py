@@ -12,13 +12,14 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import functional as F
+from rnnkit.functional.cells import spec
 from rnnkit.nn import _checks as checks
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell"]
 
 
 class _CellBase(nn.Module):
-    gates = 1
+    gates = spec("RNN_TANH").blocks
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool, device, dtype) -> None:
         super().__init__()
@@ -113,7 +114,7 @@ class RNNCell(_CellBase):
 class LSTMCell(_CellBase):
     """One LSTM step, gate order (i, f, g, o), as torch.nn.LSTMCell. Returns ``(h', c')``."""
 
-    gates = 4
+    gates = spec("LSTM").blocks
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device=None, dtype=None) -> None:
@@ -129,7 +130,7 @@ class LSTMCell(_CellBase):
 class GRUCell(_CellBase):
     """One GRU step, gate order (r, z, n), as torch.nn.GRUCell."""
 
-    gates = 3
+    gates = spec("GRU").blocks
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device=None, dtype=None) -> None:

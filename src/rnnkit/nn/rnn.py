@@ -21,12 +21,13 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import functional as F
+from rnnkit.functional.cells import spec
+from rnnkit.nn import _backends as backends
 from rnnkit.nn import _checks as checks
 
 __all__ = ["RNN", "LSTM", "GRU", "RecurrentBase", "BACKENDS"]
 
 BACKENDS = ("auto", "reference", "native", "triton")
-_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
 class RecurrentBase(nn.Module):
@@ -67,7 +68,7 @@ class RecurrentBase(nn.Module):
 
     def _create_parameters(self, device, dtype) -> None:
         factory = {"device": device, "dtype": dtype}
-        gate_size = _GATES[self.mode] * self.hidden_size
+        gate_size = spec(self.mode).blocks * self.hidden_size
         out_size = self.proj_size or self.hidden_size
         self._flat_weights_names: list[str] = []
         for layer in range(self.num_layers):
@@ -168,8 +169,8 @@ class RecurrentBase(nn.Module):
 
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
         count = self.num_layers * self.num_directions
-        shapes = [(count, batch, self.proj_size or self.hidden_size)]
-        if self.mode == "LSTM":
+        shapes = [(count, batch, self.proj_size or self.hidden_size)]  # h
+        if "c" in spec(self.mode).states:
             shapes.append((count, batch, self.hidden_size))
         return shapes
 
@@ -177,13 +178,13 @@ class RecurrentBase(nn.Module):
         shapes = self._state_shapes(seq.shape[1])
         if hx is None:
             return tuple(seq.new_zeros(shape) for shape in shapes)
-        states = checks.check_hx(hx, shapes, seq, unbatched, self.mode == "LSTM")
+        states = checks.check_hx(hx, shapes, seq, unbatched, len(shapes) == 2)
         if unbatched:
             states = tuple(s.unsqueeze(1) for s in states)
         return states
 
     def _pack_state(self, final: tuple[Tensor, ...]):
-        return final if self.mode == "LSTM" else final[0]
+        return final if len(final) == 2 else final[0]
 
     def _run(self, seq: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None):
         """seq ``(T, B, I)``, state tensors ``(L·D, B, ·)`` → output ``(T, B, D·P)``, finals."""
@@ -215,30 +216,17 @@ class RecurrentBase(nn.Module):
             w_ih, w_hh, b_ih, b_hh, *rest = params
         else:
             (w_ih, w_hh, *rest), b_ih, b_hh = params, None, None
-        if self.mode == "LSTM":
+        cell = spec(self.mode)
+        if cell.cell == "lstm":
             w_hr = rest[0] if rest else None
             return F.lstm(x, init[0], init[1], w_ih, w_hh, b_ih, b_hh, w_hr, schedule, backend)
-        if self.mode == "GRU":
+        if cell.cell == "gru":
             return F.gru(x, init[0], w_ih, w_hh, b_ih, b_hh, schedule, backend)
-        nonlinearity = "tanh" if self.mode == "RNN_TANH" else "relu"
-        return F.elman(x, init[0], w_ih, w_hh, b_ih, b_hh, schedule, nonlinearity, backend)
+        return F.elman(x, init[0], w_ih, w_hh, b_ih, b_hh, schedule, cell.nonlinearity, backend)
 
     def _resolve_backend(self, seq: Tensor) -> str:
-        if self.backend == "reference":
-            return "reference"
-        if self.backend == "native":
-            from rnnkit.nn._backends import check_native_can_serve
-
-            check_native_can_serve(self, seq)
-            return "native"
-        if self.backend == "triton":
-            from rnnkit.nn._backends import check_triton_can_serve
-
-            check_triton_can_serve(self, seq)
-            return "triton"
-        from rnnkit.nn._backends import choose_auto
-
-        return choose_auto(self, seq)
+        """The backend serving this call (see :func:`rnnkit.nn._backends.resolve`)."""
+        return backends.resolve(self, seq)
 
 
 class RNN(RecurrentBase):
