@@ -230,15 +230,58 @@ class RecurrentBase(nn.Module):
 
 
 class RNN(RecurrentBase):
-    r"""Elman RNN: :math:`h_t = f(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`, f = tanh or relu.
+    r"""Elman RNN, the primer's :math:`s_t = f(U x_t + W s_{t-1})`: a multi-layer recurrent
+    network with a tanh or ReLU nonlinearity, drop-in for :class:`torch.nn.RNN`.
 
-    Args as ``torch.nn.RNN``: input_size, hidden_size, num_layers=1, nonlinearity='tanh',
-    bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None;
-    keyword-only ``backend`` ("auto", "reference", "native", "triton").
+    For each element of the input sequence, each layer computes
 
-    Forward: ``input`` ``(T, B, I)`` (``(B, T, I)`` if batch_first, ``(T, I)`` unbatched, or a
-    PackedSequence), ``hx`` ``(L·D, B, H)``, ``lengths`` ``(B,)``. Returns output
-    ``(T, B, D·H)`` and h_n ``(L·D, B, H)``.
+    .. math::
+        h_t = \tanh(x_t W_{ih}^T + b_{ih} + h_{t-1} W_{hh}^T + b_{hh})
+
+    where :math:`h_t` is the hidden state at time t, :math:`x_t` the input at time t (the
+    previous layer's output :math:`h_t^{(l-1)}` for layers after the first) and
+    :math:`h_{t-1}` the hidden state at time t-1 (:math:`h_0` at the start). With
+    ``nonlinearity='relu'``, ReLU replaces tanh.
+
+    Args:
+        input_size: features I of the input x.
+        hidden_size: features H of the hidden state h.
+        num_layers: stacked layers L (default 1).
+        nonlinearity: ``'tanh'`` (default) or ``'relu'``.
+        bias: with the biases b_ih and b_hh (default True).
+        batch_first: input and output as ``(B, T, ·)`` instead of ``(T, B, ·)`` (the states
+            stay ``(L·D, B, H)``), as torch.nn.
+        dropout: dropout on the outputs of every layer but the last (default 0).
+        bidirectional: D = 2 directions (default False).
+        backend (keyword-only): ``"auto"`` (default: the compiled loop on the CPU, the Triton
+            kernels on CUDA where they serve, else the reference loop), ``"reference"``,
+            ``"native"`` or ``"triton"``; an explicit backend that cannot serve a call raises.
+
+    Inputs: ``input, hx=None, *, lengths=None``
+        input: ``(T, B, I)``, ``(B, T, I)`` with batch_first, ``(T, I)`` unbatched, or a
+            :class:`~torch.nn.utils.rnn.PackedSequence`.
+        hx: ``(L·D, B, H)`` (``(L·D, H)`` unbatched), the initial hidden state; zeros if None.
+        lengths (rnnkit): ``(B,)`` list or integer tensor, the length of each sequence of a
+            padded batch, with PackedSequence semantics: outputs past a sequence's end are
+            zero, h_n is the state after its last step, the reverse direction starts there.
+
+    Outputs: ``output, h_n``
+        output: ``(T, B, D·H)`` (or batch-first, unbatched, packed as the input), the last
+            layer's :math:`h_t` for every t, both directions concatenated.
+        h_n: ``(L·D, B, H)``, the final hidden state of every layer and direction.
+
+    Attributes (as torch.nn; shapes for layer k, ``_reverse`` for the second direction):
+        weight_ih_l[k]: ``(H, I)`` for k = 0, else ``(H, D·H)``.
+        weight_hh_l[k]: ``(H, H)``.
+        bias_ih_l[k], bias_hh_l[k]: ``(H,)``.
+        All initialised from :math:`\mathcal{U}(-\sqrt{k}, \sqrt{k})`, :math:`k = 1/H`.
+
+    Axes: T steps, B batch, I input features, H hidden units, L layers, D directions.
+
+    Example::
+
+        >>> rnn = rnnkit.RNN(10, 20, num_layers=2)
+        >>> output, h_n = rnn(torch.randn(5, 3, 10), lengths=[5, 3, 2])
     """
 
     def __init__(
@@ -269,14 +312,53 @@ class RNN(RecurrentBase):
 
 
 class LSTM(RecurrentBase):
-    r"""LSTM with torch's gate order (i, f, g, o) and optional projection (``proj_size``).
+    r"""Long short-term memory, drop-in for :class:`torch.nn.LSTM`.
 
-    Args as ``torch.nn.LSTM``: input_size, hidden_size, num_layers=1, bias=True,
-    batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None;
-    keyword-only ``backend``.
+    For each element of the input sequence, each layer computes
 
-    Forward: ``input`` as :class:`RNN`, ``hx`` = (h_0 ``(L·D, B, P)``, c_0 ``(L·D, B, H)``),
-    ``lengths`` ``(B,)``. Returns output ``(T, B, D·P)`` and (h_n, c_n).
+    .. math::
+        \begin{array}{ll}
+        i_t = \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
+        f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t = \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
+        o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t = f_t \odot c_{t-1} + i_t \odot g_t \\
+        h_t = o_t \odot \tanh(c_t)
+        \end{array}
+
+    where :math:`c_t` is the cell state, :math:`i_t, f_t, g_t, o_t` the input, forget, cell and
+    output gates, :math:`\sigma` the sigmoid and :math:`\odot` the element-wise product. With
+    ``proj_size`` P > 0, :math:`h_t = W_{hr}(o_t \odot \tanh(c_t))` has P features and is what
+    the recurrence and the output carry (Sak et al. 2014).
+
+    Gate order: the rows of ``weight_ih``/``weight_hh``/the biases are the blocks
+    ``(W_i | W_f | W_g | W_o)``, as torch.nn (and cuDNN).
+
+    Args: as :class:`RNN` without ``nonlinearity``, plus
+        proj_size: P, the size of the projected h (default 0: no projection, P = H).
+
+    Inputs: ``input, (h_0, c_0)=None, *, lengths=None``
+        input, lengths: as :class:`RNN`.
+        h_0: ``(L·D, B, P)``; c_0: ``(L·D, B, H)``; zeros if the pair is None.
+
+    Outputs: ``output, (h_n, c_n)``
+        output: ``(T, B, D·P)`` (batch-first, unbatched, packed as the input).
+        h_n: ``(L·D, B, P)``; c_n: ``(L·D, B, H)``, the final states.
+
+    Attributes (layer k, ``_reverse`` for the second direction):
+        weight_ih_l[k]: ``(4H, I)`` for k = 0, else ``(4H, D·P)``.
+        weight_hh_l[k]: ``(4H, P)``.
+        bias_ih_l[k], bias_hh_l[k]: ``(4H,)``.
+        weight_hr_l[k]: ``(P, H)``, only with ``proj_size > 0``.
+        All initialised from :math:`\mathcal{U}(-\sqrt{k}, \sqrt{k})`, :math:`k = 1/H`.
+
+    Axes: T steps, B batch, I input features, H hidden units, P projection size (= H without
+    projection), L layers, D directions.
+
+    Example::
+
+        >>> lstm = rnnkit.LSTM(10, 20, num_layers=2, bidirectional=True)
+        >>> output, (h_n, c_n) = lstm(torch.randn(5, 3, 10), lengths=[5, 3, 2])
     """
 
     def __init__(
@@ -301,13 +383,39 @@ class LSTM(RecurrentBase):
 
 
 class GRU(RecurrentBase):
-    r"""GRU in torch's formulation, gate order (r, z, n), ``b_hn`` inside the reset product.
+    r"""Gated recurrent unit in torch's formulation, drop-in for :class:`torch.nn.GRU`.
 
-    Args as ``torch.nn.GRU``: input_size, hidden_size, num_layers=1, bias=True,
-    batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None; keyword-only
-    ``backend``.
+    For each element of the input sequence, each layer computes
 
-    Forward: as :class:`RNN`. Returns output ``(T, B, D·H)`` and h_n ``(L·D, B, H)``.
+    .. math::
+        \begin{array}{ll}
+        r_t = \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        z_t = \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+        \end{array}
+
+    where :math:`r_t, z_t, n_t` are the reset, update and new gates. Note ``b_hn`` inside the
+    reset product: torch's (and cuDNN's) form, which differs from Cho et al. (2014), where
+    :math:`r_t` multiplies :math:`h_{t-1}` before :math:`W_{hn}`.
+
+    Gate order: the rows of ``weight_ih``/``weight_hh``/the biases are the blocks
+    ``(W_r | W_z | W_n)``, as torch.nn.
+
+    Args, inputs and outputs: as :class:`RNN` (without ``nonlinearity``).
+
+    Attributes (layer k, ``_reverse`` for the second direction):
+        weight_ih_l[k]: ``(3H, I)`` for k = 0, else ``(3H, D·H)``.
+        weight_hh_l[k]: ``(3H, H)``.
+        bias_ih_l[k], bias_hh_l[k]: ``(3H,)``.
+        All initialised from :math:`\mathcal{U}(-\sqrt{k}, \sqrt{k})`, :math:`k = 1/H`.
+
+    Axes: T steps, B batch, I input features, H hidden units, L layers, D directions.
+
+    Example::
+
+        >>> gru = rnnkit.GRU(10, 20, batch_first=True)
+        >>> output, h_n = gru(torch.randn(3, 5, 10), lengths=[5, 3, 2])
     """
 
     def __init__(
