@@ -24,6 +24,7 @@ BUILTIN: tuple[str, ...] = (
     "translate",
     "music",
     "speech",
+    "forecast",
 )
 
 _APPS: dict[str, type[Application]] = {}
