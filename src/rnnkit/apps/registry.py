@@ -25,6 +25,7 @@ BUILTIN: tuple[str, ...] = (
     "music",
     "speech",
     "forecast",
+    "recommend",
 )
 
 _APPS: dict[str, type[Application]] = {}
