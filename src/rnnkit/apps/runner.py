@@ -23,7 +23,8 @@ from rnnkit.train.distributed import Shard, finish_distributed, init_distributed
 from rnnkit.train.rundir import RunLock, check_new_run, clean_litter
 from rnnkit.train.trainer import resolve_device
 
-__all__ = ["train", "load", "inspect", "open_checkpoint", "saved_options", "run_dir_of", "summary"]
+__all__ = ["train", "load", "inspect", "open_any", "open_checkpoint", "saved_options",
+           "run_dir_of", "summary"]
 
 
 def train(app: Application, config: Any, train_config: TrainConfig, out_dir: str | os.PathLike,
@@ -123,20 +124,14 @@ def inspect(config) -> Path:
     """``rnnkit inspect``: the report of ``config.checkpoint`` over ``config.text`` (an
     application's ``inspect`` hook), or, for an application without one, the report of the run
     (weights' spectra, gradient flow during training, training curves); returns its path."""
-    from rnnkit.apps import registry
     from rnnkit.diagnostics import inspect as di
 
-    directory = ckpt.resolve_checkpoint(config.checkpoint, prefer="best")
-    saved = ckpt.read_json(directory / ckpt.CONFIG)
-    task = saved.get("task") if isinstance(saved, dict) else None
-    if task not in registry.names():
-        raise RnnkitError(f"checkpoint {directory}: made by task {task!r}, which is not an "
-                          f"installed application ({', '.join(registry.names())})")
-    app = registry.get(task)
+    app, checkpoint = open_any(config.checkpoint, "cpu")
+    directory, saved, task = checkpoint.directory, checkpoint.saved, app.name
     has_hook = type(app).inspect is not Application.inspect
     if has_hook:
         config.require_text()
-    loaded = app.load(open_checkpoint(app, directory, "cpu"))
+    loaded = app.load(checkpoint)
     if has_hook:
         run = app.inspect(loaded, config)
         if isinstance(run, di.InspectRun):
@@ -145,6 +140,20 @@ def inspect(config) -> Path:
     note = (f"The {task} application shows no input here (it has no inspect hook; those with "
             f"one: {', '.join(_with_reports())}): this page is the run's.")
     return di.write_run_report(_model_of(loaded), directory, saved, config, note)
+
+
+def open_any(path: str | os.PathLike, device: str = "auto") -> tuple[Application, Checkpoint]:
+    """The application that made the checkpoint (or run) ``path``, and the checkpoint."""
+    from rnnkit.apps import registry
+
+    directory = ckpt.resolve_checkpoint(path, prefer="best")
+    saved = ckpt.read_json(directory / ckpt.CONFIG)
+    task = saved.get("task") if isinstance(saved, dict) else None
+    if task not in registry.names():
+        raise RnnkitError(f"checkpoint {directory}: made by task {task!r}, which is not an "
+                          f"installed application ({', '.join(registry.names())})")
+    app = registry.get(task)
+    return app, open_checkpoint(app, directory, device)
 
 
 def _model_of(loaded: Any):

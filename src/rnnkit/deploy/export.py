@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from rnnkit._io import atomic_write_json
-from rnnkit.apps import registry, runner
+from rnnkit.apps import runner
 from rnnkit.apps.base import ExportGraph
 from rnnkit.deploy import require
 from rnnkit.errors import RnnkitError
@@ -59,14 +59,7 @@ class ExportResult:
 
 def open_application(path: str | os.PathLike, device: str = "cpu"):
     """(application, loaded model, checkpoint) of the run or checkpoint ``path``."""
-    directory = ckpt.resolve_checkpoint(path, prefer="best")
-    saved = ckpt.read_json(directory / ckpt.CONFIG)
-    task = saved.get("task") if isinstance(saved, dict) else None
-    if task not in registry.names():
-        raise RnnkitError(f"checkpoint {directory}: made by task {task!r}, which is not an "
-                          f"installed application ({', '.join(registry.names())})")
-    app = registry.get(task)
-    checkpoint = runner.open_checkpoint(app, directory, device)
+    app, checkpoint = runner.open_any(path, device)
     return app, app.load(checkpoint), checkpoint
 
 

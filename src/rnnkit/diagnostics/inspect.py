@@ -170,13 +170,7 @@ def _report(run: InspectRun, directory: Path, saved: dict, config: InspectConfig
                        "number of steps before the last one, log scale: a falling line means "
                        "the error from the end fades before reaching early steps.", png))
     records = read_metrics(_run_dir(directory) / "metrics.jsonl")
-    heat = plots.plot_flow_heatmap(records)
-    if heat:
-        images.append(("Gradient flow during training", "Recorded with --diagnostics-every: "
-                       "training steps × time positions.", heat))
-    curves = plots.plot_training_curves(records)
-    if curves:
-        images.append(("Training curves", "From the run's metrics.jsonl.", curves))
+    images += _training_images(records)
     notes = list(run.notes)
     if not records:
         notes.append(f"No metrics.jsonl next to {directory}: no training curves.")
@@ -210,14 +204,7 @@ def write_run_report(model: nn.Module, directory: Path, saved: dict, config: Ins
     the recurrent weights' spectra, the gradient flow recorded during training, the training
     curves."""
     records = read_metrics(_run_dir(directory) / "metrics.jsonl")
-    images = []
-    heat = plots.plot_flow_heatmap(records)
-    if heat:
-        images.append(("Gradient flow during training", "Recorded with --diagnostics-every: "
-                       "training steps × time positions.", heat))
-    curves = plots.plot_training_curves(records)
-    if curves:
-        images.append(("Training curves", "From the run's metrics.jsonl.", curves))
+    images = _training_images(records)
     stats = recurrent_stats(model)
     meta = [("checkpoint", str(directory)), ("task", saved["task"]),
             ("step", str(saved.get("step", "?")))]
@@ -228,6 +215,19 @@ def write_run_report(model: nn.Module, directory: Path, saved: dict, config: Ins
     report = Report(title=f"rnnkit inspect — {saved['task']} checkpoint {directory.name}",
                     symbols=[], units=[], meta=meta, images=images, notes=notes)
     return write_page(report, directory, config)
+
+
+def _training_images(records: list[dict]) -> list[tuple[str, str, bytes]]:
+    """The run's gradient flow recorded during training and its training curves."""
+    images = []
+    heat = plots.plot_flow_heatmap(records)
+    if heat:
+        images.append(("Gradient flow during training", "Recorded with --diagnostics-every: "
+                       "training steps × time positions.", heat))
+    curves = plots.plot_training_curves(records)
+    if curves:
+        images.append(("Training curves", "From the run's metrics.jsonl.", curves))
+    return images
 
 
 def _run_dir(directory: Path) -> Path:
