@@ -8,6 +8,8 @@ import numbers
 import torch
 from torch import Tensor
 
+from rnnkit.errors import LayerError
+
 
 def check_constructor(mode, input_size, hidden_size, num_layers, dropout, proj_size, backend,
                       backends) -> None:
@@ -34,11 +36,27 @@ def check_constructor(mode, input_size, hidden_size, num_layers, dropout, proj_s
                          f"got {backend!r}")
 
 
+def check_flags(**flags) -> None:
+    """``bias`` and ``batch_first`` are bools, as torch.nn requires."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+
+
+def check_dtype(input: Tensor, weight: Tensor) -> None:  # noqa: A002
+    """The input's floating dtype is the weights' (torch.nn's message, with the two fixes);
+    under autocast the products cast both, as torch.nn's do."""
+    if input.dtype != weight.dtype and not torch.is_autocast_enabled(input.device.type):
+        raise LayerError(f"input: dtype {input.dtype} does not match the weights' "
+                         f"{weight.dtype}; convert the input (input.to({weight.dtype})) or the "
+                         f"model (model.to({input.dtype}))")
+
+
 def check_input(input: Tensor, input_size: int, batch_first: bool) -> None:  # noqa: A002
     if not isinstance(input, Tensor):
         raise TypeError(f"input: expected a Tensor or PackedSequence, got {type(input).__name__}")
     if input.dim() not in (2, 3):
-        raise ValueError(f"input: expected a 2D (unbatched) or 3D (batched) tensor, "
+        raise LayerError(f"input: expected a 2D (unbatched) or 3D (batched) tensor, "
                          f"got {input.dim()}D with shape {tuple(input.shape)}")
     if not input.is_floating_point():
         raise TypeError(f"input: expected a floating-point tensor, got {input.dtype}")
@@ -49,11 +67,11 @@ def check_input(input: Tensor, input_size: int, batch_first: bool) -> None:  # n
         hint = ""
         if input.dim() == 3 and input.shape[-1] != input_size and input_size in input.shape[:2]:
             hint = " (is batch_first set correctly?)"
-        raise ValueError(f"input: expected last dimension I = input_size = {input_size} in a "
+        raise LayerError(f"input: expected last dimension I = input_size = {input_size} in a "
                          f"{layout} tensor, got shape {tuple(input.shape)}{hint}")
-    if 0 in input.shape[:-1]:
-        raise ValueError(f"input: expected at least one step and one sequence, "
-                         f"got shape {tuple(input.shape)}")
+    steps = input.shape[1] if batch_first and input.dim() == 3 else input.shape[0]
+    if steps == 0:  # torch.nn refuses it too; an empty batch (B = 0) is fine
+        raise LayerError(f"input: expected at least one step, got shape {tuple(input.shape)}")
 
 
 def check_lengths(lengths, batch: int, steps: int, unbatched: bool) -> Tensor | None:
@@ -78,11 +96,11 @@ def check_lengths(lengths, batch: int, steps: int, unbatched: bool) -> Tensor | 
         values = values.reshape(1)
     if values.dim() != 1 or values.numel() != batch:
         hint = " (is batch_first set correctly?)" if values.numel() == steps != batch else ""
-        raise ValueError(f"lengths: expected {batch} lengths (one per sequence, shape ({batch},)),"
+        raise LayerError(f"lengths: expected {batch} lengths (one per sequence, shape ({batch},)),"
                          f" got shape {tuple(values.shape)}{hint}")
     low, high = int(values.min()), int(values.max())
     if low < 1 or high > steps:
-        raise ValueError(f"lengths: expected every length in [1, T = {steps}], "
+        raise LayerError(f"lengths: expected every length in [1, T = {steps}], "
                          f"got min {low} and max {high}")
     return values
 
@@ -101,7 +119,7 @@ def check_hx(hx, shapes, seq: Tensor, unbatched: bool, is_lstm: bool) -> tuple[T
             raise TypeError(f"{name}: expected a Tensor, got {type(state).__name__}")
         want = (shape[0], shape[2]) if unbatched else shape
         if tuple(state.shape) != want:
-            raise ValueError(f"{name}: expected shape {want}, got {tuple(state.shape)}")
+            raise LayerError(f"{name}: expected shape {want}, got {tuple(state.shape)}")
         if state.dtype != seq.dtype:
             raise TypeError(f"{name}: expected dtype {seq.dtype} (the input's), got {state.dtype}")
         if state.device != seq.device:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import functional as F
+from rnnkit.errors import LayerError
 from rnnkit.functional.cells import spec
 from rnnkit.nn import _checks as checks
 
@@ -24,6 +25,7 @@ class _CellBase(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool, device, dtype) -> None:
         super().__init__()
         checks.check_constructor("CELL", input_size, hidden_size, 1, 0.0, 0, "auto", ("auto",))
+        checks.check_flags(bias=bias)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
@@ -52,15 +54,16 @@ class _CellBase(nn.Module):
         if not isinstance(input, Tensor):
             raise TypeError(f"input: expected a Tensor, got {type(input).__name__}")
         if input.dim() not in (1, 2):
-            raise ValueError(f"input: expected a 1D (unbatched) or 2D (batched) tensor, "
+            raise LayerError(f"input: expected a 1D (unbatched) or 2D (batched) tensor, "
                              f"got {input.dim()}D with shape {tuple(input.shape)}")
         if input.shape[-1] != self.input_size:
-            raise ValueError(f"input: expected last dimension input_size = {self.input_size}, "
+            raise LayerError(f"input: expected last dimension input_size = {self.input_size}, "
                              f"got shape {tuple(input.shape)}")
         if not input.is_floating_point():
             raise TypeError(f"input: expected a floating-point tensor, got {input.dtype}")
+        checks.check_dtype(input, self.weight_ih)
         unbatched = input.dim() == 1
-        x = input.reshape(1, -1, self.input_size)
+        x = input.reshape(1, input.shape[0] if input.dim() == 2 else 1, self.input_size)
         batch = x.shape[1]
         if hx is None:
             states = tuple(x.new_zeros(batch, self.hidden_size) for _ in range(count))
@@ -79,12 +82,18 @@ class _CellBase(nn.Module):
             if not isinstance(state, Tensor):
                 raise TypeError(f"{name}: expected a Tensor, got {type(state).__name__}")
             if tuple(state.shape) != want:
-                raise ValueError(f"{name}: expected shape {want}, got {tuple(state.shape)}")
+                raise LayerError(f"{name}: expected shape {want}, got {tuple(state.shape)}")
             if state.dtype != x.dtype or state.device != x.device:
                 raise TypeError(f"{name}: expected {x.dtype} on {x.device} (the input's), "
                                 f"got {state.dtype} on {state.device}")
             states.append(state.reshape(batch, self.hidden_size))
         return tuple(states)
+
+    def _empty(self, x: Tensor, states: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """An empty batch (B = 0): the states ``(0, H)`` as they are, as torch.nn, joined to the
+        input and the weights so that backward runs (to zero gradients)."""
+        anchor = x.sum() * 0 + sum(p.sum() for p in self.parameters()) * 0
+        return tuple(state + anchor for state in states)
 
     def _schedule(self, x: Tensor):
         return F.make_schedule(1, x.shape[1], None, x.device, reverse=False)
@@ -106,6 +115,8 @@ class RNNCell(_CellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:  # noqa: A002
         x, (h,), unbatched = self._prepare(input, hx, 1)
+        if x.shape[1] == 0:
+            return self._empty(x, (h,))[0]
         _, h_new = F.elman(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                            self._schedule(x), self.nonlinearity)
         return self._finish(h_new, unbatched)
@@ -122,6 +133,8 @@ class LSTMCell(_CellBase):
 
     def forward(self, input: Tensor, hx=None) -> tuple[Tensor, Tensor]:  # noqa: A002
         x, (h, c), unbatched = self._prepare(input, hx, 2)
+        if x.shape[1] == 0:
+            return self._empty(x, (h, c))
         _, h_new, c_new = F.lstm(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih,
                                  self.bias_hh, None, self._schedule(x))
         return self._finish(h_new, unbatched), self._finish(c_new, unbatched)
@@ -138,6 +151,8 @@ class GRUCell(_CellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:  # noqa: A002
         x, (h,), unbatched = self._prepare(input, hx, 1)
+        if x.shape[1] == 0:
+            return self._empty(x, (h,))[0]
         _, h_new = F.gru(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                          self._schedule(x))
         return self._finish(h_new, unbatched)

@@ -53,6 +53,7 @@ class RecurrentBase(nn.Module):
         checks.check_constructor(
             mode, input_size, hidden_size, num_layers, dropout, proj_size, backend, BACKENDS
         )
+        checks.check_flags(bias=bias, batch_first=batch_first)  # as torch.nn (not bidirectional)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -141,9 +142,13 @@ class RecurrentBase(nn.Module):
         if self.batch_first and not unbatched:
             seq = seq.transpose(0, 1)
         steps, batch = seq.shape[0], seq.shape[1]
+        checks.check_dtype(seq, self.weight_ih_l0)
         lengths_cpu = checks.check_lengths(lengths, batch, steps, unbatched)
         state = self._initial_state(hx, seq, unbatched)
-        output, final = self._run(seq, state, lengths_cpu)
+        if batch == 0:
+            output, final = self._empty(seq, state)
+        else:
+            output, final = self._run(seq, state, lengths_cpu)
         if self.batch_first and not unbatched:
             output = output.transpose(0, 1)
         if unbatched:
@@ -166,6 +171,14 @@ class RecurrentBase(nn.Module):
         data = pack_padded_sequence(output, lengths_cpu, enforce_sorted=True).data
         out = PackedSequence(data, packed.batch_sizes, sorted_indices, packed.unsorted_indices)
         return out, self._pack_state(final)
+
+    def _empty(self, seq: Tensor, state: tuple[Tensor, ...]):
+        """An empty batch (B = 0): output ``(T, 0, D·P)`` and the (empty) states, as torch.nn,
+        still joined to the input and the weights so that backward runs (to zero gradients)."""
+        anchor = seq.sum() * 0 + sum(p.sum() for p in self.parameters()) * 0
+        size = self.num_directions * (self.proj_size or self.hidden_size)
+        output = seq.new_zeros(seq.shape[0], 0, size) + anchor
+        return output, tuple(s + anchor for s in state)
 
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
         count = self.num_layers * self.num_directions
