@@ -401,3 +401,34 @@ def test_read_only_cache_falls_back_to_the_temporary_directory(fresh_build, monk
     ours_kwargs("lstm_native")
     path = native._build()
     assert str(path).startswith(str(fresh_build / "tmp"))
+
+
+def test_a_cache_folder_others_can_write_is_refused(fresh_build, monkeypatch):
+    """Code is loaded from the cache: a folder writable by others, a symbolic link, or a folder
+    of another user (a planted library) is refused; a library whose recorded hash differs is
+    rebuilt (issue 24, item 14)."""
+    cache = fresh_build / "shared-cache"
+    cache.mkdir(mode=0o777)
+    os.chmod(cache, 0o777)
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(cache))
+    with pytest.raises(RuntimeError, match="writable by other users"):
+        native._build()
+    os.chmod(cache, 0o700)
+    path = native._build()
+    record = path.with_name(path.name + ".sha256")
+    assert record.read_text().strip() == native._digest(path)
+    stamp = path.stat().st_mtime_ns
+    record.write_text("0" * 64)  # not what was built here: rebuilt, not loaded
+    rebuilt = native._build()
+    assert rebuilt == path and path.stat().st_mtime_ns != stamp
+    link = fresh_build / "link"
+    link.symlink_to(cache, target_is_directory=True)
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(link))
+    with pytest.raises(RuntimeError, match="symbolic link"):
+        native._build()
+    if os.getuid() == 0:  # root can hand the folder to another user, as a planted one would be
+        os.chown(cache, 12345, 12345)
+        monkeypatch.setenv("RNNKIT_CACHE_DIR", str(cache))
+        with pytest.raises(RuntimeError, match="belongs to another user"):
+            native._build()
+        os.chown(cache, 0, 0)

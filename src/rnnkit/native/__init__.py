@@ -28,10 +28,12 @@ import functools
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
 
+from rnnkit._io import atomic_write_text
 from rnnkit.native import _ffi
 
 __all__ = ["library", "problem", "cache_dir", "elman", "gru", "lstm"]
@@ -64,17 +66,52 @@ def cache_dir() -> Path:
 
 
 def _writable_cache() -> Path:
-    """:func:`cache_dir`, or a per-user folder in the temporary directory where that cannot be
-    created (a read-only home)."""
+    """:func:`cache_dir`, or a private per-user folder in the temporary directory where that
+    cannot be created (a read-only home). Either must be the user's own and writable by no one
+    else: code is loaded from it."""
     folder = cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if os.access(folder, os.W_OK):
+            check_private(folder)
             return folder
     except OSError:
         pass
     user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    return Path(tempfile.gettempdir()) / f"rnnkit-cache-{user}"
+    fallback = Path(tempfile.gettempdir()) / f"rnnkit-cache-{user}"
+    try:
+        fallback.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise RuntimeError(f"cannot create the cache folder {fallback}: {error}") from None
+    check_private(fallback)
+    return fallback
+
+
+def check_private(path: Path) -> None:
+    """Refuse a cache folder or library another user could have planted or can change: a
+    symbolic link, owned by someone else, or writable by group or others."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise RuntimeError(f"{path} is a symbolic link; refusing to load code through it")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise RuntimeError(f"{path} belongs to another user (uid {info.st_uid}); refusing to "
+                           "load code from it (set RNNKIT_CACHE_DIR to a folder of your own)")
+    if info.st_mode & 0o022:
+        raise RuntimeError(f"{path} is writable by other users (mode {info.st_mode & 0o777:o}); "
+                           "refusing to load code from it")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(target: Path) -> bool:
+    """An existing library is used only if it is private and its hash is the one recorded when
+    it was built here; anything else is rebuilt."""
+    record = target.with_name(target.name + ".sha256")
+    check_private(target.parent)
+    check_private(target)
+    return record.exists() and record.read_text().strip() == _digest(target)
 
 
 def _compiler() -> str | None:
@@ -105,12 +142,13 @@ def _build() -> Path:
             b"\0".join([source, version.encode(), " ".join(_COMMON + flags).encode()])
         ).hexdigest()[:16]
         target = _writable_cache() / f"native-{key}" / "librnnkit_lstm.so"
-        if target.exists():
+        if target.exists() and _verified(target):
             return target
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as error:
             raise RuntimeError(f"cannot create the cache folder {target.parent}: {error}") from None
+        check_private(target.parent)
         # compile next to the target, then rename: a concurrent or interrupted build never
         # leaves a half-written library where a loader looks
         fd, temp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -122,6 +160,8 @@ def _build() -> Path:
             os.unlink(temp)
             raise RuntimeError(f"{cxx} could not run: {error}") from None
         if done.returncode == 0:
+            os.chmod(temp, 0o700)
+            atomic_write_text(target.with_name(target.name + ".sha256"), _digest(Path(temp)))
             os.replace(temp, target)
             return target
         os.unlink(temp)
