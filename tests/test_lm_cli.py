@@ -230,3 +230,22 @@ def test_prime_with_unknown_characters_is_echoed_as_typed(trained, capsys):
     captured = capsys.readouterr()
     assert captured.out.startswith("abXYa") and "<unk>" not in captured.out
     assert captured.err.count("--prime: 'X', 'Y' never seen in training, read as <unk>") == 1
+
+
+def test_checkpoint_values_of_the_wrong_type_or_size_name_the_file(trained, tmp_path, capsys):
+    """Issue 24, item 12: config values of the wrong type, or a tokenizer whose size does not
+    match the model, are named at load time."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained / "run/best", broken)
+    config = json.loads((broken / "config.json").read_text())
+    for value, message in ((32.0, "model.hidden_size: expected <class 'int'>, got 32.0"),
+                           (True, "model.hidden_size: expected <class 'int'>, got True")):
+        (broken / "config.json").write_text(json.dumps(
+            {**config, "model": {**config["model"], "hidden_size": value}}))
+        _expect_error(capsys, ["lm", "generate", "--checkpoint", str(broken)], message)
+    (broken / "config.json").write_text(json.dumps(
+        {**config, "model": {**config["model"], "vocab_size": 3}}))
+    _expect_error(capsys, ["lm", "generate", "--checkpoint", str(broken)],
+                  "tokenizer.json holds 10 entries, but the model was built for 3 (vocab_size)")

@@ -163,8 +163,9 @@ class LM(Application):
         return values
 
     def load(self, checkpoint: Checkpoint) -> Loaded:
-        model = checkpoint.load_weights(lm.model_from(checkpoint.directory, checkpoint.saved))
-        return Loaded(model, lm.read_tokenizer(checkpoint.directory), checkpoint.options)
+        tokenizer = lm.read_tokenizer(checkpoint.directory)
+        model = lm.model_from(checkpoint.directory, checkpoint.saved, tokenizer)
+        return Loaded(checkpoint.load_weights(model), tokenizer, checkpoint.options)
 
     def evaluate(self, loaded: Loaded, options: EvalOptions) -> dict[str, float]:
         """Loss (nats/token), perplexity and bits per character on ``options.data``."""

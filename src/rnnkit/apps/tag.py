@@ -21,6 +21,7 @@ from rnnkit.models.tagger import Tagger, TaggerConfig
 from rnnkit.tasks import metrics as M
 from rnnkit.tasks import tag
 from rnnkit.tasks._labels import UNKNOWN_LABELS
+from rnnkit.train.checkpoint import saved_model
 from rnnkit.train.config import option, section
 
 __all__ = ["Tag", "TagConfig", "TagModel"]
@@ -156,12 +157,12 @@ class Tag(Application):
         saved = checkpoint.saved
         data = saved.get("data", {})
         vocabs = _vocabs(checkpoint, data)
-        try:
-            model = Tagger(TaggerConfig(**renamed(saved["model"])))
-        except (KeyError, TypeError, ValueError) as err:
-            raise RnnkitError(f"checkpoint {checkpoint.directory}: bad model config: "
-                              f"{err}") from None
-        return Loaded(checkpoint.load_weights(model), vocabs, data)
+        sizes = {"vocab_size": ("words.json", len(vocabs.words)),
+                 "num_tags": ("tags.json", len(vocabs.tags))}
+        if vocabs.chars is not None:
+            sizes["char_vocab_size"] = ("chars.json", len(vocabs.chars))
+        config = saved_model(TaggerConfig, checkpoint.directory, saved, sizes, renamed)
+        return Loaded(checkpoint.load_weights(Tagger(config)), vocabs, data)
 
     def evaluate(self, loaded: Loaded, options: EvalOptions) -> dict:
         if not options.data:

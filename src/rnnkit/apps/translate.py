@@ -24,6 +24,7 @@ from rnnkit.models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig
 from rnnkit.tasks import translate
 from rnnkit.tasks.chat import chat
 from rnnkit.tasks.translate import Codec, Translator
+from rnnkit.train.checkpoint import saved_model
 from rnnkit.train.config import option, section
 
 __all__ = ["Translate", "TranslateConfig", "TranslateModel", "EvalOptions", "PredictOptions",
@@ -236,11 +237,10 @@ class Translate(Application):
 
     def load(self, checkpoint: Checkpoint) -> Translator:
         src, tgt = _codecs(checkpoint)
-        try:
-            model = Seq2Seq(Seq2SeqConfig(**renamed(checkpoint.saved["model"])))
-        except (KeyError, TypeError, ValueError) as err:
-            raise RnnkitError(f"checkpoint {checkpoint.directory}: bad model config: "
-                              f"{err}") from None
+        sizes = {"src_vocab_size": (translate.SRC_TOKENIZER, src.vocab_size),
+                 "tgt_vocab_size": (translate.TGT_TOKENIZER, tgt.vocab_size)}
+        model = Seq2Seq(saved_model(Seq2SeqConfig, checkpoint.directory, checkpoint.saved, sizes,
+                                    renamed))
         return Translator(checkpoint.load_weights(model), src, tgt,
                           checkpoint.saved.get("data", {}))
 

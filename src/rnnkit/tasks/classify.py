@@ -251,10 +251,8 @@ def load(checkpoint: str) -> tuple[Classifier, Vocabulary, Vocabulary, dict]:
     vocab = Vocabulary.from_json(ckpt.read_json(directory / "vocab.json"), source=str(directory))
     labels = Vocabulary.from_json(ckpt.read_json(directory / "labels.json"),
                                   source=str(directory))
-    try:
-        model = Classifier(ClassifierConfig(**renamed(config["model"])))
-    except (KeyError, TypeError, ValueError) as err:
-        raise RnnkitError(f"checkpoint {directory}: bad model config: {err}") from None
+    sizes = {"vocab_size": ("vocab.json", len(vocab)), "num_classes": ("labels.json", len(labels))}
+    model = Classifier(ckpt.saved_model(ClassifierConfig, directory, config, sizes, renamed))
     ckpt.load_weights(directory, model)
     model.eval()
     saved = config.get("data", {})

@@ -159,10 +159,8 @@ def read_tokenizer(directory: Path) -> Tokenizer:
     return tokenizer_from_json(ckpt.read_json(path), source=str(path))
 
 
-def model_from(directory: Path, saved: dict[str, Any]) -> LanguageModel:
-    """The (untrained) language model a checkpoint's ``config.json`` describes."""
-    try:
-        return LanguageModel(LMConfig(**saved["model"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise RnnkitError(f"checkpoint {directory}: {ckpt.CONFIG} has no valid model "
-                          f"description: {err}") from None
+def model_from(directory: Path, saved: dict[str, Any], tokenizer: Tokenizer) -> LanguageModel:
+    """The (untrained) language model a checkpoint's ``config.json`` describes, checked against
+    its tokenizer."""
+    sizes = {"vocab_size": (TOKENIZER_FILE, tokenizer.vocab_size)}
+    return LanguageModel(ckpt.saved_model(LMConfig, directory, saved, sizes))

@@ -16,10 +16,13 @@ between the two renames.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ __all__ = [
     "read_json",
     "load_weights",
     "load_trainer_state",
+    "saved_model",
 ]
 
 WEIGHTS, CONFIG, TRAINER_STATE = "model.safetensors", "config.json", "trainer_state.pt"
@@ -130,6 +134,53 @@ def read_config(directory: Path, task: str) -> dict[str, Any]:
             f"checkpoint {directory}: made by task {found!r}, expected a {task!r} checkpoint"
         )
     return config
+
+
+def saved_model(cls: type, directory: Path, saved: dict[str, Any], sizes: dict | None = None,
+                rename=None) -> Any:
+    """``cls(**saved["model"])``, each value checked against the field's type first (``32.0``
+    is no int, ``true`` no number), and each ``sizes`` entry ``{field: (file, entries)}``
+    checked: a vocabulary file whose size does not match the model's is named, instead of an
+    ``IndexError`` or ``TypeError`` later."""
+    where = f"checkpoint {directory}: {CONFIG}"
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if not isinstance(model, dict):
+        raise RnnkitError(f"{where}: no \"model\" description")
+    model = rename(model) if rename else model
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in model and not _fits(model[f.name], hints[f.name]):
+            raise RnnkitError(f"{where}: model.{f.name}: expected {hints[f.name]}, got "
+                              f"{model[f.name]!r}")
+    try:
+        config = cls(**model)
+    except (TypeError, ValueError) as err:
+        raise RnnkitError(f"{where}: bad model description: {err}") from None
+    for name, (file, entries) in (sizes or {}).items():
+        if getattr(config, name) != entries:
+            raise RnnkitError(f"checkpoint {directory}: {file} holds {entries} entries, but the "
+                              f"model was built for {getattr(config, name)} ({name})")
+    return config
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value is of a field's scalar type (other annotations: not checked)."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (
+        typing.Union, types.UnionType) else (annotation,)
+    for kind in options:
+        if kind is type(None) and value is None:
+            return True
+        if kind is bool and isinstance(value, bool):
+            return True
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return True
+        if kind is str and isinstance(value, str):
+            return True
+        if kind not in (bool, int, float, str, type(None)):
+            return True
+    return False
 
 
 def load_weights(directory: Path, model: nn.Module) -> None:
