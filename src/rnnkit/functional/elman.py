@@ -17,6 +17,8 @@ The sums over t are single matrix products after the loop. Tensors are time-majo
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -26,6 +28,7 @@ from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
+from rnnkit.functional.textbook import second_order, step_elman
 
 __all__ = ["elman", "ElmanFunction", "forward_recurrence", "backward_recurrence"]
 
@@ -119,14 +122,20 @@ class ElmanFunction(torch.autograd.Function):
         h0p = schedule.batch_to_processing(h0)
         hidden = forward_rec(xp, h0p, w_hh, schedule, nonlinearity)
         h_n = schedule.batch_from_processing(schedule.last_steps(hidden))
-        ctx.save_for_backward(x, h0p, w_ih, w_hh, hidden)
+        ctx.save_for_backward(h0, b_ih, b_hh, x, h0p, w_ih, w_hh, hidden)
         ctx.config = (schedule, nonlinearity, backend, b_ih is not None)
         return schedule.from_processing(hidden), h_n
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dout, dh_n):
-        x, h0p, w_ih, w_hh, hidden = ctx.saved_tensors
+        h0, b_ih, b_hh, x, h0p, w_ih, w_hh, hidden = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is differentiable
+            schedule, nonlinearity = ctx.config[0], ctx.config[1]
+            grads = (common.grad_or_zeros(dout, hidden), common.grad_or_zeros(dh_n, h0))
+            step = functools.partial(step_elman, nonlinearity=nonlinearity)
+            return (*second_order(step, schedule, x, (h0,), (w_ih, w_hh, b_ih, b_hh), grads,
+                                  ctx.needs_input_grad[:6]), None, None, None)
         schedule, nonlinearity, backend, has_bias = ctx.config
         _, backward_rec = lookup("elman", backend)
         dout = schedule.to_processing(common.grad_or_zeros(dout, hidden))

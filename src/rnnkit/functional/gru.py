@@ -23,6 +23,7 @@ from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
+from rnnkit.functional.textbook import second_order, step_gru
 
 __all__ = ["gru", "GRUFunction", "forward_recurrence", "backward_recurrence"]
 
@@ -143,14 +144,18 @@ class GRUFunction(torch.autograd.Function):
         h0p = schedule.batch_to_processing(h0)
         gates, hn_lin, hidden = forward_rec(xp, h0p, w_hh, b_hn, schedule)
         h_n = schedule.batch_from_processing(schedule.last_steps(hidden))
-        ctx.save_for_backward(x, h0p, w_ih, w_hh, gates, hn_lin, hidden)
+        ctx.save_for_backward(h0, b_ih, b_hh, x, h0p, w_ih, w_hh, gates, hn_lin, hidden)
         ctx.config = (schedule, backend, b_ih is not None)
         return schedule.from_processing(hidden), h_n
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dout, dh_n):
-        x, h0p, w_ih, w_hh, gates, hn_lin, hidden = ctx.saved_tensors
+        h0, b_ih, b_hh, x, h0p, w_ih, w_hh, gates, hn_lin, hidden = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is differentiable
+            grads = (common.grad_or_zeros(dout, hidden), common.grad_or_zeros(dh_n, h0))
+            return (*second_order(step_gru, ctx.config[0], x, (h0,), (w_ih, w_hh, b_ih, b_hh),
+                                  grads, ctx.needs_input_grad[:6]), None, None)
         schedule, backend, has_bias = ctx.config
         _, backward_rec = lookup("gru", backend)
         dout = schedule.to_processing(common.grad_or_zeros(dout, hidden))

@@ -23,6 +23,7 @@ from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 from rnnkit.functional.registry import lookup, register
 from rnnkit.functional.schedule import Schedule
+from rnnkit.functional.textbook import second_order, step_lstm
 
 __all__ = ["lstm", "LSTMFunction", "forward_recurrence", "backward_recurrence"]
 
@@ -213,7 +214,8 @@ class LSTMFunction(torch.autograd.Function):
         if c_n.data_ptr() == cells[-1].data_ptr():  # a view of cells, which is handed back
             c_n = c_n.clone()
         if graph:
-            ctx.save_for_backward(x, h0p, c0p, w_ih, w_hh, w_hr, cells, hidden, *saved)
+            ctx.save_for_backward(h0, c0, b_ih, b_hh, x, h0p, c0p, w_ih, w_hh, w_hr, cells,
+                                  hidden, *saved)
             ctx.config = (schedule, backend, b_ih is not None, kept_xp)
         else:
             workspace.give_all(cells, *saved[1:], saved[0] if kept_xp else None)
@@ -222,8 +224,15 @@ class LSTMFunction(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dout, dh_n, dc_n):
-        x, h0p, c0p, w_ih, w_hh, w_hr, cells, hidden, *saved = ctx.saved_tensors
+        h0, c0, b_ih, b_hh, x, h0p, c0p, w_ih, w_hh, w_hr, cells, hidden, *saved = \
+            ctx.saved_tensors
         schedule, backend, has_bias, kept_xp = ctx.config
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is differentiable
+            grads = (common.grad_or_zeros(dout, hidden), common.grad_or_zeros(dh_n, h0),
+                     common.grad_or_zeros(dc_n, c0))
+            return (*second_order(step_lstm, schedule, x, (h0, c0),
+                                  (w_ih, w_hh, b_ih, b_hh, w_hr), grads,
+                                  ctx.needs_input_grad[:8]), None, None, None)
         _, backward_rec = lookup("lstm", backend)
         dout = schedule.to_processing(common.grad_or_zeros(dout, hidden))
         dh_n = schedule.batch_to_processing(common.grad_or_zeros(dh_n, h0p))

@@ -111,3 +111,28 @@ def run_steps(
 def lengths_from_batch_sizes(batch_sizes: Sequence[int]) -> list[int]:
     """Per-sequence lengths from sorted batch sizes per step (``(3, 3, 2, 1)`` → ``[4, 3, 2]``)."""
     return [sum(1 for n in batch_sizes if n > row) for row in range(max(batch_sizes, default=0))]
+
+
+def second_order(step: Callable[..., Tensor | tuple[Tensor, ...]], schedule, x: Tensor,
+                 state: tuple[Tensor, ...], weights: tuple[Tensor | None, ...],
+                 grad_outputs: tuple[Tensor, ...], needs: tuple[bool, ...]) -> tuple:
+    """The backward of a layer as differentiable operations, for ``create_graph=True``
+    (gradient penalties, Hessian-vector products): the layer is run again with the textbook
+    step under autograd, and ``torch.autograd.grad`` of that run, which records its own graph,
+    gives the gradients. Slower than the hand-written BPTT, which serves every first-order call.
+
+    ``step(x_t, *state, *weights)``; x ``(T, B, I)`` and the states ``(B, ·)`` in batch order;
+    ``grad_outputs`` for (output ``(T, B, ·)``, *final states); ``needs`` per input of
+    ``(x, *state, *weights)``. Returns one gradient (or None) per input.
+    """
+    inputs = (x, *state, *weights)
+    lengths = schedule.batch_from_processing(schedule.lengths.unsqueeze(1)).squeeze(1).cpu()
+    wanted = [t for t, need in zip(inputs, needs, strict=True) if need and t is not None]
+    with torch.enable_grad():
+        history, finals = run_steps(lambda x_t, *s: step(x_t, *s, *weights), x, state, lengths,
+                                    schedule.reverse)
+        outputs = (history[0], *finals)
+        grads = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True,
+                                         allow_unused=True))
+    return tuple(next(grads) if need and t is not None else None
+                 for t, need in zip(inputs, needs, strict=True))
