@@ -69,3 +69,26 @@ def test_shape_errors_are_value_and_runtime_errors(call):
     for kind in (ValueError, RuntimeError, LayerError):
         with pytest.raises(kind):
             call()
+
+
+@pytest.mark.parametrize("layer", [rnnkit.LSTM(3, 4), rnnkit.GRUCell(3, 4)])
+def test_torch_func_transforms_are_refused_with_the_way_out(layer):
+    x = torch.randn(5, 2, 3) if isinstance(layer, rnnkit.LSTM) else torch.randn(2, 3)
+    from torch.func import grad, vmap
+
+    with pytest.raises(RuntimeError, match="do not support torch.func transforms"):
+        grad(lambda x: _first(layer(x)).sum())(x)
+    with pytest.raises(RuntimeError, match="do not support torch.func transforms"):
+        vmap(lambda x: _first(layer(x)), randomness="same")(x.unsqueeze(0).expand(2, *x.shape))
+    # the way out works: torch.nn's layer with the same weights
+    if isinstance(layer, rnnkit.LSTM):
+        from rnnkit.nn.exportable import to_torch
+
+        twin = to_torch(layer)
+        got = grad(lambda x: twin(x)[0].sum())(x)
+        assert got.shape == x.shape
+
+
+def test_jit_trace_is_refused_with_the_way_out():
+    with pytest.raises(RuntimeError, match="cannot be traced by torch.jit.trace"):
+        torch.jit.trace(rnnkit.GRU(3, 4), (torch.randn(5, 2, 3),), check_trace=False)

@@ -36,6 +36,24 @@ def check_constructor(mode, input_size, hidden_size, num_layers, dropout, proj_s
                          f"got {backend!r}")
 
 
+def check_transforms() -> None:
+    """Refuse, with the way out, what rnnkit's hand-written backward cannot follow:
+    ``torch.func`` transforms (grad, vmap, jacrev: the compiled loops read raw memory, which
+    functorch's wrapped tensors do not have) and ``torch.jit.trace``."""
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is not None and functorch.maybe_current_level() is not None:
+        raise RuntimeError(
+            "rnnkit layers do not support torch.func transforms (grad, vmap, jacrev, "
+            "functional_call under them); use torch.nn's layer with the same weights "
+            "(rnnkit.nn.exportable.to_torch(layer)) inside the transform, or torch.autograd "
+            "(create_graph=True is supported)")
+    if torch.jit.is_tracing():
+        raise RuntimeError(
+            "rnnkit layers cannot be traced by torch.jit.trace; trace torch.nn's layer with the "
+            "same weights (rnnkit.nn.exportable.to_torch(layer)), or export a trained "
+            "application with rnnkit export (ONNX or TorchScript)")
+
+
 def check_flags(**flags) -> None:
     """``bias`` and ``batch_first`` are bools, as torch.nn requires."""
     for name, value in flags.items():

@@ -51,6 +51,7 @@ class _CellBase(nn.Module):
 
     def _prepare(self, input: Tensor, hx, count: int):  # noqa: A002
         """Validate; return the input as ``(1, B, I)``, the states ``(B, H)`` and unbatched."""
+        checks.check_transforms()
         if not isinstance(input, Tensor):
             raise TypeError(f"input: expected a Tensor, got {type(input).__name__}")
         if input.dim() not in (1, 2):

@@ -134,6 +134,7 @@ class RecurrentBase(nn.Module):
 
     def forward(self, input, hx=None, *, lengths=None):  # noqa: A002 - torch.nn's name
         """Run the stack. See the class docstring for shapes."""
+        checks.check_transforms()
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, hx, lengths)
         checks.check_input(input, self.input_size, self.batch_first)
