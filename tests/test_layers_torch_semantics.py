@@ -41,6 +41,7 @@ def test_an_empty_batch_through_a_cell(ours, theirs):
 @pytest.mark.parametrize("ours, theirs", LAYERS)
 @pytest.mark.parametrize("flag, value", [("batch_first", "False"), ("bias", 2)])
 def test_non_bool_flags_are_a_type_error_as_in_torch_nn(ours, theirs, flag, value):
+    """(The layers only: torch.nn's cells take any truthy bias, and so do rnnkit's.)"""
     with pytest.raises(TypeError):
         theirs(4, 5, **{flag: value})
     with pytest.raises(TypeError, match=f"{flag}: expected a bool"):

@@ -25,7 +25,7 @@ class _CellBase(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool, device, dtype) -> None:
         super().__init__()
         checks.check_constructor("CELL", input_size, hidden_size, 1, 0.0, 0, "auto", ("auto",))
-        checks.check_flags(bias=bias)
+        # torch.nn's cells take any truthy bias (its own test suite passes one positionally)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
