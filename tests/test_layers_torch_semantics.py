@@ -93,3 +93,18 @@ def test_torch_func_transforms_are_refused_with_the_way_out(layer):
 def test_jit_trace_is_refused_with_the_way_out():
     with pytest.raises(RuntimeError, match="cannot be traced by torch.jit.trace"):
         torch.jit.trace(rnnkit.GRU(3, 4), (torch.randn(5, 2, 3),), check_trace=False)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's notes on the graph breaks
+def test_torch_compile_runs_the_layer_with_the_same_results():
+    """torch.compile (here its graph capture, backend "eager") goes around rnnkit's
+    autograd.Function with graph breaks and gives the same outputs and gradients."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    want, _ = layer(x)
+    (want_grad,) = torch.autograd.grad(want.sum(), x)
+    got, _ = torch.compile(layer, backend="eager")(x)
+    (got_grad,) = torch.autograd.grad(got.sum(), x)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
