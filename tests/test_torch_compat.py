@@ -108,3 +108,34 @@ def test_pytorch_error_entry_raises_the_same_type(info, error):
     with pytest.raises(error.error_type):
         module = cls(*args, **kwargs).double()
         module(*module_input.forward_input.args, **module_input.forward_input.kwargs)
+
+
+def _noncontiguous(value):
+    """The same values in memory that is not contiguous (as test_modules' test does)."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            return value
+        doubled = torch.repeat_interleave(value.detach(), 2, dim=-1)[..., ::2]
+        return doubled.requires_grad_(value.requires_grad)
+    if isinstance(value, tuple | list):
+        return type(value)(_noncontiguous(item) for item in value)
+    return value
+
+
+@pytest.mark.parametrize("info, module_input", list(_cases()))
+def test_pytorch_entry_non_contiguous_factory_kwargs_and_pickle(info, module_input, tmp_path):
+    """The other checks test_modules.py makes of every entry: non-contiguous inputs give the
+    same results, dtype= in the constructor is honoured, and the module survives a pickle
+    round trip (torch.save / torch.load) with the same outputs."""
+    args, kwargs = module_input.constructor_input.args, module_input.constructor_input.kwargs
+    cls = getattr(rnnkit, info.module_cls.__name__)
+    module = cls(*args, **kwargs, dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in module.parameters())
+    forward = module_input.forward_input
+    want = _tensors(module(*_clone(forward.args), **_clone(forward.kwargs)))
+    got = _tensors(module(*_noncontiguous(forward.args), **_noncontiguous(forward.kwargs)))
+    _same(got, want, "non-contiguous input")
+    path = tmp_path / "module.pt"
+    torch.save(module, path)
+    again = torch.load(path, weights_only=False)
+    _same(_tensors(again(*_clone(forward.args), **_clone(forward.kwargs))), want, "pickled")
