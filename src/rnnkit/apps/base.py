@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rnnkit._options import leaf_fields
 from rnnkit.errors import RnnkitError
 from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.config import build_config
@@ -279,12 +280,5 @@ class Application:
     def options_from(self, saved: dict[str, Any], directory: Path) -> Any:
         """The typed :attr:`Config` of a checkpoint's ``config.json``."""
         values = {"__source__": str(directory / ckpt.CONFIG), **self.saved_values(saved)}
-        known = {f.name for f in dataclasses.fields(self.Config)} | set(_leaf_names(self.Config))
-        return build_config(self.Config, {k: v for k, v in values.items()
-                                          if k in known or k == "__source__"})
-
-
-def _leaf_names(cls: type) -> list[str]:
-    from rnnkit.train.config import leaf_fields
-
-    return [f.name for _, f in leaf_fields(cls)]
+        known = {f.name for _, f in leaf_fields(self.Config)} | {"__source__"}
+        return build_config(self.Config, {k: v for k, v in values.items() if k in known})
