@@ -13,8 +13,6 @@ from rnnkit._io import read_input
 from rnnkit.apps.base import Application, Checkpoint, PrepareContext
 from rnnkit.apps.registry import register
 from rnnkit.data.conll import read_tagged
-from rnnkit.data.vocab import Vocabulary
-from rnnkit.data.words import CharVocab
 from rnnkit.errors import RnnkitError
 from rnnkit.models._config import CELLS, renamed
 from rnnkit.models.tagger import Tagger, TaggerConfig
@@ -156,7 +154,7 @@ class Tag(Application):
     def load(self, checkpoint: Checkpoint) -> Loaded:
         saved = checkpoint.saved
         data = saved.get("data", {})
-        vocabs = _vocabs(checkpoint, data)
+        vocabs = tag.read_vocabs(checkpoint, data)
         sizes = {"vocab_size": ("words.json", len(vocabs.words)),
                  "num_tags": ("tags.json", len(vocabs.tags))}
         if vocabs.chars is not None:
@@ -245,16 +243,6 @@ def _model_config(config: TagConfig, vocabs: tag.TagVocabs) -> TaggerConfig:
         vocab_size=len(vocabs.words), num_tags=len(vocabs.tags),
         char_vocab_size=len(vocabs.chars) if vocabs.chars is not None else 0,
         pad_id=vocabs.words.pad_id, **asdict(config.model))
-
-
-def _vocabs(checkpoint: Checkpoint, data: dict) -> tag.TagVocabs:
-    """The vocabularies saved in ``checkpoint``."""
-    source = str(checkpoint.directory)
-    words = Vocabulary.from_json(checkpoint.read_json("words.json"), source=source)
-    tags = Vocabulary.from_json(checkpoint.read_json("tags.json"), source=source)
-    chars = (CharVocab(Vocabulary.from_json(checkpoint.read_json("chars.json"), source=source),
-                       data.get("max_word_length", 30)) if checkpoint.has("chars.json") else None)
-    return tag.TagVocabs(words, chars, tags, data.get("lowercase", True))
 
 
 def _file_options(options: FileOptions, data: dict, path: str) -> tuple[str, str | None]:
