@@ -173,19 +173,15 @@ def _split(tag: str) -> tuple[str, str]:
 
 
 def _ends(prev: str, tag: str, prev_kind: str, kind: str) -> bool:
-    if prev in ("E", "S"):
-        return True
-    if prev in ("B", "I"):
-        return tag in ("B", "S", "O") or kind != prev_kind
-    return False
+    """A span ends between ``prev`` and ``tag`` (conlleval's endOfChunk)."""
+    return prev in ("E", "S") or (
+        prev in ("B", "I") and (tag in ("B", "S", "O") or kind != prev_kind))
 
 
 def _starts(prev: str, tag: str, prev_kind: str, kind: str) -> bool:
-    if tag in ("B", "S"):
-        return True
-    if tag in ("I", "E"):
-        return prev in ("E", "S", "O") or kind != prev_kind
-    return False
+    """A span starts at ``tag`` after ``prev`` (conlleval's startOfChunk)."""
+    return tag in ("B", "S") or (
+        tag in ("I", "E") and (prev in ("E", "S", "O") or kind != prev_kind))
 
 
 def _prf(true_pos: int, predicted: int, actual: int) -> dict[str, float]:
