@@ -185,3 +185,24 @@ def test_every_application_is_listed_with_one_line(capsys):
     text = capsys.readouterr().out
     for name in registry.names():
         assert f"    {name} " in text or f"    {name}\n" in text, name
+
+
+def test_every_command_has_working_help():
+    """``--help`` of every command and sub-command formats (argparse %-formats help texts: a
+    plain "5 %" in an option's help once made ``rnnkit speech train --help`` crash)."""
+    import argparse
+
+    from rnnkit.cli.main import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+
+    seen = 0
+    for path, parser in walk(build_parser(), "rnnkit"):
+        assert parser.format_help().strip(), path
+        seen += 1
+    assert seen > 3 * len(registry.names()), seen  # every application's train/eval/predict at least

@@ -105,7 +105,7 @@ class ForecastPredictOptions:
     data: str = option("", "recent rows: the forecast starts after the last one (required)")
     quantiles: str = option("0.1,0.5,0.9", "quantile levels written beside the forecast")
     samples: int = option(200, "deepar: sample paths")
-    plot: str = option("", "also write a PNG: history, forecast, 80%% and 95%% bands")
+    plot: str = option("", "also write a PNG: history, forecast, 80% and 95% bands")
     history: int = option(0, "steps of history in the plot (0: the input length)")
     seed: int = option(0, "random seed of the sampling")
 

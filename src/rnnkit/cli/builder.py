@@ -30,14 +30,14 @@ _RAW = argparse.RawDescriptionHelpFormatter
 def add_application(subparsers, app: Application) -> None:
     """``rnnkit APP`` with its ``train``, ``eval``, ``predict`` and own verbs."""
     examples = _examples(app.examples)
-    parser = subparsers.add_parser(app.name, help=app.summary,
+    parser = subparsers.add_parser(app.name, help=_plain(app.summary),
                                    description=app.description or app.summary,
                                    epilog=examples, formatter_class=_RAW)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     parser.set_defaults(func=lambda args: parser.print_help() or 0)
 
-    train = actions.add_parser("train", help=f"train a model ({app.summary})", epilog=examples,
-                               formatter_class=_RAW)
+    train = actions.add_parser("train", help=_plain(f"train a model ({app.summary})"),
+                               epilog=examples, formatter_class=_RAW)
     _add_common(train)
     train.add_argument("--out", help=f"run directory (default: runs/{app.name}, or the run being "
                                      "resumed)")
@@ -65,6 +65,11 @@ def add_application(subparsers, app: Application) -> None:
 
     for verb in app.verbs():
         _add_verb(actions, app, verb)
+
+
+def _plain(text: str) -> str:
+    """``text`` as an argparse help string (which argparse %-formats: "5 %" would break it)."""
+    return text.replace("%", "%%")
 
 
 def _examples(text: str) -> str:
@@ -99,7 +104,8 @@ def add_top_level_verbs(subparsers, app: Application) -> None:
 
 
 def _add_verb(actions, app: Application, verb: Verb, note: str = "") -> None:
-    parser = actions.add_parser(verb.name, help=verb.help + note, description=verb.help + note,
+    parser = actions.add_parser(verb.name, help=_plain(verb.help + note),
+                                description=verb.help + note,
                                 epilog=_examples(verb.examples or app.examples),
                                 formatter_class=_RAW)
     if verb.checkpoint:

@@ -115,6 +115,7 @@ def _add_flag(parser, owner: type, f: dataclasses.Field) -> None:
     text = f.metadata.get("help", "")
     if default != "" and "default" not in text:
         text = f"{text} (default: {default})" if text else f"default: {default}"
+    text = text.replace("%", "%%")  # argparse %-formats help texts; ours are plain text
     kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
     aliases = [_flag(a) for a in f.metadata.get("aliases", ())]
     if kind is bool:
