@@ -166,3 +166,39 @@ def test_eval_on_another_file_counts_unknown_items(trained, tmp_path, capsys):
     assert metrics["users"] == 2 and metrics["unknown_items"] == 2
     assert metrics["unknown_cases"] == 1  # c's test item is unknown
     assert metrics["recall@1"] == 1.0
+
+
+def test_ensemble_ranks_by_the_mean_log_softmax(trained, tmp_path, capsys):
+    import torch
+
+    from rnnkit.apps.recommend_task import ensemble_scorer
+    from rnnkit.models.recommender import Recommender, RecommenderConfig
+
+    torch.manual_seed(0)
+    models = [Recommender(CYCLE + 1, RecommenderConfig(embedding_size=8, hidden_size=8)).eval()
+              for _ in range(2)]
+    histories = [[1, 2, 3], [7]]
+    items = torch.tensor([[1, 2, 3], [7, 0, 0]])
+    lengths = torch.tensor([3, 1])
+    with torch.no_grad():
+        expected = sum(torch.log_softmax(m.score_all(items, lengths), -1) for m in models) / 2
+        alone = models[0].score_all(items, lengths)
+    assert torch.allclose(ensemble_scorer([(m, 50) for m in models])(histories), expected)
+    assert torch.equal(ensemble_scorer([(models[0], 50)])(histories), alone)  # raw scores
+
+    data, out = trained
+    second = tmp_path / "second"
+    assert main(["recommend", "train", "--train", str(data), "--out", str(second), "--seed", "7",
+                 "--max-epochs", "8", "--negatives", "0", *SMALL, *QUIET]) == 0
+    capsys.readouterr()
+    both = _eval(capsys, out, "--checkpoint", str(second), "--protocol", "full", "--cutoffs", "1")
+    assert both["recall@1"] > 0.95
+
+    other = _cycle_log(tmp_path / "other.tsv", 60, 3)
+    other.write_text(other.read_text().replace("\tit", "\tx"))  # other item ids
+    third = tmp_path / "third"
+    assert main(["recommend", "train", "--train", str(other), "--out", str(third),
+                 "--max-epochs", "1", "--negatives", "0", *SMALL, *QUIET]) == 0
+    capsys.readouterr()
+    assert main(["recommend", "eval", "--checkpoint", str(out), "--checkpoint", str(third)]) == 2
+    assert "item ids (items.json) differ" in capsys.readouterr().err

@@ -19,12 +19,16 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from rnnkit.apps.base import Application, Checkpoint, PrepareContext
-from rnnkit.apps.recommend_task import RecommendConfig, RecommendTask, model_scorer
+from rnnkit.apps.recommend_task import (
+    RecommendConfig,
+    RecommendTask,
+    ensemble_scorer,
+)
 from rnnkit.apps.registry import register
 from rnnkit.data.interactions import ItemIndex, parse_history, read_log, split
 from rnnkit.data.rank_metrics import PROTOCOLS, Protocol, evaluate_ranking
@@ -64,11 +68,13 @@ class PredictOptions:
 
 @dataclass
 class Loaded:
-    """A trained recommender with its item ids and options."""
+    """A trained recommender with its item ids and options; ``members``: every model of an
+    ensemble (``--checkpoint`` repeated) with its ``max_length``, the first being ``model``."""
 
     model: Recommender
     index: ItemIndex
     config: RecommendConfig
+    members: list[tuple[Recommender, int]] = field(default_factory=list)
 
 
 @register("recommend")
@@ -81,6 +87,7 @@ class Recommend(Application):
   rnnkit recommend train --train Video.txt --out runs/rec --max-minutes 15 --threads 2
   rnnkit recommend eval --checkpoint runs/rec --data Video.txt --protocol full --json
   rnnkit recommend eval --checkpoint runs/rec --scorer cooccurrence
+  rnnkit recommend eval --checkpoint runs/rec1 --checkpoint runs/rec2   # an ensemble
   rnnkit recommend predict --checkpoint runs/rec --history "12 407 33" --top-k 10
 """
     Config = RecommendConfig
@@ -124,7 +131,21 @@ class Recommend(Application):
     def load(self, checkpoint: Checkpoint) -> Loaded:
         index = ItemIndex.from_json(checkpoint.read_json("items.json"))
         model = checkpoint.load_weights(Recommender(len(index), checkpoint.options.model))
-        return Loaded(model, index, checkpoint.options)
+        return Loaded(model, index, checkpoint.options, [(model, checkpoint.options.max_length)])
+
+    def load_ensemble(self, checkpoints: list[Checkpoint]) -> Loaded:
+        """Models trained on the same items: each ranks by its log-softmax over the items, the
+        ensemble by their mean (the geometric mean of the members' next-item distributions)."""
+        first = self.load(checkpoints[0])
+        for checkpoint in checkpoints[1:]:
+            other = self.load(checkpoint)
+            if other.index.to_json() != first.index.to_json():
+                raise RnnkitError(f"--checkpoint {checkpoint.given or checkpoint.directory}: "
+                                  "its item ids (items.json) differ from those of the first "
+                                  "checkpoint; an ensemble needs models trained on the same "
+                                  "items")
+            first.members.extend(other.members)
+        return first
 
     def evaluate(self, loaded: Loaded, options: EvalOptions) -> dict:
         config = loaded.config
@@ -150,7 +171,7 @@ class Recommend(Application):
         if bool(options.history) == bool(options.input):
             raise RnnkitError("--history or --input: give exactly one")
         popular = MostPopular(loaded.index.counts)
-        scorer = model_scorer(loaded.model, loaded.config.max_length)
+        scorer = ensemble_scorer(loaded.members)
         for where, text in _histories(options):
             known, unknown = loaded.index.encode(parse_history(text))
             if unknown:
@@ -171,7 +192,7 @@ def _scorer(loaded: Loaded, name: str, train: list[list[int]]):
         return MostPopular(counts)
     if name == "cooccurrence":
         return Cooccurrence(train, loaded.index.counts)
-    return model_scorer(loaded.model, loaded.config.max_length)
+    return ensemble_scorer(loaded.members)
 
 
 def _cutoffs(text: str) -> tuple[int, ...]:

@@ -103,6 +103,20 @@ def model_scorer(model: Recommender, max_length: int) -> Scorer:
     return score
 
 
+def ensemble_scorer(members: Sequence[tuple[Recommender, int]]) -> Scorer:
+    """The scorer of one model (its raw scores), or of several ``(model, max_length)``: the mean
+    of their log-softmax over the items."""
+    if len(members) == 1:
+        return model_scorer(*members[0])
+    scorers = [model_scorer(model, max_length) for model, max_length in members]
+
+    def score(histories: list[list[int]]) -> torch.Tensor:
+        total = sum(torch.log_softmax(scorer(histories), dim=-1) for scorer in scorers)
+        return total / len(scorers)
+
+    return score
+
+
 class RecommendTask:
     """The Trainer's task: batches of windows, the ranking loss, sampled-protocol validation."""
 
