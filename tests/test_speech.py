@@ -106,6 +106,16 @@ def test_transcribe_prints_text_and_probability_stably(trained, tmp_path, capsys
     assert main(["speech", "predict", "--checkpoint", str(out), "--audio",
                  audio.split(",")[0], "--output", str(target)]) == 0
     assert target.read_text().split("\t")[0] == audio.split(",")[0]
+    files = audio.split(",")
+    assert main(["speech", "transcribe", "--checkpoint", str(out), *files[:3],
+                 "--beam-size", "4", "--audio", ",".join(files[3:])]) == 0  # bare files first
+    assert capsys.readouterr().out == runs[0]
+
+
+def test_transcribe_without_audio_says_so(trained, capsys):
+    _, _, out = trained
+    assert main(["speech", "transcribe", "--checkpoint", str(out)]) == 2
+    assert "no audio given" in capsys.readouterr().err
 
 
 def test_report_shows_the_spectrogram_and_posteriors(trained, tmp_path):

@@ -14,11 +14,19 @@ __all__ = ["option", "section", "is_section", "leaf_fields", "section_leaf_names
 
 
 def option(default: Any, help_text: str, choices: tuple | None = None,
-           aliases: tuple[str, ...] = (), bounds: str | None = None) -> Any:
+           aliases: tuple[str, ...] = (), bounds: str | None = None,
+           positional: bool = False) -> Any:
     """A dataclass field with its flag's help text, and optionally its allowed values, its
     deprecated old names and its interval (``bounds="[0, 1)"``, ``"(0, inf)"``: checked with
-    every other option in one place, :func:`rnnkit.train.config.build_config`)."""
+    every other option in one place, :func:`rnnkit.train.config.build_config`).
+
+    A ``tuple[str, ...]`` field (default ``()``) takes several values: ``--name A B``, or, with
+    ``positional``, the command's bare arguments (``rnnkit speech transcribe a.wav b.wav``)."""
     metadata: dict[str, Any] = {"help": help_text}
+    if positional:
+        metadata["positional"] = True
+    if isinstance(default, list):
+        raise TypeError("option: a list default is shared between instances; use a tuple")
     if choices:
         metadata["choices"] = choices
     if aliases:

@@ -93,7 +93,8 @@ class EvalOptions:
 
 @dataclass
 class TranscribeOptions:
-    audio: str = option("", "WAV files or directories of them, separated by commas")
+    files: tuple[str, ...] = option((), "WAV files, or directories of them", positional=True)
+    audio: str = option("", "more WAV files or directories, separated by commas")
     beam_size: int = option(1, "1: greedy decoding; more: prefix beam search")
     lexicon: bool = option(False, "beam search only builds words seen in training")
 
@@ -263,7 +264,7 @@ class Speech(Application):
         "with log p(text | audio).")
     examples = """  rnnkit speech train --train train.tsv --valid valid.tsv --out runs/speech
   rnnkit speech eval --checkpoint runs/speech --data data/test.tsv --beam-size 8 --json
-  rnnkit speech transcribe --checkpoint runs/speech --audio one.wav,two.wav
+  rnnkit speech transcribe --checkpoint runs/speech one.wav two.wav recordings/
   rnnkit speech report --checkpoint runs/speech --audio one.wav --output one.html
 """
     Config = SpeechConfig
@@ -373,23 +374,24 @@ def transcribe(loaded: Loaded, paths: list[Path], options) -> list[dict[str, Any
     return results
 
 
-def audio_paths(text: str) -> list[Path]:
-    """The WAV files named by ``--audio`` (files or directories, comma-separated)."""
+def audio_paths(text: str, files: tuple[str, ...] = ()) -> list[Path]:
+    """The WAV files named by the bare arguments ``files`` and by ``--audio`` (comma-separated);
+    a directory stands for its ``*.wav`` files."""
     paths: list[Path] = []
-    for part in (p.strip() for p in text.split(",")):
+    for part in [*files, *(p.strip() for p in text.split(","))]:
         if not part:
             continue
         path = Path(part)
         paths += sorted(path.glob("*.wav")) if path.is_dir() else [path]
     if not paths:
-        raise RnnkitError("--audio: required (WAV files or directories, comma-separated)")
+        raise RnnkitError("no audio given: name WAV files or directories (or --audio a.wav,b.wav)")
     return paths
 
 
 def _transcribe_lines(loaded: Loaded, options: TranscribeOptions):
     if options.beam_size < 1:
         raise RnnkitError(f"--beam-size: must be >= 1, got {options.beam_size}")
-    for path in audio_paths(options.audio):
+    for path in audio_paths(options.audio, options.files):
         result = transcribe(loaded, [path], options)[0]
         probability = float(np.exp(result["log_prob"]))
         yield f"{path}\t{result['text']}\t{result['log_prob']:.4f}\t{probability:.4f}\n"

@@ -73,6 +73,8 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
             return args[0], True
     if annotation in _SCALARS:
         return annotation, False
+    if origin is tuple and typing.get_args(annotation) == (str, ...):
+        return tuple, False  # several strings: --name A B, or the bare arguments
     raise TypeError(f"unsupported config field type {annotation!r}")
 
 
@@ -113,7 +115,7 @@ def _add_flag(parser, owner: type, f: dataclasses.Field) -> None:
     kind, optional = _base_type(typing.get_type_hints(owner)[f.name])
     default = getattr(owner(), f.name)
     text = f.metadata.get("help", "")
-    if default != "" and "default" not in text:
+    if default not in ("", ()) and "default" not in text:
         text = f"{text} (default: {default})" if text else f"default: {default}"
     text = text.replace("%", "%%")  # argparse %-formats help texts; ours are plain text
     kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
@@ -124,6 +126,14 @@ def _add_flag(parser, owner: type, f: dataclasses.Field) -> None:
         for alias in aliases:
             parser.add_argument(alias, action=_Alias, nargs=0, const=True, new=_flag(f.name),
                                 help=argparse.SUPPRESS, **kwargs)
+        return
+    if kind is tuple:
+        if f.metadata.get("positional"):
+            del kwargs["dest"]
+            parser.add_argument(f.name, nargs="*", metavar=f.name.upper(), help=text, **kwargs)
+        else:
+            parser.add_argument(_flag(f.name), nargs="+", metavar=f.name.upper(), help=text,
+                                **kwargs)
         return
     choices = f.metadata.get("choices")
     metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
@@ -169,11 +179,15 @@ def load_toml(path: str | os.PathLike | None) -> dict[str, Any]:
 def _coerce(value: Any, kind: type, optional: bool, where: str) -> Any:
     if value is None and optional:
         return None
+    if kind is tuple and isinstance(value, list | tuple) and all(
+            isinstance(item, str) for item in value):
+        return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    expected = kind.__name__ + (" or none" if optional else "")
+    expected = ("a list of strings" if kind is tuple else kind.__name__) + (
+        " or none" if optional else "")
     raise RnnkitError(f"{where}: expected {expected}, got {value!r}")
 
 
@@ -191,7 +205,7 @@ def build_config(cls: type[T], toml_values: dict[str, Any], args: Any = None) ->
     values: dict[str, Any] = {}
     for name, (kind, optional) in types_.items():
         if name in given:
-            values[name] = given[name]
+            values[name] = tuple(given[name]) if kind is tuple else given[name]
         elif name in toml_values:
             values[name] = _coerce(toml_values[name], kind, optional, f"{source}: {name}")
     for _, f in leaf_fields(cls):
