@@ -9,6 +9,21 @@ hand-written backpropagation through time and ``lengths=`` for variable-length b
 """
 
 from rnnkit._version import __version__
-from rnnkit.nn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from rnnkit.nn import (
+    GRU,
+    LSTM,
+    RNN,
+    ConvGRU,
+    ConvLSTM,
+    GRUCell,
+    LayerNormGRU,
+    LayerNormLSTM,
+    LSTMCell,
+    RegularisedGRU,
+    RegularisedLSTM,
+    RNNCell,
+)
 
-__all__ = ["__version__", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ = ["__version__", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+           "RegularisedLSTM", "RegularisedGRU", "LayerNormLSTM", "LayerNormGRU",
+           "ConvLSTM", "ConvGRU"]

@@ -6,9 +6,11 @@ directions on top of these. What each cell is (gate blocks and order, states) is
 :mod:`rnnkit.functional.textbook`.
 """
 
+from rnnkit.functional.conv import ConvGRUFunction, ConvLSTMFunction, conv_gru, conv_lstm
 from rnnkit.functional.elman import ElmanFunction, elman
 from rnnkit.functional.gru import GRUFunction, gru
 from rnnkit.functional.lstm import LSTMFunction, lstm
+from rnnkit.functional.regularised import gru_options, lstm_options
 from rnnkit.functional.schedule import Schedule, make_schedule
 
 __all__ = [
@@ -18,6 +20,12 @@ __all__ = [
     "ElmanFunction",
     "LSTMFunction",
     "GRUFunction",
+    "conv_lstm",
+    "conv_gru",
+    "ConvLSTMFunction",
+    "ConvGRUFunction",
+    "lstm_options",
+    "gru_options",
     "Schedule",
     "make_schedule",
 ]
