@@ -1,0 +1,216 @@
+"""``rnnkit frames``: the generated clips, clip folders and their bad input, a small model that
+learns a moving square, predict's GIF/PNG, the classify task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+PIL = pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+
+import rnnkit.apps.frames  # noqa: E402, F401  (registers the application)
+from rnnkit.cli.main import main  # noqa: E402
+from rnnkit.data.frames import (  # noqa: E402
+    DIRECTIONS,
+    load_digit_images,
+    moving_digits,
+    read_clip_folders,
+)
+from rnnkit.errors import RnnkitError  # noqa: E402
+
+QUIET = ["--no-progress", "--no-tensorboard", "--no-plot", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------- generated clips
+
+
+def test_moving_digits_are_seeded_real_digits_moving_as_labelled():
+    a = moving_digits(6, 5, canvas=24, digit_size=8, speed=1, seed=3)
+    b = moving_digits(6, 5, canvas=24, digit_size=8, speed=1, seed=3)
+    c = moving_digits(6, 5, canvas=24, digit_size=8, speed=1, seed=4)
+    assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.frames, c.frames)
+    assert a.frames.shape == (6, 5, 24, 24) and a.frames.dtype == np.float32
+    assert 0.0 <= a.frames.min() and a.frames.max() <= 1.0
+    assert (a.digits.sum(1) == 1).all() and list(a.lengths) == [5] * 6
+    images, labels = load_digit_images("train", 8)
+    for k in range(6):
+        # frame 0 holds one real digit image of the clip's label, unchanged (same pixel sum)
+        frame = a.frames[k, 0]
+        ys, xs = np.nonzero(frame)
+        y, x = ys.min(), xs.min()
+        sums = images.sum((1, 2))[labels == a.digits[k].argmax()]
+        assert np.isclose(sums, frame.sum(), atol=1e-4).any()
+        # the digit moves along its direction (centre of mass, first step before any bounce)
+        dy, dx = DIRECTIONS[a.direction[k]][1:]
+        com = [np.array(np.nonzero(a.frames[k, t])).mean(1) for t in (0, 1)]
+        step = np.sign(com[1] - com[0])
+        if 1 <= y <= 24 - 8 - 1 and 1 <= x <= 24 - 8 - 1:  # not at an edge: no bounce yet
+            assert tuple(step) == (dy, dx)
+
+
+def test_test_split_uses_other_handwriting():
+    train, _ = load_digit_images("train", 8)
+    test, _ = load_digit_images("test", 8)
+    assert len(train) + len(test) == 1797
+    flat = {img.tobytes() for img in train}
+    assert sum(img.tobytes() in flat for img in test) < 5  # the set has a few exact duplicates
+
+
+# ---------------------------------------------------------------------- folders
+
+
+def _square_clip(start_row: int, start_col: int, frames: int, size: int = 10,
+                 side: int = 3) -> np.ndarray:
+    clip = np.zeros((frames, size, size), dtype=np.uint8)
+    for t in range(frames):
+        col = (start_col + t) % (size - side + 1)
+        clip[t, start_row : start_row + side, col : col + side] = 255
+    return clip
+
+
+def _write_clips(root: Path, clips: list[np.ndarray]) -> Path:
+    for k, clip in enumerate(clips):
+        folder = root / f"clip{k:03d}"
+        folder.mkdir(parents=True)
+        for t, frame in enumerate(clip):
+            Image.fromarray(frame).save(folder / f"f{t:02d}.png")
+    return root
+
+
+def _squares(root: Path, count: int, frames: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    return _write_clips(root, [_square_clip(int(rng.integers(0, 8)), int(rng.integers(0, 3)),
+                                            frames) for _ in range(count)])
+
+
+def test_clip_folders_read_in_file_name_order(tmp_path):
+    clip = _square_clip(2, 0, 4)
+    root = _write_clips(tmp_path / "clips", [clip, clip[:3]])
+    (root / "clip000" / "notes.txt").write_text("not a frame")
+    clips = read_clip_folders(str(root))
+    assert clips.frames.shape == (2, 4, 10, 10) and list(clips.lengths) == [4, 3]
+    assert np.allclose(clips.frames[0], clip / 255.0)
+    assert clips.frames[1, 3].max() == 0.0  # padding past the shorter clip
+    assert clips.names == ["clip000", "clip001"]
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_bad_folders_name_the_file(tmp_path, capsys):
+    root = _squares(tmp_path / "sizes", 2, 4, 0)
+    Image.fromarray(np.zeros((12, 10), np.uint8)).save(root / "clip001" / "f02.png")
+    err = _error(capsys, ["frames", "train", "--train", str(root), "--out",
+                          str(tmp_path / "r1"), *QUIET])
+    assert f"{root / 'clip001' / 'f02.png'}: frame of 12×10 pixels" in err
+    assert "f00.png is 10×10" in err
+
+    root = _squares(tmp_path / "broken", 2, 4, 0)
+    (root / "clip000" / "f01.png").write_bytes(b"\x89PNG not really")
+    err = _error(capsys, ["frames", "train", "--train", str(root), "--out",
+                          str(tmp_path / "r2"), *QUIET])
+    assert f"{root / 'clip000' / 'f01.png'}: cannot read the frame" in err
+
+    empty = tmp_path / "empty"
+    (empty / "clip000").mkdir(parents=True)
+    err = _error(capsys, ["frames", "train", "--train", str(empty), "--out",
+                          str(tmp_path / "r3"), *QUIET])
+    assert f"{empty / 'clip000'}: empty clip folder" in err
+    err = _error(capsys, ["frames", "train", "--train", str(tmp_path / "nothing"), "--out",
+                          str(tmp_path / "r4"), *QUIET])
+    assert "nothing: folder not found" in err
+    with pytest.raises(RnnkitError, match="no clip folders"):
+        read_clip_folders(str(empty / "clip000"))
+
+    short = _squares(tmp_path / "short", 2, 3, 0)
+    err = _error(capsys, ["frames", "train", "--train", str(short), "--input-frames", "3",
+                          "--future-frames", "2", "--out", str(tmp_path / "r5"), *QUIET])
+    assert "clip000: 3 frames, fewer than --input-frames 3 + --future-frames 2 = 5" in err
+    assert not (tmp_path / "r5" / "best").exists()
+
+
+# ---------------------------------------------------------------------- learning
+
+
+@pytest.fixture(scope="module")
+def square_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("square")
+    train = _squares(directory / "train", 48, 6, seed=1)
+    valid = _squares(directory / "valid", 8, 6, seed=2)
+    out = directory / "run"
+    assert main(["frames", "train", "--train", str(train), "--valid", str(valid),
+                 "--input-frames", "4", "--future-frames", "2", "--hidden-size", "8",
+                 "--num-layers", "1", "--batch-size", "8", "--lr", "5e-2", "--max-epochs", "8",
+                 "--eval-every", "0", "--out", str(out), *QUIET]) == 0
+    return directory, valid, out
+
+
+def test_a_small_clip_model_learns_a_moving_square(square_run, capsys):
+    """The square moves one pixel right per frame: copying the last frame is wrong on two
+    columns of it; the ConvLSTM, after 48 steps, must do clearly better."""
+    _, valid, out = square_run
+    capsys.readouterr()
+    assert main(["frames", "eval", "--checkpoint", str(out), "--data", str(valid),
+                 "--baselines", "--json", "--threads", "1"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["windows"] == 8
+    assert metrics["bce"] < 0.6 * metrics["copy_last_bce"], metrics
+
+
+def test_predict_writes_gif_and_png_beside_the_truth(square_run, tmp_path, capsys):
+    _, valid, out = square_run
+    gif, png = tmp_path / "p.gif", tmp_path / "p.png"
+    capsys.readouterr()
+    assert main(["frames", "predict", "--checkpoint", str(out), "--data", str(valid),
+                 "--gif", str(gif), "--png", str(png), "--scale", "2", "--clip", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "window\tbce" and len(lines) == 1 + 8
+    with Image.open(gif) as image:
+        assert image.n_frames == 6  # every frame of the window: truth | input, then prediction
+        assert image.size == (2 * (10 + 1 + 10), 2 * 10)
+    with Image.open(png) as image:
+        assert image.size == (2 * (6 * 10 + 5), 2 * (10 + 1 + 10))
+    err = _error(capsys, ["frames", "predict", "--checkpoint", str(out), "--data", str(valid),
+                          "--clip", "99"])
+    assert "--clip 99: there are 8 windows" in err
+
+
+def test_classify_generated_clips(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["frames", "train", "--task", "classify", "--clips", "24", "--digits", "2",
+                 "--cell", "gru", "--valid-clips", "8", "--canvas", "12", "--digit-size", "6",
+                 "--input-frames", "3", "--future-frames", "1", "--hidden-size", "4",
+                 "--num-layers", "1", "--batch-size", "8", "--max-epochs", "1",
+                 "--out", str(out), *QUIET]) == 0
+    capsys.readouterr()
+    assert main(["frames", "eval", "--checkpoint", str(out), "--clips", "16", "--baselines",
+                 "--json", "--threads", "1"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["clips"] == 16
+    for key in ("digit_accuracy", "direction_accuracy", "clip_accuracy",
+                "majority_clip_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert main(["frames", "predict", "--checkpoint", str(out), "--clips", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and lines[1].split("\t")[4] in {d[0] for d in DIRECTIONS}
+    err = _error(capsys, ["frames", "train", "--task", "classify", "--train", str(tmp_path),
+                          "--out", str(tmp_path / "r"), *QUIET])
+    assert "--task classify learns the labels of generated clips" in err
