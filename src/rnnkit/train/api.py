@@ -121,6 +121,12 @@ class Task(Protocol):
             their own files (``"vocab.json"``).
         state_dict() / load_state_dict(state): task state that exact resume needs (e.g. a
             hidden state carried across batches). Tensors and plain values only.
+        param_groups(model) (optional): the optimizer's parameter groups, each a dict with
+            ``params`` and optionally ``lr_scale`` (its rate = the scheduled rate × lr_scale);
+            None = one group of every trainable parameter (the default without the method).
+        begin_epoch(model, epoch) (optional): called before each epoch's batches (also the
+            epoch a resumed run continues), e.g. to unfreeze layers
+            (:mod:`rnnkit.models.transfer`).
     """
 
     name: str

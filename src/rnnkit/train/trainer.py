@@ -111,7 +111,10 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = getattr(self.task, "param_groups", None)  # optional: per-group "lr_scale"
+        params = groups(self.model) if groups is not None else None
+        if params is None:
+            params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
@@ -196,6 +199,9 @@ class Trainer:
         while True:
             if cfg.max_epochs is not None and self.epoch >= cfg.max_epochs:
                 return "max_epochs"
+            begin_epoch = getattr(self.task, "begin_epoch", None)  # optional (unfreezing)
+            if begin_epoch is not None:
+                begin_epoch(self.model, self.epoch)
             batches = self.task.train_batches(self.epoch, self.shard)
             self._epoch_length = _length(batches)
             if self._progress is not None:
@@ -241,7 +247,7 @@ class Trainer:
     def _train_step(self, batch: Any) -> StepOutput:
         lr = self.config.lr * self.schedule.factor(self.step, self._progress_fraction())
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         for callback in self.callbacks:
             callback.on_step_begin(self)
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
