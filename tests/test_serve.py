@@ -162,9 +162,9 @@ def test_queue_bound_gives_503_with_retry_after(models, monkeypatch):
     gate = threading.Event()
     original = srv.Served.run
 
-    def slow(self, options, text):
+    def slow(self, options, text, *rest):
         gate.wait(20)
-        return original(self, options, text)
+        return original(self, options, text, *rest)
 
     monkeypatch.setattr(srv.Served, "run", slow)
     with running(models, workers=1, queue_size=1) as base:
@@ -194,9 +194,9 @@ def test_timeout_gives_504(models, monkeypatch):
     gate = threading.Event()
     original = srv.Served.run
 
-    def stuck(self, options, text):
+    def stuck(self, options, text, *rest):
         gate.wait(20)
-        return original(self, options, text)
+        return original(self, options, text, *rest)
 
     monkeypatch.setattr(srv.Served, "run", stuck)
     with running(models, timeout=0.3) as base:
@@ -234,6 +234,7 @@ function element(id) {
   return elements[id] ??= {id, value: "", textContent: "", className: "", checked: false,
     children: [], listeners: {}, append(child) { this.children.push(child);
       if (this.value === "") this.value = child.value; },
+    replaceChildren() { this.children = []; this.value = ""; },
     addEventListener(type, fn) { this.listeners[type] = fn; }};
 }
 globalThis.document = {getElementById: element,

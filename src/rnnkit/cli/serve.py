@@ -9,12 +9,16 @@ EXAMPLES = """examples:
   curl -s localhost:8000/v1/sst2/predict -d '{"text": "a gripping , funny film"}'
   curl -sN localhost:8000/v1/shakespeare/predict \\
       -d '{"text": "ROMEO:", "max_tokens": 100, "stream": true}'
-  curl -s localhost:8000/v1/models          # each model's options
+  curl -s localhost:8000/v1/models          # each model's routes and options
+  curl -s localhost:8000/v1/digits/predict -d '{"uploads": {"audio": "'$(base64 -w0 a.wav)'"}}'
+  curl -s localhost:8000/v1/jsb/generate -d '{"steps": 32}'   # the MIDI file comes back base64
   open http://127.0.0.1:8000/               # a page to try each model
 
 The JSON body holds "text" (the input; a language model's prompt), "stream" (true: plain
-text as it is made) and the application's predict options (the flags of rnnkit APP predict,
-with underscores). Needs: pip install 'rnnkit[serve]'.
+text as it is made), "uploads" ({option: base64} where the route takes a file) and the
+route's options (the flags of rnnkit APP predict or rnnkit APP VERB, with underscores).
+Concurrent classify/tag requests run as one padded batch (--max-batch). Needs: pip install
+'rnnkit[serve]'.
 """
 
 
@@ -45,6 +49,13 @@ def register(subparsers) -> None:
                         help="largest request body in bytes; larger get 413 (default: 1000000)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per prediction (default: 1)")
+    parser.add_argument("--max-batch", type=int, default=32,
+                        help="concurrent requests to one model run as one padded batch, where "
+                             "the application allows it (classify, tag); 1: no batching "
+                             "(default: 32)")
+    parser.add_argument("--batch-wait", type=float, default=2.0, metavar="MS",
+                        help="milliseconds a batch waits for more requests when the model is "
+                             "idle (default: 2)")
     parser.set_defaults(func=run)
 
 
@@ -52,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.deploy.server import ServeConfig, serve
 
     serve(ServeConfig(args.checkpoint, args.name, args.host, args.port, args.device,
-                      args.workers, args.queue_size, args.timeout, args.max_body, args.threads))
+                      args.workers, args.queue_size, args.timeout, args.max_body, args.threads,
+                      args.max_batch, args.batch_wait))
     return 0

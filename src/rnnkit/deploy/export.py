@@ -79,7 +79,10 @@ def export(checkpoint: str | os.PathLike, fmt: str, output: str | os.PathLike,
         require("onnx", "export")
     app, loaded, opened = open_application(checkpoint)
     with torch.no_grad():
-        graphs = app.export_graphs(loaded)
+        try:
+            graphs = app.export_graphs(loaded)
+        except ValueError as err:  # a layer without an exportable twin (layer norm, …)
+            raise RnnkitError(f"rnnkit export --checkpoint {checkpoint}: {err}") from None
     paths = _paths(output, fmt, [g.name for g in graphs])
     result = ExportResult(app.name, [], output.with_suffix(".json"))
     try:

@@ -13,6 +13,8 @@ D directions, H hidden units, E embedding, V vocabulary, K classes or tags.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -20,7 +22,8 @@ from rnnkit.models.seq2seq import Memory
 from rnnkit.nn.exportable import PaddedRNN, to_torch
 
 __all__ = ["LMStep", "ClassifierGraph", "TaggerGraph", "EncoderGraph", "DecoderStep",
-           "CharGraph", "padded_example", "outputs_of"]
+           "CharGraph", "MethodGraph", "RecommenderGraph", "RollStep", "RollHead", "with_layers",
+           "padded_example", "outputs_of"]
 
 
 def padded_example(vocab_size: int, pad_id: int, lengths: list[int], char_vocab_size: int = 0,
@@ -199,3 +202,79 @@ class DecoderStep(nn.Module):
         mask = torch.arange(memory.shape[1]).unsqueeze(0) < src_lengths.unsqueeze(1)
         logits, weights = model.project(hidden, Memory(memory, keys, mask))
         return (logits[:, 0], *outputs, weights[:, 0])
+
+
+def with_layers(model: nn.Module, **layers: nn.Module) -> nn.Module:
+    """A shallow twin of ``model`` whose named child modules are replaced by ``layers`` (its
+    own methods then run on them); parameters and the other children are shared, ``model``
+    itself is left as it is."""
+    for name in layers:
+        if name not in model._modules:
+            raise ValueError(f"{type(model).__name__} has no child module {name!r}")
+    twin = copy.copy(model)
+    twin._modules = {**model._modules, **layers}
+    return twin
+
+
+class MethodGraph(nn.Module):
+    """``model.method(*inputs)`` as a graph: the model's own code, run with its recurrent
+    layers swapped for exportable ones (:func:`with_layers`), outputs flattened to a tuple."""
+
+    def __init__(self, model: nn.Module, method: str = "forward", **layers: nn.Module) -> None:
+        super().__init__()
+        self.model = with_layers(model, **layers)
+        self.method = method
+
+    def forward(self, *inputs: Tensor):
+        return outputs_of(getattr(self.model, self.method)(*inputs))
+
+
+class RollStep(nn.Module):
+    """A piano-roll model's recurrent step: ``previous`` ``(B, T, P)`` (the step before each
+    one: zeros at the start, then each sampled step; T = 1 per step, more to read a primer),
+    ``h`` ``(L, B, H)`` [``c``] → ``hidden`` ``(B, T, H)`` (the state the head reads) and the
+    new ``h`` [``c``]."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.rnn = to_torch(model.rnn)
+        self.lstm = model.rnn.mode == "LSTM"
+
+    def forward(self, previous: Tensor, h: Tensor, c: Tensor | None = None):
+        hidden, state = self.rnn(previous, (h, c) if self.lstm else h)
+        return (hidden, *state) if self.lstm else (hidden, state)
+
+
+class RollHead(nn.Module):
+    """A piano-roll model's output layer: ``hidden`` ``(B, T, H)`` [and, for an RNN-NADE,
+    ``chosen`` ``(B, T, P)``, the pitches chosen so far] → ``logits`` ``(B, T, P)``: Bernoulli
+    logits of each pitch; RNN-NADE: logit of p(x_k = 1 | x_<k) (only pitches below k of
+    ``chosen`` are read, so sampling walks k upwards and calls the head once per pitch)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.head = model.head
+        self.nade = hasattr(model.head, "weight_in")
+
+    def forward(self, hidden: Tensor, chosen: Tensor | None = None) -> Tensor:
+        if self.nade:
+            return self.head.logits(hidden, chosen)
+        return self.head.linear(hidden)
+
+
+class RecommenderGraph(nn.Module):
+    """items ``(B, T)`` (0 past each length), lengths ``(B,)`` → scores ``(B, N)`` of every item
+    after each history, as the recommender's ``score_all`` (column 0, padding: -inf)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = with_layers(model, rnn=PaddedRNN(model.rnn, cell_state=False))
+
+    def forward(self, items: Tensor, lengths: Tensor) -> Tensor:
+        queries = self.model(items, lengths)  # (B, T, E)
+        last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, queries.shape[2])
+        scores = queries.gather(1, last)[:, 0] @ self.model.item_weights().T  # (B, N)
+        bias = self.model.item_bias()
+        if bias is not None:
+            scores = scores + bias
+        return torch.cat([torch.full_like(scores[:, :1], float("-inf")), scores[:, 1:]], 1)

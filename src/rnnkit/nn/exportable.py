@@ -33,6 +33,9 @@ def _make(layer: nn.Module, input_size: int, num_layers: int, bidirectional: boo
         raise ValueError(f"layer: expected an rnnkit LSTM, GRU or RNN, got {type(layer).__name__}")
     if getattr(layer, "proj_size", 0):
         raise ValueError("layer: proj_size > 0 is not supported by the export mapping")
+    if getattr(layer, "zoneout", 0) or getattr(layer, "layer_norm", False):
+        raise ValueError(f"layer: {type(layer).__name__} with zoneout or layer normalisation has "
+                         "no torch.nn equivalent; this recurrent layer cannot be exported")
     extra = {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"} if mode.startswith(
         "RNN") else {}
     return _MODES[mode](input_size, layer.hidden_size, num_layers=num_layers, bias=layer.bias,
@@ -44,8 +47,19 @@ def to_torch(layer: nn.Module) -> nn.Module:
     eval mode; for inputs without padding."""
     twin = _make(layer, layer.input_size, layer.num_layers, layer.bidirectional,
                  layer.batch_first)
+    _check_weights(layer, set(twin.state_dict()))
     twin.load_state_dict(layer.state_dict())
     return twin.eval()
+
+
+def _check_weights(layer: nn.Module, expected: set[str]) -> None:
+    """ValueError when ``layer`` holds weights a ``torch.nn`` layer has no place for (layer
+    normalisation, …): mapping it would silently drop them."""
+    extra = sorted(set(layer.state_dict()) - expected)
+    if extra:
+        raise ValueError(f"layer: {type(layer).__name__} holds weights torch.nn."
+                         f"{type(layer).__name__} has no place for ({', '.join(extra[:4])}); "
+                         "this recurrent layer cannot be exported")
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -70,18 +84,22 @@ class PaddedRNN(nn.Module):
 
     def __init__(self, layer: nn.Module, cell_state: bool = True) -> None:
         super().__init__()
-        self.lstm = layer.mode == "LSTM" and cell_state
+        self.lstm = getattr(layer, "mode", None) == "LSTM" and cell_state
         self.directions = 2 if layer.bidirectional else 1
         out = layer.hidden_size * self.directions
         parts = []
         state = layer.state_dict()
+        used: set[str] = set()
         for index in range(layer.num_layers):
             for suffix in ("", "_reverse")[: self.directions]:
                 size = layer.input_size if index == 0 else out
                 part = _make(layer, size, 1, False, batch_first=True)
-                part.load_state_dict({name: state[name.replace("_l0", f"_l{index}") + suffix]
-                                      for name in part.state_dict()})
+                names = {name: name.replace("_l0", f"_l{index}") + suffix
+                         for name in part.state_dict()}
+                used |= set(names.values())
+                part.load_state_dict({name: state[key] for name, key in names.items()})
                 parts.append(part.eval())
+        _check_weights(layer, used)
         self.parts = nn.ModuleList(parts)
 
     def forward(self, x: Tensor, lengths: Tensor):
