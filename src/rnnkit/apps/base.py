@@ -168,6 +168,15 @@ class Application:
         EvalOptions / PredictOptions: dataclasses of ``eval`` / ``predict`` options (their
             fields become flags; ``--checkpoint``, ``--device``, ``--json`` and ``--output``
             are added by the builder).
+        batch_unit: how ``rnnkit serve`` may merge concurrent ``predict`` requests into one
+            call (:mod:`rnnkit.deploy.batching`): ``"line"``, each non-blank input line gives
+            one output line; ``"block"``, blank-line separated blocks in and out; ``""``, never.
+        serve_uploads / serve_downloads: ``{verb: {option: suffix or file name}}``, the options
+            of a route that name a file the HTTP request sends (written to a temporary file) or
+            one the run writes (sent back, base64), for ``rnnkit serve``.
+        word_embeddings: ``{side: (vocabulary file, weight names)}``, where a checkpoint keeps
+            its words and their embedding matrix (``"source"``; a translation model also
+            ``"target"``), for ``rnnkit vectors export``; the first weight name present is used.
     """
 
     name: ClassVar[str] = ""
@@ -177,6 +186,10 @@ class Application:
     Config: ClassVar[type] = NoOptions
     EvalOptions: ClassVar[type] = NoOptions
     PredictOptions: ClassVar[type] = NoOptions
+    batch_unit: ClassVar[str] = ""
+    serve_uploads: ClassVar[dict[str, dict[str, str]]] = {}
+    serve_downloads: ClassVar[dict[str, dict[str, str]]] = {}
+    word_embeddings: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {}
 
     # ---------------------------------------------------------------- training
 

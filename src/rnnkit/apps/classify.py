@@ -8,6 +8,7 @@ times makes an ensemble (the mean of the class probabilities).
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import asdict, dataclass
 
@@ -17,8 +18,15 @@ from rnnkit.apps.registry import register
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
 from rnnkit.data.words import CharVocab
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import CELLS
+from rnnkit.models._config import (
+    CELLS,
+    check_cell_options,
+    layer_norm_option,
+    recurrent_dropout_option,
+    zoneout_option,
+)
 from rnnkit.models.classifier import POOLINGS, ClassifierConfig
+from rnnkit.models.transfer import TransferOptions, initialise, with_schedule
 from rnnkit.tasks import classify
 from rnnkit.tasks import metrics as M
 from rnnkit.tasks._labels import UNKNOWN_LABELS, label_vocabulary
@@ -65,11 +73,17 @@ class ClassifyModel:
         choices=POOLINGS)
     dropout: float = option(0.5, "dropout on embeddings, between layers and before the output "
                                  "layer")
+    layer_norm: bool = layer_norm_option()
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
     embed_dropout: float = option(
         0.0, "probability of dropping a whole word type (every occurrence in the batch) while "
         "training (Gal & Ghahramani)")
     char_dim: int = option(32, "character embedding size (with --chars)")
     char_hidden: int = option(64, "char RNN hidden size, per direction (with --chars)")
+
+    def __post_init__(self) -> None:
+        check_cell_options(self, "--")  # e.g. --zoneout needs --cell lstm or gru
 
 
 @dataclass
@@ -103,6 +117,7 @@ class ClassifyConfig:
     max_word_length: int = option(30, "characters of a token the char RNN reads (with --chars)")
     batch_size: int = option(32, "texts per batch")
     model: ClassifyModel = section(ClassifyModel, "model")
+    transfer: TransferOptions = section(TransferOptions, "transfer")
 
     def __post_init__(self) -> None:
         model = self.model
@@ -175,6 +190,8 @@ class Classify(Application):
     Config = ClassifyConfig
     EvalOptions = EvalOptions
     PredictOptions = PredictOptions
+    batch_unit = "line"  # rnnkit serve merges concurrent requests (a label per line)
+    word_embeddings = {"source": ("vocab.json", ("embedding.weight",))}
 
     def prepare(self, config: ClassifyConfig, context: PrepareContext):
         """Examples, vocabularies; without a validation file, up to 10 % of the training data
@@ -199,14 +216,21 @@ class Classify(Application):
         return train, valid, vocab, labels, chars
 
     def build_model(self, config: ClassifyConfig, data):
+        from rnnkit.apps import runner
         from rnnkit.models.classifier import Classifier
 
-        return Classifier(_model_config(config, data))
+        model = Classifier(_model_config(config, data))
+        initialise(model, data[2], cell=config.model.cell, vectors=config.transfer.init_embeddings,
+                   lm_path=config.transfer.init_from,
+                   load_lm=functools.partial(runner.load, "lm", device="cpu"))
+        return model
 
     def task(self, config: ClassifyConfig, data, seed: int) -> classify.ClassifyTask:
         train, valid, vocab, labels, chars = data
-        return classify.ClassifyTask(config, train, valid, vocab, labels,
+        task = classify.ClassifyTask(config, train, valid, vocab, labels,
                                      _model_config(config, data), seed, chars)
+        return with_schedule(task, config.transfer.layer_lr_decay,
+                             config.transfer.gradual_unfreezing)
 
     def load(self, checkpoint: Checkpoint) -> Loaded:
         return self.load_ensemble([checkpoint])

@@ -283,6 +283,8 @@ rnnkit forecast predict --checkpoint run --data recent.csv --plot forecast.png -
     Config = ForecastConfig
     EvalOptions = ForecastEvalOptions
     PredictOptions = ForecastPredictOptions
+    # rnnkit serve: the recent rows are sent as a CSV file with the request
+    serve_uploads = {"predict": {"data": ".csv"}}
 
     def prepare(self, config: ForecastConfig, context: PrepareContext) -> Prepared:
         if not config.train:
@@ -355,6 +357,39 @@ rnnkit forecast predict --checkpoint run --data recent.csv --plot forecast.png -
             write_plot(options.plot, loaded, series, options.history or config.input_length,
                        times or labels, point, quantiles)
         yield forecast_csv(loaded, labels, point, quantiles, levels)
+
+    def export_graphs(self, loaded: Loaded):
+        """inputs ``(B, L, C_in)`` scaled, past_time ``(B, L, F)``, future_time ``(B, H, F)`` →
+        the point forecast ``(B, H, C)`` (scaled): seq2seq's output, DeepAR's mean path. DeepAR
+        sampling stays out: its draws come from torch's generator, which no exported graph
+        reproduces, so its quantiles could not be checked against rnnkit's."""
+        from rnnkit.apps.base import ExportGraph
+        from rnnkit.models.exportable import MethodGraph
+        from rnnkit.models.forecaster import DeepAR
+        from rnnkit.nn.exportable import to_torch
+
+        model, config = loaded.model.cpu().eval(), loaded.config
+        if isinstance(model, DeepAR):
+            graph = MethodGraph(model, "mean_path", rnn=to_torch(model.rnn))
+            reference, width = model.mean_path, len(loaded.targets)
+            features = model.rnn.input_size - model.width
+        else:
+            graph = MethodGraph(model, encoder=to_torch(model.encoder),
+                                decoder=to_torch(model.decoder))
+            reference, width = model, len(loaded.targets) + len(loaded.covariates)
+            features = model.decoder.input_size - model.position.embedding_dim
+        generator = torch.Generator().manual_seed(0)
+        length, horizon = config.input_length, config.horizon
+        inputs = tuple(torch.randn(2, steps, size, generator=generator) for steps, size in
+                       ((length, width), (length, features), (horizon, features)))
+        return [ExportGraph("forecaster", graph.eval(), inputs,
+                            ["inputs", "past_time", "future_time"], ["forecast"],
+                            {"inputs": {0: "batch", 1: "length"},
+                             "past_time": {0: "batch", 1: "length"},
+                             "future_time": {0: "batch"}, "forecast": {0: "batch"}},
+                            reference, "inputs: the targets then the covariates, scaled by "
+                            "scaler.json; time features as rnnkit.data.timeseries.time_features; "
+                            f"horizon fixed at {horizon}; forecast in the scaled units")]
 
 
 def _levels(text: str) -> list[float]:

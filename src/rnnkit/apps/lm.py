@@ -20,7 +20,13 @@ from rnnkit.apps.registry import register
 from rnnkit.data.corpus import ERRORS, encode_corpus, find_files
 from rnnkit.data.tokenizers import TOKENIZERS
 from rnnkit.errors import RnnkitError
-from rnnkit.models.lm import CELLS, LanguageModel, LMConfig
+from rnnkit.models._config import (
+    check_cell_options,
+    layer_norm_option,
+    recurrent_dropout_option,
+    zoneout_option,
+)
+from rnnkit.models.lm import CELLS, SOFTMAX, LanguageModel, LMConfig
 from rnnkit.tasks import lm
 from rnnkit.tasks.lm_generate import SampleConfig, sample_text, unknown_symbols
 from rnnkit.train.config import option, section
@@ -60,6 +66,19 @@ class LMModel:
     num_layers: int = option(2, "recurrent layers")
     dropout: float = option(0.2, "dropout on embeddings, between layers and before the output")
     tie_weights: bool = option(False, "share the embedding matrix with the output layer")
+    layer_norm: bool = layer_norm_option()
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
+    softmax: str = option("full", "output layer: full softmax, or adaptive (faster for large "
+                                  "word vocabularies)", SOFTMAX)
+    cutoffs: str = option("", "adaptive softmax: comma-separated cluster boundaries in the "
+                              "frequency-sorted vocabulary (default: 2000,10000,50000 below its "
+                              "size)")
+    bidirectional: bool = option(False, "also train a backward LM (ELMo-style contextual "
+                                        "vectors); perplexity is the forward LM's")
+
+    def __post_init__(self) -> None:
+        check_cell_options(self, "--")  # before the run directory is made
 
 
 @dataclass
@@ -141,6 +160,8 @@ class LM(Application):
     Config = LMOptions
     EvalOptions = EvalOptions
     PredictOptions = GenerateOptions
+    # a tied output layer may have kept the shared matrix under its own name
+    word_embeddings = {"source": (lm.TOKENIZER_FILE, ("embedding.weight", "decoder.weight"))}
 
     def prepare(self, config: LMOptions, context: PrepareContext) -> lm.Prepared:
         tokenizer = (lm.read_tokenizer(context.resume.directory) if context.resume is not None
@@ -221,6 +242,9 @@ class LM(Application):
         from rnnkit.models.exportable import LMStep, outputs_of
 
         model, cfg = loaded.model.cpu().eval(), loaded.model.config
+        if cfg.softmax != "full":
+            raise RnnkitError("rnnkit export: a language model with --softmax adaptive has no "
+                              "fixed-graph export (only --softmax full)")
         lstm = cfg.cell == "lstm"
         generator = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, cfg.vocab_size, (3, 2), generator=generator)  # (T, B)
@@ -288,6 +312,15 @@ def _run_demo(_: None, options) -> None:
 
 def _model_config(config: LMOptions, vocab_size: int) -> LMConfig:
     try:
-        return LMConfig(vocab_size, **asdict(config.model))
+        values = asdict(config.model)
+        values["cutoffs"] = _cutoffs(values.get("cutoffs", ""))
+        return LMConfig(vocab_size, **values)
     except ValueError as err:
         raise RnnkitError(str(err)) from None
+
+
+def _cutoffs(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--cutoffs: expected comma-separated integers, got {text!r}") from None

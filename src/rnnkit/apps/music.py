@@ -31,6 +31,12 @@ from rnnkit.apps.music_tasks import (
 )
 from rnnkit.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
 from rnnkit.errors import RnnkitError
+from rnnkit.models._config import (
+    check_cell_options,
+    layer_norm_option,
+    recurrent_dropout_option,
+    zoneout_option,
+)
 from rnnkit.models.lm import LanguageModel, LMConfig
 from rnnkit.models.music import OUTPUTS, PianoRollConfig, PianoRollRNN
 from rnnkit.train.config import option, section
@@ -44,6 +50,9 @@ class MusicModel:
     hidden_size: int = option(128, "hidden units per layer")
     num_layers: int = option(1, "stacked recurrent layers")
     dropout: float = option(0.0, "dropout on the RNN outputs and between layers")
+    layer_norm: bool = layer_norm_option()
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
     distribution: str = option("bernoulli", "piano roll: distribution of a step (independent "
                          "Bernoulli per pitch, or RNN-NADE over the pitches jointly)", OUTPUTS)
     nade_hidden: int = option(64, "piano roll, --distribution nade: hidden units of the NADE")
@@ -56,6 +65,7 @@ class MusicModel:
                                  f"got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout: must be in [0, 1), got {self.dropout}")
+        check_cell_options(self, "--")
 
 
 @dataclass
@@ -170,14 +180,19 @@ def _roll_config(config: MusicConfig) -> PianoRollConfig:
     model = config.model
     return PianoRollConfig(config.high_pitch - config.low_pitch + 1, model.cell,
                            model.hidden_size, model.num_layers, model.dropout, model.distribution,
-                           model.nade_hidden)
+                           model.nade_hidden, **_cell_options(model))
 
 
 def _lm_config(config: MusicConfig, vocab_size: int) -> LMConfig:
     model = config.model
     cell = "rnn_tanh" if model.cell == "rnn" else model.cell
     return LMConfig(vocab_size, cell, model.embedding_size, model.hidden_size, model.num_layers,
-                    model.dropout)
+                    model.dropout, **_cell_options(model))
+
+
+def _cell_options(model: MusicModel) -> dict:
+    return {"layer_norm": model.layer_norm, "recurrent_dropout": model.recurrent_dropout,
+            "zoneout": model.zoneout}
 
 
 @register("music")
@@ -194,6 +209,9 @@ class Music(Application):
     Config = MusicConfig
     EvalOptions = EvalOptions
     PredictOptions = PredictOptions
+    # rnnkit serve: generate's MIDI (and piano-roll PNG) come back as files; a primer is sent
+    serve_uploads = {"generate": {"prime": ".mid"}}
+    serve_downloads = {"generate": {"midi": "song.mid"}}
 
     # ---------------------------------------------------------------- training
 
@@ -289,6 +307,54 @@ class Music(Application):
         for number, nll in enumerate(per_piece):
             for step, value in enumerate(nll.tolist()):
                 yield f"{number}\t{step}\t{value:.4f}\n"
+
+    def export_graphs(self, loaded):
+        """ABC: the language model's step (as ``rnnkit lm``). Piano roll: ``step`` (previous
+        step ``(B, T, P)``, state → hidden ``(B, T, H)``, new state) and ``head`` (hidden [,
+        the pitches chosen so far, RNN-NADE] → logits ``(B, T, P)``); sampling stays outside."""
+        import torch
+
+        from rnnkit.apps.base import ExportGraph
+        from rnnkit.models.exportable import LMStep, RollHead, RollStep, outputs_of
+
+        model = loaded["model"].cpu().eval()
+        generator = torch.Generator().manual_seed(0)
+        lstm = model.rnn.mode == "LSTM"
+        rnn = model.rnn
+        names = ["h", "c"][: 2 if lstm else 1]
+        states = tuple(0.1 * torch.randn(rnn.num_layers, 2, rnn.hidden_size,
+                                         generator=generator) for _ in names)
+        axes = {n: {1: "batch"} for n in names + [f"{n}_out" for n in names]}
+        outs = [f"{n}_out" for n in names]
+        if loaded["kind"] == "abc":
+            tokens = torch.randint(0, model.config.vocab_size, (3, 2), generator=generator)
+            return [ExportGraph("step", LMStep(model).eval(), (tokens, *states),
+                                ["tokens", *names], ["logits", *outs],
+                                {"tokens": {0: "length", 1: "batch"},
+                                 "logits": {0: "length", 1: "batch"}, **axes},
+                                lambda t, *s: outputs_of(model(t, s if lstm else s[0])),
+                                "tokens (T, B): ids of vocab.json; state zeros at the start, "
+                                "then fed back; logits (T, B, V) of the next token")]
+        pitches = model.config.pitches
+        previous = torch.bernoulli(torch.full((2, 3, pitches), 0.2), generator=generator)
+        hidden = torch.randn(2, 3, rnn.hidden_size, generator=generator)
+        head = RollHead(model).eval()
+        head_inputs = (hidden, previous) if head.nade else (hidden,)
+        sequence = {0: "batch", 1: "length"}
+        return [ExportGraph("step", RollStep(model).eval(), (previous, *states),
+                            ["previous", *names], ["hidden", *outs],
+                            {"previous": sequence, "hidden": sequence, **axes},
+                            lambda x, *s: outputs_of(rnn(x, s if lstm else s[0])),
+                            f"previous (B, T, {pitches}): 0/1 pitches low_pitch… of the step "
+                            "before (zeros before the first); state zeros, then fed back"),
+                ExportGraph("head", head, head_inputs, ["hidden", "chosen"][: len(head_inputs)],
+                            ["logits"], {"hidden": sequence, "chosen": sequence,
+                                         "logits": sequence} if head.nade else
+                            {"hidden": sequence, "logits": sequence},
+                            model.head.logits if head.nade else model.head.linear,
+                            "sample each pitch k with p = sigmoid(logits[k] / temperature); "
+                            "RNN-NADE: logits[k] reads chosen[< k], so walk k upwards, "
+                            "calling the head again after each choice")]
 
     def verbs(self) -> list[Verb]:
 

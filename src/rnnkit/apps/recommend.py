@@ -182,6 +182,22 @@ class Recommend(Application):
             scores = (scorer([known]) if known else popular([known]))[0]
             yield _top_line(loaded.index, scores, known, options) + "\n"
 
+    def export_graphs(self, loaded: Loaded):
+        """items ``(B, T)``, lengths ``(B,)`` → scores ``(B, N)`` of every item as the next one
+        (the model's ``score_all``; column 0, the padding id, is -inf)."""
+        from rnnkit.apps.base import ExportGraph
+        from rnnkit.models.exportable import RecommenderGraph, padded_example
+
+        model = loaded.model.cpu().eval()
+        inputs = padded_example(len(loaded.index), 0, [5, 3])
+        return [ExportGraph("scorer", RecommenderGraph(model).eval(), inputs,
+                            ["items", "lengths"], ["scores"],
+                            {"items": {0: "batch", 1: "length"}, "lengths": {0: "batch"},
+                             "scores": {0: "batch"}}, model.score_all,
+                            "items: ids of items.json (id 0 = padding, past each length), the "
+                            f"last {loaded.config.max_length} items of a history (max_length); "
+                            "scores over every id: leave out seen items, take the top k")]
+
 
 def _scorer(loaded: Loaded, name: str, train: list[list[int]]):
     if name == "popular":

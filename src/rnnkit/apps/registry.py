@@ -26,6 +26,9 @@ BUILTIN: tuple[str, ...] = (
     "speech",
     "forecast",
     "recommend",
+    "frames",
+    "vectors",
+    "caption",
 )
 
 _APPS: dict[str, type[Application]] = {}

@@ -270,6 +270,8 @@ class Speech(Application):
     Config = SpeechConfig
     EvalOptions = EvalOptions
     PredictOptions = TranscribeOptions
+    # rnnkit serve: a WAV file sent with the request goes where --audio would name one
+    serve_uploads = {"predict": {"audio": ".wav"}, "transcribe": {"audio": ".wav"}}
 
     def prepare(self, config: SpeechConfig, context: PrepareContext) -> Prepared:
         if not config.train:
@@ -321,6 +323,27 @@ class Speech(Application):
 
     def predict(self, loaded: Loaded, options: TranscribeOptions):
         return _transcribe_lines(loaded, options)
+
+    def export_graphs(self, loaded: Loaded):
+        """frames ``(B, T, F)``, lengths ``(B,)`` → CTC log-probabilities ``(B, T', V)`` and
+        out_lengths ``(B,)`` (the acoustic model; greedy or beam decoding stays outside)."""
+        from rnnkit.apps.base import ExportGraph
+        from rnnkit.models.exportable import MethodGraph
+        from rnnkit.nn.exportable import PaddedRNN
+
+        model = loaded.model.cpu().eval()
+        frames = torch.randn(2, 40, loaded.config.feature_config().size,
+                             generator=torch.Generator().manual_seed(0))
+        lengths = torch.tensor([40, 27])
+        graph = MethodGraph(model, rnn=PaddedRNN(model.rnn, cell_state=False))
+        return [ExportGraph("acoustic", graph.eval(), (frames, lengths), ["frames", "lengths"],
+                            ["log_probs", "out_lengths"],
+                            {"frames": {0: "batch", 1: "frames"}, "lengths": {0: "batch"},
+                             "log_probs": {0: "batch", 1: "out_frames"},
+                             "out_lengths": {0: "batch"}}, model,
+                            "frames: features of rnnkit.data.audio.load_frames with the "
+                            "config's feature options; symbol 0 the CTC blank, k the k-th "
+                            "character of alphabet.json; decoding stays outside")]
 
     def verbs(self) -> list[Verb]:
         return [Verb("transcribe", "print the transcript of each WAV file and its probability",

@@ -7,6 +7,7 @@ the application: its options, how it prepares data, builds and loads the model, 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 from rnnkit._io import read_input
@@ -14,8 +15,16 @@ from rnnkit.apps.base import Application, Checkpoint, PrepareContext
 from rnnkit.apps.registry import register
 from rnnkit.data.conll import read_tagged
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import CELLS, renamed
+from rnnkit.models._config import (
+    CELLS,
+    check_cell_options,
+    layer_norm_option,
+    recurrent_dropout_option,
+    renamed,
+    zoneout_option,
+)
 from rnnkit.models.tagger import Tagger, TaggerConfig
+from rnnkit.models.transfer import TransferOptions, initialise, with_schedule
 from rnnkit.tasks import metrics as M
 from rnnkit.tasks import tag
 from rnnkit.tasks._labels import UNKNOWN_LABELS
@@ -52,6 +61,12 @@ class TagModel:
     num_layers: int = option(2, "word RNN layers")
     dropout: float = option(0.33, "dropout on embeddings, between layers, before the output "
                                   "layer")
+    layer_norm: bool = layer_norm_option()
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
+
+    def __post_init__(self) -> None:
+        check_cell_options(self, "--")  # e.g. --zoneout needs --cell lstm or gru
 
 
 @dataclass
@@ -77,6 +92,7 @@ class TagConfig:
     batch_size: int = option(32, "sentences per batch")
     max_tokens: int | None = option(None, "also cap a batch at this many padded words")
     model: TagModel = section(TagModel, "model")
+    transfer: TransferOptions = section(TransferOptions, "transfer")
 
     def __post_init__(self) -> None:
         for name in ("min_freq", "max_word_length", "batch_size"):
@@ -133,6 +149,8 @@ class Tag(Application):
     Config = TagConfig
     EvalOptions = EvalOptions
     PredictOptions = PredictOptions
+    batch_unit = "block"  # rnnkit serve merges concurrent requests (sentence blocks)
+    word_embeddings = {"source": ("words.json", ("embedding.weight",))}
 
     def prepare(self, config: TagConfig, context: PrepareContext):
         if not config.train:
@@ -144,12 +162,20 @@ class Tag(Application):
         return train_doc, valid_doc, tag.TagVocabs.build(train_doc, config)
 
     def build_model(self, config: TagConfig, data) -> Tagger:
-        return Tagger(_model_config(config, data[2]))
+        from rnnkit.apps import runner
+
+        model = Tagger(_model_config(config, data[2]))
+        initialise(model, data[2].words, cell=config.model.cell,
+                   vectors=config.transfer.init_embeddings, lm_path=config.transfer.init_from,
+                   load_lm=functools.partial(runner.load, "lm", device="cpu"))
+        return model
 
     def task(self, config: TagConfig, data, seed: int) -> tag.TagTask:
         train_doc, valid_doc, vocabs = data
-        return tag.TagTask(config, train_doc, valid_doc, vocabs, _model_config(config, vocabs),
+        task = tag.TagTask(config, train_doc, valid_doc, vocabs, _model_config(config, vocabs),
                            seed)
+        return with_schedule(task, config.transfer.layer_lr_decay,
+                             config.transfer.gradual_unfreezing)
 
     def load(self, checkpoint: Checkpoint) -> Loaded:
         saved = checkpoint.saved

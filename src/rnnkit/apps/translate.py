@@ -19,7 +19,14 @@ from rnnkit.apps.base import Application, Checkpoint, PrepareContext, Verb
 from rnnkit.apps.registry import register
 from rnnkit.data.parallel import NORMALIZATIONS, read_lines, read_parallel
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import CELLS, renamed
+from rnnkit.models._config import (
+    CELLS,
+    check_cell_options,
+    layer_norm_option,
+    recurrent_dropout_option,
+    renamed,
+    zoneout_option,
+)
 from rnnkit.models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig
 from rnnkit.tasks import translate
 from rnnkit.tasks.chat import chat
@@ -71,7 +78,13 @@ class TranslateModel:
     bidirectional: bool = option(True, "bidirectional encoder")
     attention: str = option("additive", "attention over the encoder states", choices=ATTENTIONS)
     dropout: float = option(0.2, "dropout on embeddings, between layers and before the output")
+    layer_norm: bool = layer_norm_option()
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
     tie_embeddings: bool = option(False, "share the decoder embedding with the output layer")
+
+    def __post_init__(self) -> None:
+        check_cell_options(self, "--")  # e.g. --zoneout needs --cell lstm or gru
 
 
 @dataclass
@@ -106,6 +119,14 @@ class TranslateConfig:
     alpha: float = option(0.6, "default length penalty exponent of beam search")
     max_len_a: float = option(1.5, "decode at most a·source length + b tokens: a")
     max_len_b: int = option(10, "decode at most a·source length + b tokens: b")
+    init_embeddings: str | None = option(
+        None, "word vectors (word2vec/GloVe text or word2vec binary) that start the rows of "
+        "the words they hold, in the source and the target embedding (needs --tokenizer word; "
+        "docs/transfer.md)")
+    init_src_embeddings: str | None = option(None, "word vectors for the source embedding "
+                                                   "only (instead of --init-embeddings)")
+    init_tgt_embeddings: str | None = option(None, "word vectors for the target embedding "
+                                                   "only (instead of --init-embeddings)")
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "min_freq", "max_len", "max_source_len", "batch_size",
@@ -212,6 +233,8 @@ class Translate(Application):
     Config = TranslateConfig
     EvalOptions = EvalOptions
     PredictOptions = PredictOptions
+    word_embeddings = {"source": (translate.SRC_TOKENIZER, ("src_embedding.weight",)),
+                       "target": (translate.TGT_TOKENIZER, ("tgt_embedding.weight",))}
 
     # ------------------------------------------------------------ training
 
@@ -220,7 +243,9 @@ class Translate(Application):
         return translate.prepare_data(config, print, codecs)
 
     def build_model(self, config: TranslateConfig, data) -> Seq2Seq:
-        return Seq2Seq(_model_config(config, data[0]))
+        model = Seq2Seq(_model_config(config, data[0]))
+        _init_embeddings(model, config, data[0])
+        return model
 
     def task(self, config: TranslateConfig, data, seed: int) -> translate.TranslateTask:
         codecs, train_pairs, valid_pairs, valid_texts = data
@@ -374,6 +399,31 @@ class Translate(Application):
                  "utterance -> reply pairs)", ChatOptions, self.chat, CHAT_EXAMPLES, output=False,
                  top_level=True),
         ]
+
+
+def _init_embeddings(model: Seq2Seq, config: TranslateConfig,
+                     codecs: tuple[Codec, Codec]) -> None:
+    """``--init-embeddings`` (both sides), ``--init-src-embeddings``, ``--init-tgt-embeddings``:
+    rows of the words the file holds (:func:`rnnkit.models.transfer.init_embeddings`)."""
+    from rnnkit.models.transfer import init_embeddings
+
+    sides = (("source", "--init-src-embeddings", config.init_src_embeddings, codecs[0],
+              model.src_embedding),
+             ("target", "--init-tgt-embeddings", config.init_tgt_embeddings, codecs[1],
+              model.tgt_embedding))
+    for side, flag, path, codec, embedding in sides:
+        option = flag if path else "--init-embeddings"
+        path = path or config.init_embeddings
+        if not path:
+            continue
+        tokenizer = codec.tokenizer
+        if tokenizer.kind != "word":
+            raise RnnkitError(f"{option} {path}: the {side} side's tokenizer is "
+                              f"{tokenizer.kind}; word vectors need --tokenizer word")
+        specials = ("<pad>", "<bos>", "<eos>")  # the ids below translate.SHIFT
+        words = [*specials, *tokenizer.vocab.tokens]
+        print(init_embeddings(embedding, words, path, option=option, what=f"{side} ",
+                              specials={*specials, *tokenizer.vocab.specials}), flush=True)
 
 
 def _model_config(config: TranslateConfig, codecs: tuple[Codec, Codec]) -> Seq2SeqConfig:

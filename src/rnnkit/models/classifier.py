@@ -33,7 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.models._chars import join_chars, word_char_parts
-from rnnkit.models._config import check_model_config, stacked_rnn
+from rnnkit.models._config import (
+    check_model_config,
+    layer_norm_option,
+    recurrent_dropout_option,
+    stacked_rnn,
+    zoneout_option,
+)
 
 __all__ = ["ClassifierConfig", "Classifier", "POOLINGS"]
 
@@ -59,6 +65,9 @@ class ClassifierConfig:
     char_vocab_size: int = 0
     char_dim: int = 32
     char_hidden: int = 64
+    layer_norm: bool = layer_norm_option()  # the cell options (docs/cells.md)
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         check_model_config(self, ("vocab_size", "num_classes", "embedding_size", "hidden_size",

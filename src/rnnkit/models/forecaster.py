@@ -32,7 +32,14 @@ from torch import Tensor, nn
 from torch.nn import functional as nnf
 
 from rnnkit._options import option
-from rnnkit.models._config import CELLS, check_model_config
+from rnnkit.models._config import (
+    CELLS,
+    check_model_config,
+    layer_norm_option,
+    recurrent_dropout_option,
+    recurrent_stack,
+    zoneout_option,
+)
 
 __all__ = ["ForecastModelConfig", "Seq2SeqForecaster", "DeepAR", "build_forecaster"]
 
@@ -49,6 +56,9 @@ class ForecastModelConfig:
     hidden_size: int = option(64, "hidden units")
     num_layers: int = option(1, "stacked recurrent layers")
     dropout: float = option(0.0, "dropout between layers")
+    layer_norm: bool = layer_norm_option()
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
     attention: bool = option(True, "seq2seq: attention over the encoder states")
     window_norm: bool = option(True, "standardise each window by its own mean and std")
     channel_independent: bool = option(False, "read and forecast each target as a series of "
@@ -67,9 +77,7 @@ class ForecastModelConfig:
 
 
 def _rnn(config: ForecastModelConfig, input_size: int) -> nn.Module:
-    dropout = config.dropout if config.num_layers > 1 else 0.0
-    return CELLS[config.cell](input_size, config.hidden_size, num_layers=config.num_layers,
-                              dropout=dropout, batch_first=True)
+    return recurrent_stack(config, input_size)
 
 
 def _window_stats(inputs: Tensor, enabled: bool) -> tuple[Tensor, Tensor]:
@@ -120,7 +128,7 @@ class Seq2SeqForecaster(nn.Module):
     def _decode(self, normalised: Tensor, past_time: Tensor, future_time: Tensor) -> Tensor:
         encoded, state = self.encoder(torch.cat([normalised, past_time], -1))  # (B, L, Hd)
         steps = torch.arange(future_time.shape[1], device=normalised.device)
-        position = self.position(steps).expand(len(normalised), -1, -1)  # (B, H, 16)
+        position = self.position(steps).expand(normalised.shape[0], -1, -1)  # (B, H, 16)
         decoded, _ = self.decoder(torch.cat([future_time, position], -1), state)  # (B, H, Hd)
         if self.config.attention:
             scores = decoded @ encoded.transpose(1, 2) / math.sqrt(decoded.shape[-1])  # (B,H,L)

@@ -7,19 +7,43 @@ r"""Recurrent language model: embedding → rnnkit RNN/LSTM/GRU stack → dropou
 embedding matrix (V = E); when the hidden size differs from the embedding size, a linear map
 H → embedding size comes before it. Axes: T steps, B batch, E embedding size, H hidden size,
 V vocabulary size, L layers. Tensors are time-major ``(T, B, ·)``.
+
+For large word vocabularies ``softmax="adaptive"`` replaces the output layer by
+``torch.nn.AdaptiveLogSoftmaxWithLoss`` (Grave et al., 2017: frequent tokens in a small head,
+rare ones in cheaper clusters); the model then returns log-probabilities instead of logits, which
+every consumer of logits (cross-entropy, softmax sampling) reads the same way. ``bidirectional``
+adds a backward LM (its own recurrent stack over the reversed chunk, sharing the embedding and
+the output layer, as ELMo does): it trains with the forward one; generation, perplexity and
+export use the forward LM; :meth:`LanguageModel.contextual` gives both directions' states.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import Tensor, nn
 
-from rnnkit.nn import GRU, LSTM, RNN
+from rnnkit.models._config import (
+    check_cell_options,
+    layer_norm_option,
+    recurrent_dropout_option,
+    recurrent_stack,
+    zoneout_option,
+)
 
-__all__ = ["LMConfig", "LanguageModel", "CELLS"]
+__all__ = ["LMConfig", "LanguageModel", "CELLS", "SOFTMAX", "default_cutoffs"]
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+SOFTMAX = ("full", "adaptive")
+
+
+def default_cutoffs(vocab_size: int) -> tuple[int, ...]:
+    """Adaptive-softmax clusters for a vocabulary sorted by frequency: a head of the 2,000
+    commonest tokens, then 10,000, 50,000 (those below the vocabulary size); half the vocabulary
+    for a small one."""
+    cuts = tuple(c for c in (2000, 10000, 50000) if c < vocab_size - 1)
+    return cuts or (vocab_size // 2,)
 
 
 @dataclass
@@ -33,6 +57,13 @@ class LMConfig:
     num_layers: int = 2
     dropout: float = 0.2  # on the embedding, between layers and before the output layer
     tie_weights: bool = False
+    softmax: str = "full"  # "adaptive": torch's AdaptiveLogSoftmaxWithLoss (large vocabularies)
+    cutoffs: tuple[int, ...] = ()  # adaptive: class boundaries (empty: chosen from vocab_size)
+    bidirectional: bool = False  # also a backward LM (ELMo): shared embedding and output layer
+    # the cell options (docs/cells.md); an old checkpoint's config without them: off
+    layer_norm: bool = layer_norm_option()
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -43,20 +74,38 @@ class LMConfig:
                                  f"got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout: must be in [0, 1), got {self.dropout}")
+        self._check_softmax()
+        check_cell_options(self, "--")
+
+    def _check_softmax(self) -> None:
+        if self.softmax not in SOFTMAX:
+            raise ValueError(f"--softmax: expected one of {', '.join(SOFTMAX)}, "
+                             f"got {self.softmax!r}")
+        self.cutoffs = tuple(int(c) for c in self.cutoffs)
+        if self.softmax == "full":
+            if self.cutoffs:
+                raise ValueError("--cutoffs: only with --softmax adaptive")
+            return
+        if self.tie_weights:
+            raise ValueError("--tie-weights: not with --softmax adaptive (it has its own output "
+                             "clusters)")
+        if self.vocab_size < 4:
+            raise ValueError(f"--softmax adaptive: needs a vocabulary of at least 4 tokens, got "
+                             f"{self.vocab_size}")
+        if not self.cutoffs:
+            self.cutoffs = default_cutoffs(self.vocab_size)
+        cuts = self.cutoffs
+        if list(cuts) != sorted(set(cuts)) or cuts[0] <= 0 or cuts[-1] > self.vocab_size - 1:
+            raise ValueError(f"--cutoffs: expected increasing values in [1, {self.vocab_size - 1}]"
+                             f" (the vocabulary has {self.vocab_size} tokens), got {list(cuts)}")
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def _recurrent(cfg: LMConfig) -> nn.Module:
-    dropout = cfg.dropout if cfg.num_layers > 1 else 0.0
-    args = (cfg.embedding_size, cfg.hidden_size, cfg.num_layers)
-    if cfg.cell == "lstm":
-        return LSTM(*args, dropout=dropout)
-    if cfg.cell == "gru":
-        return GRU(*args, dropout=dropout)
-    nonlinearity = "tanh" if cfg.cell == "rnn_tanh" else "relu"
-    return RNN(*args, nonlinearity=nonlinearity, dropout=dropout)
+    """The time-major stack (one direction; ``cfg.bidirectional`` is a second LM, not this)."""
+    return recurrent_stack(cfg, cfg.embedding_size, batch_first=False)
 
 
 class LanguageModel(nn.Module):
@@ -73,19 +122,64 @@ class LanguageModel(nn.Module):
         if config.tie_weights and config.hidden_size != config.embedding_size:
             self.bridge = nn.Linear(config.hidden_size, config.embedding_size, bias=False)
             out_size = config.embedding_size
-        self.decoder = nn.Linear(out_size, config.vocab_size)
-        if config.tie_weights:
-            self.decoder.weight = self.embedding.weight
+        if config.softmax == "adaptive":
+            self.decoder = None
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(out_size, config.vocab_size,
+                                                          list(config.cutoffs))
+        else:
+            self.decoder = nn.Linear(out_size, config.vocab_size)
+            if config.tie_weights:
+                self.decoder.weight = self.embedding.weight
+        self.rnn_backward = _recurrent(config) if config.bidirectional else None
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
-    def forward(self, tokens: Tensor, hidden=None):
-        """tokens ``(T, B)`` int64; hidden as the recurrent layer's (None = zeros)."""
+    def forward(self, tokens: Tensor, hidden=None, targets: Tensor | None = None,
+                backward: bool = True):
+        """tokens ``(T, B)`` int64; hidden as the recurrent layer's (None = zeros).
+
+        Without ``targets``: the forward LM's scores ``(T, B, V)`` (logits; log-probabilities
+        with the adaptive softmax) and the new hidden state. With ``targets`` ``(T, B)`` (the
+        next tokens): the summed next-token loss (nats) and the hidden state; a bidirectional
+        model adds, with ``backward``, the backward LM's summed loss of predicting each input
+        token from the tokens after it in the chunk (its state starts from zeros per chunk)."""
         embedded = self.dropout(self.embedding(tokens))  # (T, B, E)
         output, hidden = self.rnn(embedded, hidden)  # (T, B, H)
         output = self.dropout(output)
+        if targets is None:
+            return self._scores(output), hidden  # (T, B, V)
+        loss = self._loss_sum(output, targets)
+        if self.rnn_backward is not None and backward:
+            reversed_inputs = self.dropout(self.embedding(targets.flip(0)))  # right to left
+            back, _ = self.rnn_backward(reversed_inputs)  # (T, B, H)
+            loss = loss + self._loss_sum(self.dropout(back), tokens.flip(0))
+        return loss, hidden
+
+    def _scores(self, output: Tensor) -> Tensor:
+        if self.decoder is None:
+            flat = self.adaptive.log_prob(output.flatten(0, 1).float())  # (T·B, V)
+            return flat.view(*output.shape[:2], -1)
         if self.bridge is not None:
             output = self.bridge(output)  # (T, B, E)
-        return self.decoder(output), hidden  # (T, B, V)
+        return self.decoder(output)
+
+    def _loss_sum(self, output: Tensor, targets: Tensor) -> Tensor:
+        if self.decoder is None:
+            out = self.adaptive(output.flatten(0, 1).float(), targets.flatten())
+            return out.loss * targets.numel()
+        return nn.functional.cross_entropy(self._scores(output).flatten(0, 1).float(),
+                                           targets.flatten(), reduction="sum")
+
+    def contextual(self, tokens: Tensor) -> list[Tensor]:
+        """Contextual vectors of each token of ``tokens`` ``(T, B)`` from zero states (ELMo's
+        layers): ``[embedding (T, B, E), top layer (T, B, H)]``, the top layer of a
+        bidirectional model being the forward state after reading the token joined with the
+        backward state after reading it from the right: ``(T, B, 2H)``."""
+        embedded = self.embedding(tokens)
+        forward, _ = self.rnn(embedded)
+        if self.rnn_backward is None:
+            return [embedded, forward]
+        back, _ = self.rnn_backward(embedded.flip(0))
+        return [embedded, torch.cat([forward, back.flip(0)], dim=-1)]
 
 
 def detach_hidden(hidden):

@@ -32,7 +32,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as nnf
 
-from rnnkit.models._config import CELLS, check_model_config
+from rnnkit.models._config import (
+    check_model_config,
+    layer_norm_option,
+    recurrent_dropout_option,
+    recurrent_stack,
+    zoneout_option,
+)
 
 __all__ = ["PianoRollConfig", "PianoRollRNN", "bernoulli_nll", "OUTPUTS"]
 
@@ -50,6 +56,9 @@ class PianoRollConfig:
     dropout: float = 0.0
     output: str = "bernoulli"
     nade_hidden: int = 64
+    layer_norm: bool = layer_norm_option()  # the cell options (docs/cells.md)
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         check_model_config(self, ("pitches", "hidden_size", "num_layers", "nade_hidden"))
@@ -121,9 +130,7 @@ class PianoRollRNN(nn.Module):
     def __init__(self, config: PianoRollConfig) -> None:
         super().__init__()
         self.config = config
-        dropout = config.dropout if config.num_layers > 1 else 0.0
-        self.rnn = CELLS[config.cell](config.pitches, config.hidden_size, config.num_layers,
-                                      batch_first=True, dropout=dropout)
+        self.rnn = recurrent_stack(config, config.pitches)
         self.dropout = nn.Dropout(config.dropout)
         if config.output == "nade":
             self.head = NadeHead(config.hidden_size, config.pitches, config.nade_hidden)

@@ -29,7 +29,14 @@ from torch import Tensor, nn
 from torch.nn import functional as nnf
 
 from rnnkit._options import option
-from rnnkit.models._config import CELLS, check_model_config
+from rnnkit.models._config import (
+    CELLS,
+    check_model_config,
+    layer_norm_option,
+    recurrent_dropout_option,
+    recurrent_stack,
+    zoneout_option,
+)
 
 __all__ = ["RecommenderConfig", "Recommender", "LOSSES", "ranking_loss", "sample_items"]
 
@@ -45,6 +52,9 @@ class RecommenderConfig:
     cell: str = option("gru", "recurrent cell", tuple(CELLS))
     num_layers: int = option(1, "stacked recurrent layers")
     dropout: float = option(0.1, "dropout between layers and on the output state")
+    layer_norm: bool = layer_norm_option()
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
     embedding_dropout: float = option(0.25, "dropout on the input item embeddings")
     item_bias: bool = option(True, "add a learned score bias b_j per item")
 
@@ -67,9 +77,7 @@ class Recommender(nn.Module):
         with torch.no_grad():
             self.embedding.weight[0].zero_()
         self.input_dropout = nn.Dropout(config.embedding_dropout)
-        self.rnn = CELLS[config.cell](size, config.hidden_size, num_layers=config.num_layers,
-                                      dropout=config.dropout if config.num_layers > 1 else 0.0,
-                                      batch_first=True)
+        self.rnn = recurrent_stack(config, size)
         self.output_dropout = nn.Dropout(config.dropout)
         self.project = nn.Linear(config.hidden_size, size)
         self.bias = nn.Parameter(torch.zeros(num_items)) if config.item_bias else None

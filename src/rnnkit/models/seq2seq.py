@@ -36,7 +36,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models._config import CELLS, check_model_config
+from rnnkit.models._config import (
+    check_model_config,
+    layer_norm_option,
+    recurrent_dropout_option,
+    recurrent_stack,
+    zoneout_option,
+)
 
 __all__ = ["Seq2SeqConfig", "Seq2Seq", "Memory", "ATTENTIONS"]
 
@@ -60,6 +66,9 @@ class Seq2SeqConfig:
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+    layer_norm: bool = layer_norm_option()  # the cell options (docs/cells.md)
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         check_model_config(self, ("src_vocab_size", "tgt_vocab_size", "embedding_size",
@@ -96,19 +105,15 @@ class Seq2Seq(nn.Module):
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
         self.config = config
-        cfg, rnn = config, CELLS[config.cell]
-        layer_dropout = cfg.dropout if cfg.num_layers > 1 else 0.0
+        cfg = config
         self.directions = 2 if cfg.bidirectional else 1
         memory_size = self.directions * cfg.hidden_size
         self.src_embedding = nn.Embedding(cfg.src_vocab_size, cfg.embedding_size,
                                           padding_idx=cfg.pad_id)
         self.tgt_embedding = nn.Embedding(cfg.tgt_vocab_size, cfg.embedding_size,
                                           padding_idx=cfg.pad_id)
-        self.encoder = rnn(cfg.embedding_size, cfg.hidden_size, num_layers=cfg.num_layers,
-                           batch_first=True, bidirectional=cfg.bidirectional,
-                           dropout=layer_dropout)
-        self.decoder = rnn(cfg.embedding_size, cfg.hidden_size, num_layers=cfg.num_layers,
-                           batch_first=True, dropout=layer_dropout)
+        self.encoder = recurrent_stack(cfg, cfg.embedding_size, bidirectional=cfg.bidirectional)
+        self.decoder = recurrent_stack(cfg, cfg.embedding_size)
         self.bridge = nn.Linear(memory_size, cfg.hidden_size)
         if cfg.cell == "lstm":
             self.bridge_cell = nn.Linear(memory_size, cfg.hidden_size)

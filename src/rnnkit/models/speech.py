@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from torch.nn import functional as nnf
 
 from rnnkit._options import option
-from rnnkit.models._config import CELLS, check_model_config
+from rnnkit.models._config import (
+    check_model_config,
+    layer_norm_option,
+    recurrent_dropout_option,
+    recurrent_stack,
+    zoneout_option,
+)
 
 __all__ = ["SpeechModelConfig", "SpeechRecognizer", "ctc_loss", "output_lengths"]
 
@@ -40,6 +46,9 @@ class SpeechModelConfig:
     hidden_size: int = option(128, "hidden units per direction")
     num_layers: int = option(2, "bidirectional recurrent layers")
     dropout: float = option(0.1, "dropout between layers and before the output layer")
+    layer_norm: bool = layer_norm_option()
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
     subsample: int = option(2, "time subsampling by the strided convolution front end "
                                "(1: no front end, 2 or 4)")
     conv_channels: int = option(128, "channels of each convolution of the front end")
@@ -70,9 +79,7 @@ class SpeechRecognizer(nn.Module):
             self.front.append(nn.Conv1d(size, config.conv_channels, _KERNEL, _STRIDE,
                                         _KERNEL // 2))
             size = config.conv_channels
-        self.rnn = CELLS[config.cell](size, config.hidden_size, config.num_layers,
-                                      batch_first=True, bidirectional=True,
-                                      dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.rnn = recurrent_stack(config, size, bidirectional=True)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(2 * config.hidden_size, num_symbols)
 

@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass
 from torch import Tensor, nn
 
 from rnnkit.models._chars import CharEncoder, join_chars, word_char_parts
-from rnnkit.models._config import CELLS, check_model_config, stacked_rnn
+from rnnkit.models._config import (
+    CELLS,
+    check_model_config,
+    layer_norm_option,
+    recurrent_dropout_option,
+    stacked_rnn,
+    zoneout_option,
+)
 
 __all__ = ["TaggerConfig", "Tagger", "CharEncoder", "CELLS"]
 
@@ -38,6 +45,9 @@ class TaggerConfig:
     cell: str = "lstm"
     dropout: float = 0.33
     pad_id: int = 0
+    layer_norm: bool = layer_norm_option()  # the cell options (docs/cells.md)
+    recurrent_dropout: float = recurrent_dropout_option()
+    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         check_model_config(self, ("vocab_size", "num_tags", "embedding_size", "hidden_size",

@@ -63,6 +63,12 @@ class LanguageModelTask:
     def step(self, model: nn.Module, batch: TBPTTBatch) -> StepOutput:
         device = next(model.parameters()).device
         hidden = None if batch.reset else self.hidden
+        if _summed_loss(self.model_config):  # adaptive softmax, bidirectional: the model's loss
+            targets = batch.targets.to(device)
+            total, hidden = model(batch.inputs.to(device), hidden, targets=targets)
+            self.hidden = detach_hidden(hidden)
+            directions = 2 if self.model_config.bidirectional else 1
+            return StepOutput(total / (targets.numel() * directions), count=targets.numel())
         logits, hidden = model(batch.inputs.to(device), hidden)  # (T, B, V)
         self.hidden = detach_hidden(hidden)
         targets = batch.targets.to(device)
@@ -113,16 +119,29 @@ def stream_loss(model: nn.Module, tokens: np.ndarray, batch_size: int, bptt: int
     batch_size = max(1, min(batch_size, (len(tokens) - 1) // max(bptt, 1)))
     streams = _streams(tokens, batch_size, bptt, False, 0, Shard())
     device = next(model.parameters()).device
+    summed = _summed_loss(getattr(model, "config", None))
     total, count, hidden = 0.0, 0, None
     for batch in streams.epoch(0):
         if max_tokens is not None and count >= max_tokens:
             break
-        logits, hidden = model(batch.inputs.to(device), hidden)
         targets = batch.targets.to(device)
+        if summed:  # the forward LM's loss, without the (T·B, V) scores of an adaptive softmax
+            loss, hidden = model(batch.inputs.to(device), hidden, targets=targets,
+                                 backward=False)
+            total += loss.item()
+            count += targets.numel()
+            continue
+        logits, hidden = model(batch.inputs.to(device), hidden)
         total += nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                              reduction="sum").item()
         count += targets.numel()
     return total / count
+
+
+def _summed_loss(config) -> bool:
+    """Whether the model computes its own loss (adaptive softmax, bidirectional LM)."""
+    return (getattr(config, "softmax", "full") != "full"
+            or bool(getattr(config, "bidirectional", False)))
 
 
 # ---------------------------------------------------------------------- data preparation
