@@ -14,6 +14,11 @@ Usage (the issue's budget is 15 minutes of training on a 2-core CPU)::
     python benchmarks/recommend_amazon_games.py --out runs/recommend-games --minutes 15 \\
         --threads 1 -- --lr 4e-3
 
+With ``--members N`` it trains N models at once (seeds 1..N, one process each, ``--threads``
+torch threads each, all within the same ``--minutes``) in ``OUT/member-K`` and ranks each of them
+and their ensemble (``rnnkit recommend eval --checkpoint A --checkpoint B …``: the mean of their
+log-softmax over the items).
+
 Prints one Markdown table at the end and writes it, with the raw numbers, to ``OUT/results.json``.
 """
 
@@ -25,6 +30,7 @@ import io
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +49,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation negatives")
     parser.add_argument("--skip-train", action="store_true", help="evaluate an existing run")
+    parser.add_argument("--members", type=int, default=1,
+                        help="models trained side by side (one process each) and ensembled")
     parser.add_argument("train_flags", nargs="*", help="extra flags for recommend train")
     return parser.parse_args()
 
@@ -57,18 +65,31 @@ def _call(argv: list[str]) -> str:
     return buffer.getvalue()
 
 
-def _train(args: argparse.Namespace) -> float:
+def _train_argv(args: argparse.Namespace, out: str) -> list[str]:
+    return ["recommend", "train", "--train", args.data, "--out", out,
+            "--max-minutes", str(args.minutes), "--max-epochs", "1000",
+            "--eval-every-minutes", "3", "--eval-every", "0", "--threads",
+            str(args.threads), "--no-progress", "--no-tensorboard", *args.train_flags]
+
+
+def _train(args: argparse.Namespace, outs: list[str]) -> float:
     started = time.monotonic()
-    print(_call(["recommend", "train", "--train", args.data, "--out", args.out,
-                 "--max-minutes", str(args.minutes), "--max-epochs", "1000",
-                 "--eval-every-minutes", "3", "--eval-every", "0", "--threads",
-                 str(args.threads), "--no-progress", "--no-tensorboard", *args.train_flags]))
+    if len(outs) == 1:
+        print(_call(_train_argv(args, outs[0])))
+        return time.monotonic() - started
+    runs = [subprocess.Popen([sys.executable, "-m", "rnnkit", *_train_argv(args, out),
+                              "--seed", str(k + 1)])
+            for k, out in enumerate(outs)]
+    if any(run.wait() != 0 for run in runs):
+        sys.exit("a member's training failed")
     return time.monotonic() - started
 
 
-def _evaluate(args: argparse.Namespace, scorer: str, protocol: str) -> dict:
+def _evaluate(args: argparse.Namespace, checkpoints: list[str], scorer: str,
+              protocol: str) -> dict:
     cutoffs = "10" if protocol == "sampled" else "20"
-    output = _call(["recommend", "eval", "--checkpoint", args.out, "--data", args.data,
+    given = [part for checkpoint in checkpoints for part in ("--checkpoint", checkpoint)]
+    output = _call(["recommend", "eval", *given, "--data", args.data,
                     "--json", "--scorer", scorer, "--protocol", protocol, "--cutoffs", cutoffs,
                     "--seed", str(args.seed)])
     return json.loads(output)
@@ -95,20 +116,30 @@ def _table(results: dict) -> str:
 def main() -> None:
     args = _arguments()
     load_before = os.getloadavg()
-    wall = None if args.skip_train else _train(args)
+    outs = ([args.out] if args.members == 1 else
+            [str(Path(args.out) / f"member-{k + 1}") for k in range(args.members)])
+    wall = None if args.skip_train else _train(args, outs)
+    rows = [("model", outs, "rnnkit recommend (GRU)")]
+    if len(outs) > 1:
+        rows = [("model", [out], f"rnnkit recommend (GRU), member {k + 1}")
+                for k, out in enumerate(outs)]
+        rows.append(("model", outs, f"rnnkit recommend (GRU), ensemble of {len(outs)}"))
+    rows += [("popular", outs[:1], "most popular"),
+             ("cooccurrence", outs[:1], "item-to-item co-occurrence")]
     results = {}
-    for scorer, label in (("model", "rnnkit recommend (GRU)"), ("popular", "most popular"),
-                          ("cooccurrence", "item-to-item co-occurrence")):
-        results[label] = {p: _evaluate(args, scorer, p) for p in ("sampled", "full")}
-    rate, seconds, steps = _training_rate(Path(args.out))
-    best = json.loads((Path(args.out) / "best" / "config.json").read_text())
+    for scorer, checkpoints, label in rows:
+        results[label] = {p: _evaluate(args, checkpoints, scorer, p) for p in ("sampled", "full")}
+    rate, seconds, steps = _training_rate(Path(outs[0]))
+    best = json.loads((Path(outs[0]) / "best" / "config.json").read_text())
     table = _table(results)
     summary = {"results": results, "sequences_per_s": rate, "train_seconds": seconds,
                "steps": steps, "best_step": best.get("step"), "wall_seconds": wall,
                "users": results["most popular"]["sampled"]["users"],
                "load_before": load_before, "load_after": os.getloadavg(),
                "machine": platform.processor() or platform.machine(),
-               "train_flags": args.train_flags, "threads": args.threads}
+               "train_flags": args.train_flags, "threads": args.threads,
+               "members": args.members}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(summary, indent=1))
     print(table)
     print(f"\nusers ranked: {summary['users']}; training {seconds / 60:.1f} min, {steps} steps "
