@@ -21,14 +21,7 @@ T, B, I, H = 3, 3, 4, 3
 OPTIONS = ("plain", "mask", "zoneout", "lengths", "all")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one torch thread. On a loaded machine every parallel region of a small
-    kernel (layer norm) waits for a second thread (milliseconds per call instead of µs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _constants(option: str, dtype=torch.float64, steps=T, batch=B, size=H, seed=0):

@@ -16,13 +16,7 @@ DOUBLE = torch.float64
 CELLS = {"lstm": (rnnkit.ConvLSTM, 4, 2), "gru": (rnnkit.ConvGRU, 3, 1)}  # blocks, states
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one thread (on a loaded machine, idle OpenMP threads only wait)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_step(cell: str, x, state, weight, bias):

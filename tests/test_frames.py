@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("sklearn")
 PIL = pytest.importorskip("PIL")
@@ -27,12 +26,7 @@ from rnnkit.errors import RnnkitError  # noqa: E402
 QUIET = ["--no-progress", "--no-tensorboard", "--no-plot", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------- generated clips
