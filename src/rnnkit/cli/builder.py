@@ -22,7 +22,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.train import TrainConfig
 from rnnkit.train.config import add_dataclass_flags, build_config, check_unknown_keys, load_toml
 
-__all__ = ["add_application", "add_top_level_verbs", "run_train", "write_pieces"]
+__all__ = ["add_application", "add_top_level_verbs", "add_tool", "run_train", "write_pieces"]
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -65,6 +65,19 @@ def add_application(subparsers, app: Application) -> None:
 
     for verb in app.verbs():
         _add_verb(actions, app, verb)
+
+
+def add_tool(subparsers, name: str, summary: str, description: str, examples: str, *,
+             several: bool = False) -> argparse.ArgumentParser:
+    """The parser of a tool command (``rnnkit inspect|export|serve``) with its required
+    ``--checkpoint`` (``several``: repeatable); the tool adds its own flags and ``func``."""
+    parser = subparsers.add_parser(name, help=_plain(summary), description=description,
+                                   epilog=examples, formatter_class=_RAW)
+    parser.add_argument("--checkpoint", required=True, metavar="DIR",
+                        action="append" if several else "store",
+                        help="a run directory (its best/ is used) or a checkpoint directory"
+                             + ("; repeat for several models" if several else ""))
+    return parser
 
 
 def _plain(text: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rnnkit.cli.builder import add_tool
+
 EXAMPLES = """examples:
   rnnkit export --checkpoint runs/shakespeare --format onnx --output lm.onnx
   rnnkit export --checkpoint runs/sst2 --format torchscript --output sst2.pt
@@ -18,15 +20,13 @@ the export fails and writes nothing. Needs: pip install 'rnnkit[export]' for ONN
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "export", help="export a trained model to ONNX or TorchScript (with a parity check)",
-        description="Write a checkpoint's fixed inference graphs (language model step, tagger, "
-                    "classifier, encoder and decoder step, …) as ONNX or TorchScript files "
-                    "with dynamic batch and length axes, the vocabularies and config beside "
-                    "them as JSON.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, metavar="DIR",
-                        help="a run directory (its best/ is used) or a checkpoint directory")
+    parser = add_tool(
+        subparsers, "export", "export a trained model to ONNX or TorchScript (with a parity check)",
+        "Write a checkpoint's fixed inference graphs (language model step, tagger, "
+        "classifier, encoder and decoder step, …) as ONNX or TorchScript files "
+        "with dynamic batch and length axes, the vocabularies and config beside "
+        "them as JSON.",
+        EXAMPLES)
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript"),
                         help="onnx or torchscript")
     parser.add_argument("--output", required=True, metavar="FILE",

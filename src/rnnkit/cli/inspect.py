@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rnnkit.cli.builder import add_tool
+
 EXAMPLES = """examples:
   rnnkit inspect --checkpoint runs/demo --text "for key, value in items.items():"
   rnnkit inspect --checkpoint runs/lm/best --file sample.txt --units 3,17,42 --out lm.html
@@ -18,19 +20,16 @@ fetched): open it in any browser, offline. Record the gradient flow during train
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "inspect", help="HTML report: hidden units over a text, predictions, gradient flow",
-        description="Write one self-contained HTML report of a checkpoint. For an application "
-                    "with a per-input view (language model, tagger, classifier) the model runs "
-                    "on --text or --file: the text coloured by the activation of hidden units "
-                    "of the top recurrent layer, the model's predictions at each position, the "
-                    "gradient flow through time on this text. Every report has the run's "
-                    "training curves, the gradient flow recorded during training and, for "
-                    "other applications, the recurrent weights' spectra.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--checkpoint", required=True, metavar="DIR",
-                        help="a run directory (its best/ is used) or a checkpoint directory")
+    parser = add_tool(
+        subparsers, "inspect", "HTML report: hidden units over a text, predictions, gradient flow",
+        "Write one self-contained HTML report of a checkpoint. For an application "
+        "with a per-input view (language model, tagger, classifier) the model runs "
+        "on --text or --file: the text coloured by the activation of hidden units "
+        "of the top recurrent layer, the model's predictions at each position, the "
+        "gradient flow through time on this text. Every report has the run's "
+        "training curves, the gradient flow recorded during training and, for "
+        "other applications, the recurrent weights' spectra.",
+        EXAMPLES)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--text", help="the input text")
     source.add_argument("--file", metavar="PATH", help="read the input text from a UTF-8 file")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rnnkit.cli.builder import add_tool
+
 EXAMPLES = """examples:
   rnnkit serve --checkpoint runs/sst2 --checkpoint runs/shakespeare --port 8000
   curl -s localhost:8000/v1/sst2/predict -d '{"text": "a gripping , funny film"}'
@@ -23,15 +25,13 @@ Concurrent classify/tag requests run as one padded batch (--max-batch). Needs: p
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "serve", help="serve trained models over HTTP (JSON API and a page to try them)",
-        description="Serve one or more checkpoints: POST /v1/NAME/predict, GET /v1/models, "
-                    "GET /health, and a page at /. A bounded queue (503 with Retry-After when "
-                    "full), request timeouts (504), a body size limit (413); stops on SIGTERM "
-                    "after the requests in flight.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
-                        help="a run or checkpoint directory; repeat for several models")
+    parser = add_tool(
+        subparsers, "serve", "serve trained models over HTTP (JSON API and a page to try them)",
+        "Serve one or more checkpoints: POST /v1/NAME/predict, GET /v1/models, "
+        "GET /health, and a page at /. A bounded queue (503 with Retry-After when "
+        "full), request timeouts (504), a body size limit (413); stops on SIGTERM "
+        "after the requests in flight.",
+        EXAMPLES, several=True)
     parser.add_argument("--name", action="append", default=[], metavar="NAME",
                         help="the URL name of the n-th --checkpoint (default: its run "
                              "directory's name)")
