@@ -277,3 +277,48 @@ def test_predict_names_a_bad_image(kind, shapes, tmp_path, capsys):
     assert main(["caption", "predict", "--checkpoint", str(out), "--images", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_encoder_and_decoder_step(shapes, tmp_path, capsys, fmt):
+    """rnnkit export writes the encoder and one decoder step; run at another batch size they
+    give the rnnkit model's regions, first state, logits and attention."""
+    from rnnkit.deploy import export as ex
+    from rnnkit.models.seq2seq import Memory
+
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (test extra)")
+    _, out = shapes
+    output = tmp_path / ("cap.onnx" if fmt == "onnx" else "cap.pt")
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(out), "--format", fmt, "--output",
+                 str(output)]) == 0
+    assert "largest difference from rnnkit" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "cap.json").read_text())
+    graphs = {g["name"]: g for g in manifest["graphs"]}
+    assert set(graphs) == {"encoder", "decoder_step"}
+    _, loaded, _ = ex.open_application(out, "cpu")
+    model = loaded.model.eval()
+    crop = loaded.config.crop
+    images = torch.rand(3, 3, crop, crop, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        regions = model.features(images)
+        memory, (h, c) = model.encode(regions)
+        token = torch.tensor([loaded.vocab.bos_id, 5, 6])
+        mask = torch.ones(regions.shape[:2], dtype=torch.bool)
+        logits, (h1, c1), weights = model.step(token, (h, c), Memory(regions, memory.keys, mask))
+
+    def run(name, *inputs):
+        file = tmp_path / graphs[name]["file"]
+        if fmt == "torchscript":
+            return torch.jit.load(str(file))(*inputs)
+        session = ex.onnx_session(ort, file)
+        feed = {n: t.numpy() for n, t in zip(graphs[name]["inputs"], inputs, strict=True)}
+        return [torch.from_numpy(a) for a in session.run(graphs[name]["outputs"], feed)]
+
+    tol = {"rtol": 1e-4, "atol": 1e-5}
+    for got, want in zip(run("encoder", images), (regions, memory.keys, h, c), strict=True):
+        torch.testing.assert_close(got, want, **tol)
+    step = run("decoder_step", token, h, c, regions, memory.keys)
+    for got, want in zip(step, (logits, h1, c1, weights), strict=True):
+        torch.testing.assert_close(got, want, **tol)

@@ -565,6 +565,54 @@ rnnkit caption report --checkpoint runs/caption --image photo.jpg --output photo
         lines += [f"  {e['image']}: {e['caption']}" for e in metrics.get("examples", [])]
         return "\n".join(lines)
 
+    def export_graphs(self, loaded: Loaded):
+        """The image encoder (normalised central crops → regions, keys, first state) and one
+        decoder step (previous word, state, regions, keys → logits, new state, attention);
+        greedy or beam search drives the step from outside."""
+        from rnnkit.apps.base import ExportGraph
+        from rnnkit.models.exportable import CaptionEncoderGraph, CaptionStep, outputs_of
+        from rnnkit.models.seq2seq import Memory
+
+        model = loaded.model.cpu().eval()
+        if not model.config.image:
+            raise RnnkitError("a blind captioner (trained without images) has no image graph "
+                              "to export")
+        crop = loaded.config.crop
+        images = torch.randn(2, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+
+        def encoder_reference(images):
+            regions = model.features(images)
+            memory, (h, c) = model.encode(regions)
+            return regions, memory.keys, h, c
+
+        regions, keys, h, c = encoder_reference(images)
+        token = torch.full((2,), loaded.vocab.bos_id, dtype=torch.long)
+
+        def step_reference(token, h, c, regions, keys):
+            mask = torch.ones(regions.shape[:2], dtype=torch.bool)
+            logits, (h, c), weights = model.step(token, (h, c), Memory(regions, keys, mask))
+            return outputs_of((logits, h, c, weights))
+
+        batch = {0: "batch"}
+        state_axes = {1: "batch"}
+        return [
+            ExportGraph("encoder", CaptionEncoderGraph(model).eval(), (images,), ["images"],
+                        ["regions", "keys", "h", "c"],
+                        {"images": batch, "regions": batch, "keys": batch, "h": state_axes,
+                         "c": state_axes}, encoder_reference,
+                        f"images: float (B, 3, {crop}, {crop}), the central crop of each image "
+                        f"resized to {loaded.config.image_size}, scaled to [0, 1] and "
+                        "normalised with ImageNet's mean and std (rnnkit.data.images.normalise)"),
+            ExportGraph("decoder_step", CaptionStep(model).eval(), (token, h, c, regions, keys),
+                        ["token", "h", "c", "regions", "keys"],
+                        ["logits", "h_next", "c_next", "attention"],
+                        {"token": batch, "h": state_axes, "c": state_axes, "regions": batch,
+                         "keys": batch, "logits": batch, "h_next": state_axes,
+                         "c_next": state_axes, "attention": batch}, step_reference,
+                        "token: the previous word's id in vocab.json (<bos> first); feed h_next, "
+                        "c_next back; stop at <eos>"),
+        ]
+
     def predict(self, loaded: Loaded, options: CaptionPredictOptions):
         beam, alpha = _decoding(loaded, options)
         for path in image_paths(options.images, files=options.files):

@@ -22,8 +22,8 @@ from rnnkit.models.seq2seq import Memory
 from rnnkit.nn.exportable import PaddedRNN, to_torch
 
 __all__ = ["LMStep", "ClassifierGraph", "TaggerGraph", "EncoderGraph", "DecoderStep",
-           "CharGraph", "MethodGraph", "RecommenderGraph", "RollStep", "RollHead", "with_layers",
-           "padded_example", "outputs_of"]
+           "CharGraph", "MethodGraph", "CaptionEncoderGraph", "CaptionStep", "RecommenderGraph",
+           "RollStep", "RollHead", "with_layers", "padded_example", "outputs_of"]
 
 
 def padded_example(vocab_size: int, pad_id: int, lengths: list[int], char_vocab_size: int = 0,
@@ -278,3 +278,36 @@ class RecommenderGraph(nn.Module):
         if bias is not None:
             scores = scores + bias
         return torch.cat([torch.full_like(scores[:, :1], float("-inf")), scores[:, 1:]], 1)
+
+
+class CaptionEncoderGraph(nn.Module):
+    """The image side of a captioner: normalised images ``(B, 3, K, K)`` → region features
+    ``(B, S, C)``, their attention keys ``(B, S, A)`` and the decoder's first ``h``, ``c``
+    ``(1, B, H)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor):
+        regions = self.model.features(images)
+        memory, (h, c) = self.model.encode(regions)
+        return regions, memory.keys, h, c
+
+
+class CaptionStep(nn.Module):
+    """One word of a captioner: previous token ``(B,)``, ``h``, ``c`` ``(1, B, H)``, regions
+    and keys → logits ``(B, V)``, new ``h``, ``c``, attention over the regions ``(B, S)``; the
+    rnnkit LSTM cell runs as ``torch.nn.LSTMCell`` with the same weights."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        cell = model.cell
+        twin = nn.LSTMCell(cell.input_size, cell.hidden_size, bias=cell.bias)
+        twin.load_state_dict(cell.state_dict())
+        self.model = with_layers(model, cell=twin.eval())
+
+    def forward(self, token: Tensor, h: Tensor, c: Tensor, regions: Tensor, keys: Tensor):
+        mask = torch.ones_like(regions[..., 0], dtype=torch.bool)  # (B, S): every region
+        logits, (h, c), weights = self.model.step(token, (h, c), Memory(regions, keys, mask))
+        return logits, h, c, weights
