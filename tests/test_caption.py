@@ -322,3 +322,27 @@ def test_export_encoder_and_decoder_step(shapes, tmp_path, capsys, fmt):
     step = run("decoder_step", token, h, c, regions, memory.keys)
     for got, want in zip(step, (logits, h1, c1, weights), strict=True):
         torch.testing.assert_close(got, want, **tol)
+
+
+def test_serve_captions_an_uploaded_image(shapes, capsys):
+    """An image sent to rnnkit serve is captioned as rnnkit caption predict captions the file."""
+    import base64
+
+    httpx = pytest.importorskip("httpx", reason="httpx not installed (test extra)")
+    pytest.importorskip("starlette", reason="starlette not installed (serve extra)")
+    from rnnkit.deploy import server as srv
+    from test_serve import running
+
+    data, out = shapes
+    image = data["images"] / data["test"].read_text().split()[0]
+    capsys.readouterr()
+    assert main(["caption", "predict", "--checkpoint", str(out), str(image)]) == 0
+    expected = capsys.readouterr().out.split("\t")[1]
+    models = srv.load_models(srv.ServeConfig([str(out)], ["cap"]))
+    with running(models) as base:
+        described = {m["name"]: m for m in httpx.get(f"{base}/v1/models").json()["models"]}
+        assert described["cap"]["routes"]["predict"]["uploads"] == {"images": ".img"}
+        response = httpx.post(f"{base}/v1/cap/predict", timeout=60, json={
+            "uploads": {"images": base64.b64encode(image.read_bytes()).decode()}})
+    assert response.status_code == 200, response.text
+    assert response.json()["output"].split("\t")[1] == expected
