@@ -23,16 +23,15 @@ BLEU-4 19.5 (soft attention) / 21.3 (hard attention).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import resource
 import time
 from pathlib import Path
 
+from _cli import run as _run  # benchmarks/_cli.py
+
 import rnnkit.apps.caption  # noqa: F401  (registers the application)
-from rnnkit.cli.main import main
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "flickr8k"
 # The recipe (sized for a 2-core CPU; see docs/caption.md).
@@ -42,15 +41,6 @@ MODEL = ["--image-size", "104", "--crop", "96", "--encoder-channels", "16,32,64,
          "20", "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "20",
          "--eval-images", "0", "--eval-every", "0", "--eval-every-minutes", "10",
          "--log-every", "10"]
-
-
-def _run(argv: list[str]) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(argv)
-    if code != 0:
-        raise SystemExit(f"rnnkit {' '.join(argv)}: exit {code}")
-    return out.getvalue()
 
 
 def _cpu_seconds() -> float:

@@ -16,14 +16,13 @@ and Informer 0.577 / 0.685 / 0.931 / 1.128 / 1.215 at 24 / 48 / 168 / 336 / 720 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import time
 from pathlib import Path
 
+from _cli import run as _run  # benchmarks/_cli.py
+
 import rnnkit.apps.forecast  # noqa: F401  (registers the application until it is built in)
-from rnnkit.cli.main import main
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "etth1" / "ETTh1.csv"
 REFERENCE = {24: (0.650, 0.577), 48: (0.702, 0.685), 168: (1.212, 0.931),
@@ -36,15 +35,6 @@ MODELS = {
                "--lr", "1e-3"],
 }
 BASELINES = ("repeat_last", "seasonal_naive", "linear")
-
-
-def _run(argv: list[str]) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(argv)
-    if code != 0:
-        raise SystemExit(f"rnnkit {' '.join(argv)}: exit {code}")
-    return out.getvalue()
 
 
 def train_and_score(args, horizon: int, name: str, flags: list[str]) -> dict:

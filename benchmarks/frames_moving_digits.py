@@ -17,14 +17,12 @@ Prints one Markdown table and writes ``results.json`` in ``--out``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import time
 from pathlib import Path
 
-from rnnkit.cli.main import main
+from _cli import run as _run  # benchmarks/_cli.py
 
 MODELS = {  # next-frame models: one hidden size each, chosen for the budget, not tuned
     "ConvLSTM (encoder-forecaster)": ["--architecture", "convlstm", "--hidden-size", "16",
@@ -33,15 +31,6 @@ MODELS = {  # next-frame models: one hidden size each, chosen for the budget, no
     "CNN, last frame alone": ["--architecture", "cnn", "--hidden-size", "32",
                               "--num-layers", "3", "--kernel-size", "5"],
 }
-
-
-def _run(argv: list[str]) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(argv)
-    if code != 0:
-        raise SystemExit(f"rnnkit {' '.join(argv)}: exit {code}")
-    return out.getvalue()
 
 
 def _steps(run: Path) -> int:
