@@ -14,6 +14,10 @@ Baseline, same split: multinomial logistic regression (scikit-learn) on the mean
 deviation over time of each MFCC coefficient (a non-recurrent model on pooled features); it
 classifies isolated digits only.
 
+With ``--members N`` it trains N models at once (seeds 1..N, one process each, ``--threads``
+threads each, the same ``--minutes``) and scores each member and their ensemble (``eval`` with
+``--checkpoint`` repeated: each member's candidates, the one of highest mixture probability).
+
 Usage (never copies the data; lists and generated audio go to --work):
 
     python benchmarks/speech_fsdd.py --data ../shared/data/fsdd --work /tmp/speech-fsdd \\
@@ -27,6 +31,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -100,7 +106,7 @@ def baseline(parts: dict[str, list[Path]]) -> float:
     return float(model.score(pooled(parts["test"]), [fsdd_take(p)[0] for p in parts["test"]]))
 
 
-def evaluate(run: Path, data: Path, *extra: str) -> dict:
+def evaluate(run: Path | str, data: Path, *extra: str) -> dict:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["speech", "eval", "--checkpoint", str(run), "--data", str(data), "--json",
@@ -110,14 +116,20 @@ def evaluate(run: Path, data: Path, *extra: str) -> dict:
     return json.loads(out.getvalue())
 
 
-def transcribe_rtf(run: Path, paths: list[Path], beam: int) -> float:
-    """Real-time factor of the ``transcribe`` path, one file per call, model loaded once."""
+def evaluate_all(runs: list[Path], data: Path, *extra: str) -> dict:
+    given = [part for run in runs for part in ("--checkpoint", str(run))]
+    return evaluate(given[1], data, *given[2:], *extra)
+
+
+def transcribe_rtf(runs: list[Path], paths: list[Path], beam: int) -> float:
+    """Real-time factor of the ``transcribe`` path, one file per call, model(s) loaded once."""
     from rnnkit.apps import registry
     from rnnkit.apps.runner import open_checkpoint
     from rnnkit.apps.speech import TranscribeOptions, transcribe
 
     app = registry.get("speech")
-    loaded = app.load(open_checkpoint(app, run, "cpu"))
+    opened = [open_checkpoint(app, run, "cpu") for run in runs]
+    loaded = app.load(opened[0]) if len(opened) == 1 else app.load_ensemble(opened)
     options = TranscribeOptions(beam_size=beam, lexicon=beam > 1)
     transcribe(loaded, paths[:1], options)  # warm up (imports, first allocation)
     started, seconds = time.perf_counter(), 0.0
@@ -138,6 +150,9 @@ def main_benchmark() -> None:
     parser.add_argument("--isolated-repeat", type=int, default=1,
                         help="list the isolated training recordings this many times")
     parser.add_argument("--train-flags", default="", help="extra flags for speech train")
+    parser.add_argument("--members", type=int, default=1,
+                        help="train this many models at once (seeds 1..N) and score their "
+                             "ensemble too")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -151,24 +166,38 @@ def main_benchmark() -> None:
     print(f"baseline accuracy {base:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     name = f"{args.labels}_x{args.isolated_repeat}"
-    run = work / f"run_{name}"
+    if args.members > 1:
+        name += f"_ensemble{args.members}"
+    runs = ([work / f"run_{name}"] if args.members == 1 else
+            [work / f"run_{name}" / f"member-{k + 1}" for k in range(args.members)])
     started = time.perf_counter()
-    code = main(["speech", "train", "--train", str(lists["both_train"]), "--valid",
-                 str(lists["both_valid"]), "--out", str(run), "--sample-rate", "8000",
-                 "--max-minutes", str(args.minutes), "--max-epochs", "200", "--eval-every",
-                 "300", "--threads", str(args.threads), "--device", "cpu", "--no-progress",
-                 "--no-tensorboard", *args.train_flags.split()])
+    argvs = [["speech", "train", "--train", str(lists["both_train"]), "--valid",
+              str(lists["both_valid"]), "--out", str(run), "--sample-rate", "8000",
+              "--max-minutes", str(args.minutes), "--max-epochs", "200", "--eval-every",
+              "300", "--threads", str(args.threads), "--device", "cpu", "--no-progress",
+              "--no-tensorboard", *args.train_flags.split()] for run in runs]
+    if len(runs) == 1:
+        code = main(argvs[0])
+    else:
+        procs = [subprocess.Popen([sys.executable, "-m", "rnnkit", *argv, "--seed", str(k + 1)])
+                 for k, argv in enumerate(argvs)]
+        code = max(proc.wait() for proc in procs)
     train_minutes = (time.perf_counter() - started) / 60
     if code != 0:
         raise SystemExit("training failed")
     print(f"trained in {train_minutes:.1f} min; uptime: {os.popen('uptime').read().strip()}")
 
     rows = []
-    for label, extra in (("greedy", ()), ("beam 8 + lexicon", ("--beam-size", "8", "--lexicon"))):
-        iso = evaluate(run, lists["isolated_test"], *extra)
-        con = evaluate(run, lists["connected_test"], *extra)
-        rows.append((f"rnnkit speech, {label}", iso, con))
-    rtf = {beam: transcribe_rtf(run, parts["test"][:100], beam) for beam in (1, 8)}
+    groups = [("", runs)] if len(runs) == 1 else (
+        [(f"member {k + 1}, ", [run]) for k, run in enumerate(runs)]
+        + [(f"ensemble of {len(runs)}, ", runs)])
+    for prefix, group in groups:
+        for label, extra in (("greedy", ()),
+                             ("beam 8 + lexicon", ("--beam-size", "8", "--lexicon"))):
+            iso = evaluate_all(group, lists["isolated_test"], *extra)
+            con = evaluate_all(group, lists["connected_test"], *extra)
+            rows.append((f"rnnkit speech, {prefix}{label}", iso, con))
+    rtf = {beam: transcribe_rtf(runs, parts["test"][:100], beam) for beam in (1, 8)}
     report(base, rows, rtf, train_minutes, work / f"results_{name}")
 
 

@@ -196,3 +196,41 @@ def test_transcribe_bad_file(trained, tmp_path, capsys):
                  str(tmp_path / "nope.wav"), "--output", str(target)]) == 2
     assert f"{tmp_path / 'nope.wav'}: audio file not found" in capsys.readouterr().err
     assert not target.exists()
+
+
+def test_speed_perturbation_adds_faster_and_slower_copies(trained):
+    from rnnkit.apps.speech import Alphabet, SpeechConfig, featurize
+    from rnnkit.data.audio import read_dataset
+
+    _, valid, _ = trained
+    utterances = read_dataset(str(valid), "--valid")[:3]
+    config = SpeechConfig(sample_rate=RATE, n_mels=20, speed_perturb="0.9,1.1")
+    items = featurize(utterances, Alphabet.build(utterances), config, config.speeds())
+    assert len(items) == 9
+    for number in range(3):
+        normal, slower, faster = (len(items[3 * number + k][0]) for k in range(3))
+        assert faster < normal < slower
+        assert items[3 * number][1] == items[3 * number + 1][1] == items[3 * number + 2][1]
+
+
+def test_ensemble_of_checkpoints(trained, tmp_path, capsys):
+    import shutil
+
+    _, valid, out = trained
+    capsys.readouterr()
+    assert main(["speech", "eval", "--checkpoint", str(out), "--beam-size", "4", "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    # a mixture of a model with itself is the model: the same transcripts and probabilities
+    assert main(["speech", "eval", "--checkpoint", str(out), "--checkpoint", str(out),
+                 "--beam-size", "4", "--json"]) == 0
+    twice = json.loads(capsys.readouterr().out)
+    assert twice["cer"] == single["cer"] and twice["wer"] == single["wer"]
+    assert twice["mean_log_prob"] == pytest.approx(single["mean_log_prob"], abs=1e-9)
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    for alphabet in other.rglob("alphabet.json"):
+        data = json.loads(alphabet.read_text())
+        alphabet.write_text(json.dumps({**data, "words": data["words"] + ["zz"]}))
+    assert main(["speech", "eval", "--checkpoint", str(out), "--checkpoint", str(other),
+                 "--json"]) == 2
+    assert "its alphabet (alphabet.json) differs" in capsys.readouterr().err

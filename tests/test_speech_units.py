@@ -178,3 +178,54 @@ def test_missing_extra_is_a_clean_error(monkeypatch):
     with pytest.raises(RnnkitError, match=r"needs the jiwer package: pip install 'rnnkit\["):
         error_rates(["a"], ["a"])
     assert require("math").sqrt(4.0) == 2.0
+
+
+def test_speed_perturbation_scales_duration_and_pitch():
+    from rnnkit.data.audio import speed_perturb
+
+    samples = _tone(8000).astype(np.float32)  # 0.5 s of 440 Hz
+    assert speed_perturb(samples, 8000, 1.0) is samples
+    faster = speed_perturb(samples, 8000, 1.1)
+    slower = speed_perturb(samples, 8000, 0.9)
+    assert faster.dtype == np.float32
+    assert abs(len(faster) - 4000 / 1.1) <= 2 and abs(len(slower) - 4000 / 0.9) <= 2
+    assert abs(_peak_hz(faster, 8000) - 484.0) < 5.0
+    assert abs(_peak_hz(slower, 8000) - 396.0) < 5.0
+
+
+def test_speed_perturb_option_is_checked():
+    from rnnkit.apps.speech import SpeechConfig
+
+    assert SpeechConfig(speed_perturb="0.9, 1.1,1.0").speeds() == (1.0, 0.9, 1.1)
+    assert SpeechConfig().speeds() == (1.0,)
+    with pytest.raises(ValueError, match="--speed-perturb: 'fast' is not a number"):
+        SpeechConfig(speed_perturb="0.9,fast")
+    with pytest.raises(ValueError, match=r"--speed-perturb: factors must be in \[0.5, 2\]"):
+        SpeechConfig(speed_perturb="3")
+
+
+def test_nbest_lists_the_final_beam_best_first_without_impossible_ones():
+    from rnnkit.models.speech_decoding import prefix_beam_nbest
+
+    rows = _log([[0.6, 0.4], [0.6, 0.4]])  # p("a") = 0.64, p("") = 0.36, "aa" impossible
+    assert prefix_beam_nbest(rows, beam_size=4) == [[1], []]
+    lexicon_rows = _log([[0.1, 0.8, 0.05, 0.04, 0.01], [0.1, 0.05, 0.35, 0.49, 0.01]])
+    found = prefix_beam_nbest(lexicon_rows, 8, Lexicon([[1, 2], [3]], space=4))
+    assert found[0] == [1, 2] and all(ids in ([1, 2], [3]) for ids in found)
+
+
+def test_ensemble_picks_the_transcript_of_highest_mixture_probability():
+    from rnnkit.apps.speech import _decode
+
+    sure_of_a = _log([[0.6, 0.4], [0.6, 0.4]])       # p("a") 0.64, p("") 0.36
+    sure_of_none = _log([[0.95, 0.05], [0.95, 0.05]])  # p("a") 0.0975, p("") 0.9025
+    alone = _decode([sure_of_a], 1, None)
+    assert alone[0] == [] and alone[1] == pytest.approx(math.log(0.36))  # greedy misses "a"
+    twice = _decode([sure_of_a, sure_of_a], 1, None)
+    assert twice[0] == [] and twice[1] == pytest.approx(alone[1])
+    # mixture: p("") = (0.36 + 0.9025) / 2 = 0.63125 beats p("a") = (0.64 + 0.0975) / 2
+    ids, log_prob = _decode([sure_of_a, sure_of_none], 4, None)
+    assert ids == [] and log_prob == pytest.approx(math.log(0.63125))
+    leaning_a = _log([[0.5, 0.5], [0.5, 0.5]])  # p("a") 0.75, p("") 0.25
+    ids, log_prob = _decode([sure_of_a, leaning_a], 4, None)
+    assert ids == [1] and log_prob == pytest.approx(math.log((0.64 + 0.75) / 2))

@@ -40,7 +40,7 @@ from rnnkit.models.speech import SpeechModelConfig, SpeechRecognizer, ctc_loss, 
 from rnnkit.models.speech_decoding import (
     Lexicon,
     greedy_decode,
-    prefix_beam_search,
+    prefix_beam_nbest,
     transcript_log_prob,
 )
 from rnnkit.train import StepOutput
@@ -65,6 +65,9 @@ class SpeechConfig:
     time_masks: int = option(2, "SpecAugment: time masks per training utterance")
     time_mask_width: int = option(10, "SpecAugment: longest time mask (frames; at most 1/5 "
                                       "of the utterance)")
+    speed_perturb: str = option("", "speed perturbation: extra copies of each training "
+                                    "utterance played at these speeds, comma-separated (e.g. "
+                                    "0.9,1.1, as Kaldi recipes do); empty: none")
     batch_size: int = option(32, "utterances per batch")
     model: SpeechModelConfig = section(SpeechModelConfig, "model")
 
@@ -77,6 +80,25 @@ class SpeechConfig:
             raise ValueError(f"--hop-ms: must be in (0, --window-ms], got {self.hop_ms}")
         if self.features == "mfcc" and self.n_mfcc > self.n_mels:
             raise ValueError(f"--n-mfcc: must be <= --n-mels ({self.n_mels}), got {self.n_mfcc}")
+        self.speeds()  # a clear error now, not after the audio is read
+
+    def speeds(self) -> tuple[float, ...]:
+        """1.0 and the ``--speed-perturb`` factors: the speeds each training utterance is used
+        at."""
+        factors = []
+        for part in (p.strip() for p in self.speed_perturb.split(",")):
+            if not part:
+                continue
+            try:
+                factor = float(part)
+            except ValueError:
+                raise ValueError(f"--speed-perturb: {part!r} is not a number (expected factors "
+                                 "such as 0.9,1.1)") from None
+            if not 0.5 <= factor <= 2.0:
+                raise ValueError(f"--speed-perturb: factors must be in [0.5, 2], got {part}")
+            if factor != 1.0 and factor not in factors:
+                factors.append(factor)
+        return (1.0, *factors)
 
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig(self.sample_rate, self.features, self.n_mels, self.n_mfcc,
@@ -155,18 +177,21 @@ class Prepared:
 
 
 def featurize(utterances: list[Utterance], alphabet: Alphabet, config: SpeechConfig,
-              ) -> list[tuple[np.ndarray, list[int]]]:
-    """(frames, ids) of each utterance; an utterance too short for its transcript is refused."""
+              speeds: tuple[float, ...] = (1.0,)) -> list[tuple[np.ndarray, list[int]]]:
+    """(frames, ids) of each utterance at each of ``speeds`` (1.0 first); an utterance too short
+    for its transcript is refused, a sped-up copy too short for it is left out."""
     items = []
     for utterance in utterances:
         ids = alphabet.encode(utterance)
-        frames = load_frames(utterance.path, config.feature_config())
-        out = int(output_lengths(torch.tensor([frames.shape[0]]), config.model.subsample))
         needed = len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
-        if out < needed:
-            raise RnnkitError(f"{utterance.where}: {utterance.path.name} is too short for its "
-                              f"transcript ({out} output frames, CTC needs {needed})")
-        items.append((frames, ids))
+        for speed in speeds:
+            frames = load_frames(utterance.path, config.feature_config(), speed)
+            out = int(output_lengths(torch.tensor([frames.shape[0]]), config.model.subsample))
+            if out >= needed:
+                items.append((frames, ids))
+            elif speed == 1.0:
+                raise RnnkitError(f"{utterance.where}: {utterance.path.name} is too short for "
+                                  f"its transcript ({out} output frames, CTC needs {needed})")
     return items
 
 
@@ -246,9 +271,17 @@ def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float
 
 @dataclass
 class Loaded:
+    """A trained model (``model``), or an ensemble: ``model`` and the ``others`` members, all
+    with the same alphabet, features and frame rate."""
+
     model: SpeechRecognizer
     alphabet: Alphabet
     config: SpeechConfig
+    others: tuple[SpeechRecognizer, ...] = ()
+
+    @property
+    def models(self) -> list[SpeechRecognizer]:
+        return [self.model, *self.others]
 
 
 @register("speech")
@@ -285,7 +318,7 @@ class Speech(Application):
             alphabet = Alphabet.from_json(context.resume.read_json("alphabet.json"))
         else:
             alphabet = Alphabet.build(train)
-        return Prepared(alphabet, featurize(train, alphabet, config),
+        return Prepared(alphabet, featurize(train, alphabet, config, config.speeds()),
                         featurize(valid, alphabet, config), config.feature_config().size)
 
     def build_model(self, config: SpeechConfig, data: Prepared) -> SpeechRecognizer:
@@ -299,6 +332,27 @@ class Speech(Application):
         config: SpeechConfig = checkpoint.options
         model = SpeechRecognizer(config.feature_config().size, len(alphabet), config.model)
         return Loaded(checkpoint.load_weights(model), alphabet, config)
+
+    def load_ensemble(self, checkpoints: list[Checkpoint]) -> Loaded:
+        """Models with the same alphabet, features and subsampling (e.g. trained with other
+        seeds): each decodes its candidates, and the ensemble picks the candidate with the highest
+        mixture probability ``log((1/M) Σ_m p_m(text | audio))``, reported as its log_prob."""
+        first = self.load(checkpoints[0])
+        frame_rate = (first.config.feature_config(), first.config.model.subsample)
+        others = []
+        for checkpoint in checkpoints[1:]:
+            other = self.load(checkpoint)
+            name = checkpoint.given or checkpoint.directory
+            if other.alphabet.to_json() != first.alphabet.to_json():
+                raise RnnkitError(f"--checkpoint {name}: its alphabet (alphabet.json) differs "
+                                  "from the first checkpoint's; an ensemble needs models trained "
+                                  "on the same transcripts' characters and words")
+            if (other.config.feature_config(), other.config.model.subsample) != frame_rate:
+                raise RnnkitError(f"--checkpoint {name}: its features or --subsample differ "
+                                  "from the first checkpoint's; an ensemble needs the same "
+                                  "features and frame rate")
+            others.append(other.model)
+        return Loaded(first.model, first.alphabet, first.config, tuple(others))
 
     def evaluate(self, loaded: Loaded, options: EvalOptions) -> dict[str, Any]:
         source = options.data or loaded.config.valid
@@ -382,19 +436,38 @@ def transcribe(loaded: Loaded, paths: list[Path], options) -> list[dict[str, Any
     features = loaded.config.feature_config()
     frames = [load_frames(path, features) for path in paths]
     with torch.no_grad():
-        log_probs, out_lengths = _forward(loaded.model, frames)
+        outputs = [_forward(model, frames) for model in loaded.models]
     lexicon = loaded.alphabet.lexicon() if options.lexicon else None
     results = []
-    for row, length in enumerate(out_lengths.tolist()):
-        utterance = log_probs[row, :length]  # (T', V)
-        if options.beam_size > 1 or lexicon is not None:
-            ids = prefix_beam_search(utterance, max(1, options.beam_size), lexicon)
-        else:
-            ids = greedy_decode(utterance)
-        results.append({"text": loaded.alphabet.decode(ids),
-                        "log_prob": transcript_log_prob(utterance, ids),
+    for row, length in enumerate(outputs[0][1].tolist()):
+        members = [log_probs[row, :length] for log_probs, _ in outputs]  # M × (T', V)
+        ids, log_prob = _decode(members, options.beam_size, lexicon)
+        results.append({"text": loaded.alphabet.decode(ids), "log_prob": log_prob,
                         "seconds": (len(frames[row]) - 1) * features.hop_ms / 1000})
     return results
+
+
+def _decode(members: list[torch.Tensor], beam_size: int, lexicon: Lexicon | None,
+            ) -> tuple[list[int], float]:
+    """The transcript of one utterance and its log-probability, from the CTC outputs ``(T', V)``
+    of one model or of an ensemble's members. An ensemble gathers each member's candidates
+    (greedy, or its final beam) and keeps the one of highest mixture probability."""
+    def candidates(log_probs: torch.Tensor) -> list[list[int]]:
+        if beam_size > 1 or lexicon is not None:
+            return prefix_beam_nbest(log_probs, max(1, beam_size), lexicon)
+        return [greedy_decode(log_probs)]
+
+    if len(members) == 1:
+        ids = candidates(members[0])[0]
+        return ids, transcript_log_prob(members[0], ids)
+    pool = {tuple(ids) for log_probs in members for ids in candidates(log_probs)}
+    scored = []
+    for ids in sorted(pool):
+        each = torch.tensor([transcript_log_prob(m, list(ids)) for m in members],
+                            dtype=torch.float64)
+        scored.append((float(torch.logsumexp(each, 0)) - float(np.log(len(members))), ids))
+    log_prob, best = max(scored, key=lambda item: item[0])
+    return list(best), log_prob
 
 
 def audio_paths(text: str, files: tuple[str, ...] = ()) -> list[Path]:

@@ -6,7 +6,8 @@ channels are averaged to mono and the signal resampled to the feature rate with
 the mel power, a small floor added) or ``librosa.feature.mfcc``; each utterance is then
 normalised to zero mean and unit variance per feature (per-utterance mean/variance
 normalisation). :func:`spec_augment` masks random frequency bands and time spans of a batch for
-training (Park et al. 2019, without time warping).
+training (Park et al. 2019, without time warping). :func:`speed_perturb` resamples a recording to
+play it faster or slower (Ko et al. 2015, Kaldi's 0.9/1.0/1.1 copies of the training set).
 
 Transcripts come from a list file (``path<TAB>transcript`` per line, paths relative to the list
 file) or a directory of WAV files (each with a ``.txt`` file of the same stem holding its
@@ -154,9 +155,22 @@ def normalize(frames: np.ndarray) -> np.ndarray:
     return (frames - mean) / (std + 1e-5)
 
 
-def load_frames(path: str | Path, config: FeatureConfig) -> np.ndarray:
-    """The normalised feature frames ``(T, F)`` of the recording at ``path``."""
-    return normalize(compute_features(read_wav(path, config.sample_rate), config))
+def speed_perturb(samples: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
+    """``samples`` ``(N,)`` played ``factor`` times as fast: ``N / factor`` samples at the same
+    rate, tempo and pitch both scaled by ``factor`` (the recording is taken to be at
+    ``factor · sample_rate`` and resampled to ``sample_rate``)."""
+    if factor == 1.0:
+        return samples
+    resampled = require("librosa").resample(samples, orig_sr=round(sample_rate * factor),
+                                            target_sr=sample_rate)
+    return np.ascontiguousarray(resampled, dtype=np.float32)
+
+
+def load_frames(path: str | Path, config: FeatureConfig, speed: float = 1.0) -> np.ndarray:
+    """The normalised feature frames ``(T, F)`` of the recording at ``path`` (played ``speed``
+    times as fast, see :func:`speed_perturb`)."""
+    samples = speed_perturb(read_wav(path, config.sample_rate), config.sample_rate, speed)
+    return normalize(compute_features(samples, config))
 
 
 def spec_augment(features: Tensor, lengths: Tensor, generator: torch.Generator, *,

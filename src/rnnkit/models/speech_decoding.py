@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as nnf
 
-__all__ = ["greedy_decode", "prefix_beam_search", "transcript_log_prob", "Lexicon"]
+__all__ = ["greedy_decode", "prefix_beam_search", "prefix_beam_nbest", "transcript_log_prob",
+           "Lexicon"]
 
 _NEG_INF = -math.inf
 
@@ -85,6 +86,13 @@ def prefix_beam_search(log_probs: Tensor, beam_size: int = 8, lexicon: Lexicon |
                        prune: float = -12.0) -> list[int]:
     """The most probable transcript found by a prefix beam search over ``log_probs`` ``(T, V)``
     (symbols whose frame log-probability is below ``prune`` are not tried)."""
+    return prefix_beam_nbest(log_probs, beam_size, lexicon, prune)[0]
+
+
+def prefix_beam_nbest(log_probs: Tensor, beam_size: int = 8, lexicon: Lexicon | None = None,
+                      prune: float = -12.0) -> list[list[int]]:
+    """The transcripts of the final beam of :func:`prefix_beam_search`, most probable first;
+    with a ``lexicon``, only those whose last word is whole (or, when none is, the best one)."""
     if beam_size < 1:
         raise ValueError(f"beam_size: expected >= 1, got {beam_size}")
     table = log_probs.double().tolist()  # T lists of V floats
@@ -108,19 +116,13 @@ def prefix_beam_search(log_probs: Tensor, beam_size: int = 8, lexicon: Lexicon |
                 entry[1] = _add(entry[1], source + frame[symbol])
         ranked = sorted(extended.items(), key=lambda item: -_add(*item[1]))
         beams = {prefix: (b, n) for prefix, (b, n) in ranked[:beam_size]}
-    return list(_best(beams, lexicon))
+    ranked = sorted(beams, key=lambda prefix: -_add(*beams[prefix]))
+    possible = [p for p in ranked if _add(*beams[p]) > _NEG_INF] or ranked[:1]
+    finished = [list(p) for p in possible if lexicon is None or lexicon.allows(p, finished=True)]
+    return finished or [list(possible[0])]
 
 
 def _lexicon_step(lexicon: Lexicon, prefix: tuple[int, ...], longer: tuple[int, ...]) -> bool:
     if longer[-1] == lexicon.space:
         return bool(prefix) and prefix[-1] != lexicon.space and lexicon.allows(prefix, True)
     return lexicon.allows(longer)
-
-
-def _best(beams: dict[tuple[int, ...], tuple[float, float]],
-          lexicon: Lexicon | None) -> tuple[int, ...]:
-    ranked = sorted(beams.items(), key=lambda item: -_add(*item[1]))
-    for prefix, _ in ranked:
-        if lexicon is None or lexicon.allows(prefix, finished=True):
-            return prefix
-    return ranked[0][0]
