@@ -346,3 +346,73 @@ def test_serve_captions_an_uploaded_image(shapes, capsys):
             "uploads": {"images": base64.b64encode(image.read_bytes()).decode()}})
     assert response.status_code == 200, response.text
     assert response.json()["output"].split("\t")[1] == expected
+
+
+def test_ensemble_decodes_with_the_mean_of_the_members_distributions(shapes):
+    import copy
+
+    from rnnkit.models.captioner import CaptionEnsemble
+
+    _, out = shapes
+    model = load("caption", out, "cpu").model.eval()
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    ensemble = CaptionEnsemble([model, other]).eval()
+    images = torch.randn(2, 3, 28, 28)
+    regions = ensemble.features(images)
+    assert regions.shape == (2, 49, 32)  # both members' 16 channels side by side
+    memory, state = ensemble.encode(regions)
+    tokens = torch.tensor([[2, 5], [2, 4]])
+    mixed, _, attention = ensemble.decode(tokens, state, memory)
+    with torch.no_grad():
+        probs = []
+        weights = []
+        for member in (model, other):
+            m, s = member.encode(member.features(images))
+            logits, _, att = member.decode(tokens, s, m)
+            probs.append(torch.softmax(logits, -1))
+            weights.append(att)
+    torch.testing.assert_close(mixed.exp(), (probs[0] + probs[1]) / 2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attention, (weights[0] + weights[1]) / 2)
+    lengths = torch.full((2,), 49)
+    found = beam_search(ensemble, regions, lengths, beam_size=3, max_len_a=0, max_len_b=8,
+                        alpha=0.0)
+    assert all(len(t) >= 1 for t in found.tokens)
+    # a model and its copy: the ensemble is the model
+    twins = CaptionEnsemble([model, copy.deepcopy(model)])
+    single = beam_search(model, model.features(images), lengths, beam_size=3, max_len_a=0,
+                         max_len_b=8, alpha=0.0)
+    twin = beam_search(twins, twins.features(images), lengths, beam_size=3, max_len_a=0,
+                       max_len_b=8, alpha=0.0)
+    assert twin.tokens == single.tokens
+    torch.testing.assert_close(twin.log_probs, single.log_probs, rtol=1e-5, atol=1e-5)
+
+
+def test_ensemble_from_the_command_line(shapes, tmp_path, capsys):
+    import shutil
+
+    data, out = shapes
+    capsys.readouterr()
+    scores = []
+    for given in ([out], [out, out]):
+        flags = [part for run in given for part in ("--checkpoint", str(run))]
+        assert main(["caption", "eval", *flags, "--split", "test", "--json", "--threads", "1",
+                     "--baselines"]) == 0
+        scores.append(json.loads(capsys.readouterr().out))
+    assert scores[1]["bleu4"] == pytest.approx(scores[0]["bleu4"], abs=1e-6)
+    assert scores[1]["table"]["nearest"] == scores[0]["table"]["nearest"]
+    image = data["images"] / "img000.png"
+    assert main(["caption", "report", "--checkpoint", str(out), "--checkpoint", str(out),
+                 "--image", str(image), "--output", str(tmp_path / "r.html")]) == 2
+    assert "give one --checkpoint" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    for vocab in other.rglob("vocab.json"):
+        saved = json.loads(vocab.read_text())
+        saved["tokens"][-1] = "zebra-" + saved["tokens"][-1]
+        vocab.write_text(json.dumps(saved))
+    assert main(["caption", "eval", "--checkpoint", str(out), "--checkpoint", str(other),
+                 "--split", "test"]) == 2
+    assert "its vocabulary (vocab.json) differs" in capsys.readouterr().err

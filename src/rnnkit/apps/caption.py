@@ -41,6 +41,7 @@ from rnnkit.data.vocab import Vocabulary
 from rnnkit.errors import RnnkitError
 from rnnkit.models.captioner import (
     STEMS,
+    CaptionEnsemble,
     Captioner,
     CaptionerConfig,
     attention_penalty,
@@ -402,10 +403,18 @@ def nearest_captions(model: Captioner, pool: ImageSet, pixels: torch.Tensor,
 
 @dataclass
 class Loaded:
-    model: Captioner
+    """A trained captioner, or an ensemble of several (``--checkpoint`` repeated); ``config``
+    is the (first) run's."""
+
+    model: Captioner | CaptionEnsemble
     vocab: Vocabulary
     config: CaptionConfig
     device: torch.device
+
+    @property
+    def first(self) -> Captioner:
+        """The model, or the ensemble's first member."""
+        return self.model.members[0] if isinstance(self.model, CaptionEnsemble) else self.model
 
 
 def image_paths(text: str, flag: str = "--images", files: tuple[str, ...] = ()) -> list[Path]:
@@ -498,6 +507,26 @@ rnnkit caption report --checkpoint runs/caption --image photo.jpg --output photo
         return Loaded(checkpoint.load_weights(model), vocab, checkpoint.options,
                       checkpoint.device)
 
+    def load_ensemble(self, checkpoints: list[Checkpoint]) -> Loaded:
+        """Captioners of the same vocabulary and crop (e.g. trained with other seeds): beam
+        search on the mean of their word distributions; ``--baselines`` retrieves with the
+        first member's encoder."""
+        first = self.load(checkpoints[0])
+        members = [first.model]
+        for checkpoint in checkpoints[1:]:
+            other = self.load(checkpoint)
+            name = checkpoint.given or checkpoint.directory
+            if other.vocab.to_json() != first.vocab.to_json():
+                raise RnnkitError(f"--checkpoint {name}: its vocabulary (vocab.json) differs "
+                                  "from the first checkpoint's; an ensemble needs captioners "
+                                  "trained on the same captions with the same --min-freq")
+            if (other.config.crop, other.config.model.blind) != (first.config.crop,
+                                                                  first.config.model.blind):
+                raise RnnkitError(f"--checkpoint {name}: its --crop or --blind differs from "
+                                  "the first checkpoint's")
+            members.append(other.model.to(first.device))
+        return Loaded(CaptionEnsemble(members), first.vocab, first.config, first.device)
+
     def evaluate(self, loaded: Loaded, options: CaptionEvalOptions) -> dict:
         if options.threads:
             torch.set_num_threads(options.threads)
@@ -527,7 +556,7 @@ rnnkit caption report --checkpoint runs/caption --image photo.jpg --output photo
                                   "with")
             pool = load_images(images, captions_path, config.train or None,
                                config.image_size, captions=captions, skip_bad=True, quiet=True)
-            found = nearest_captions(loaded.model, pool, part.pixels, config.crop)
+            found = nearest_captions(loaded.first, pool, part.pixels, config.crop)
             table["nearest"] = bleu_scores(found, part.captions)
         if options.blind_checkpoint:
             from rnnkit.apps.runner import open_checkpoint
@@ -632,6 +661,7 @@ rnnkit caption report --checkpoint runs/caption --image photo.jpg --output photo
         from rnnkit.apps.caption_report import fill_report
         from rnnkit.diagnostics.report import Report
 
+        _one_model(loaded)
         paths = image_paths(config.text.strip(), "--text")
         if len(paths) != 1:
             raise RnnkitError(f"--text: the caption report shows one image, got {len(paths)}")
@@ -644,8 +674,15 @@ rnnkit caption report --checkpoint runs/caption --image photo.jpg --output photo
 def _report(loaded: Loaded, options: CaptionReportOptions):
     from rnnkit.apps.caption_report import caption_report
 
+    _one_model(loaded)
     beam, alpha = _decoding(loaded, options)
     paths = image_paths(options.image, "--image")
     if len(paths) != 1:
         raise RnnkitError(f"--image: the report shows one image, got {len(paths)}")
     yield caption_report(loaded, paths[0], beam, alpha)
+
+
+def _one_model(loaded: Loaded) -> None:
+    if isinstance(loaded.model, CaptionEnsemble):
+        raise RnnkitError("--checkpoint: the report shows one model's attention; give one "
+                          "--checkpoint")

@@ -34,6 +34,10 @@ Decoding (greedy, beam search with length penalty) is :mod:`rnnkit.models.decodi
 region features: :meth:`Captioner.encode` and :meth:`Captioner.decode` are the interface it
 drives (``src`` = the grid ``(B, S, C)``, ``lengths`` = ``S`` for every image).
 
+:class:`CaptionEnsemble` decodes with several captioners at once (trained with other seeds): at
+each step the mean of the members' word distributions (fairseq's ensemble), through the same
+:meth:`~Captioner.encode` / :meth:`~Captioner.decode` interface.
+
 Axes: B images, N captions, T steps, S regions, C feature channels, A attention size,
 E embedding, H hidden units, V vocabulary.
 """
@@ -50,8 +54,8 @@ from rnnkit.errors import RnnkitError
 from rnnkit.models.seq2seq import Memory, Seq2Seq
 from rnnkit.nn import LSTMCell
 
-__all__ = ["CaptionerConfig", "Captioner", "ImageEncoder", "attention_penalty",
-           "load_encoder_weights", "STEMS"]
+__all__ = ["CaptionerConfig", "Captioner", "CaptionEnsemble", "ImageEncoder",
+           "attention_penalty", "load_encoder_weights", "STEMS"]
 
 STEMS = ("small", "imagenet")
 
@@ -307,6 +311,59 @@ class Captioner(nn.Module):
             if attention is not None:
                 attention[:n, t] = weights
         return logits, attention
+
+
+class _PerMember(list):
+    """The members' states or memories, side by side; beam search reorders each alike."""
+
+    def index_select(self, dim: int, index: Tensor) -> _PerMember:  # states: (h, c) pairs
+        return _PerMember(tuple(part.index_select(dim, index) for part in state)
+                          for state in self)
+
+    def select(self, index: Tensor) -> _PerMember:  # memories
+        return _PerMember(memory.select(index) for memory in self)
+
+
+class CaptionEnsemble(nn.Module):
+    """Captioners of the same vocabulary and grid used as one: their region features side by
+    side (``(B, S, ΣC)``), each member decoding from its own, and per step the log of the mean
+    of their word probabilities (log-probabilities, a valid ``logits`` for decoding) and the
+    mean of their attention."""
+
+    def __init__(self, members: list[Captioner]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs 2 or more captioners, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+        if len({m.config.image for m in members}) > 1:
+            raise RnnkitError("an ensemble cannot mix --blind captioners and image captioners")
+        self.widths = [m.encoder.out_channels if m.config.image else 1 for m in members]
+
+    def features(self, images: Tensor) -> Tensor:
+        grids = [m.features(images) for m in self.members]
+        if len({g.shape[1] for g in grids}) > 1:
+            raise RnnkitError("the ensemble's encoders give grids of different sizes ("
+                              + ", ".join(str(g.shape[1]) for g in grids) + " regions): its "
+                              "members need the same --crop and encoder strides")
+        return torch.cat(grids, -1)
+
+    def encode(self, src: Tensor, lengths: Tensor | None = None
+               ) -> tuple[_PerMember, _PerMember]:
+        parts = src.split(self.widths, -1)
+        encoded = [m.encode(part) for m, part in zip(self.members, parts, strict=True)]
+        return _PerMember(e[0] for e in encoded), _PerMember(e[1] for e in encoded)
+
+    def decode(self, tokens: Tensor, state: _PerMember, memory: _PerMember
+               ) -> tuple[Tensor, _PerMember, Tensor | None]:
+        outputs = [m.decode(tokens, s, mem)
+                   for m, s, mem in zip(self.members, state, memory, strict=True)]
+        log_probs = torch.stack([torch.log_softmax(o[0].float(), -1) for o in outputs])
+        mean = torch.logsumexp(log_probs, 0) - torch.log(torch.tensor(float(len(outputs))))
+        attention = None
+        if self.config.image:
+            attention = torch.stack([o[2] for o in outputs]).mean(0)
+        return mean, _PerMember(o[1] for o in outputs), attention
 
 
 def attention_penalty(attention: Tensor) -> Tensor:
