@@ -226,6 +226,10 @@ def test_ensemble_of_checkpoints(trained, tmp_path, capsys):
     twice = json.loads(capsys.readouterr().out)
     assert twice["cer"] == single["cer"] and twice["wer"] == single["wer"]
     assert twice["mean_log_prob"] == pytest.approx(single["mean_log_prob"], abs=1e-9)
+    assert main(["speech", "report", "--checkpoint", str(out), "--checkpoint", str(out),
+                 "--audio", str(next(valid.parent.glob("valid/*.wav"))), "--output",
+                 str(tmp_path / "r.html")]) == 2
+    assert "give one --checkpoint" in capsys.readouterr().err
     other = tmp_path / "other"
     shutil.copytree(out, other)
     for alphabet in other.rglob("alphabet.json"):

@@ -412,6 +412,7 @@ class Speech(Application):
         from rnnkit.apps.speech_report import fill_report
         from rnnkit.diagnostics.report import Report
 
+        _one_model(loaded)
         paths = audio_paths(config.text.strip())
         if len(paths) != 1:
             raise RnnkitError(f"the speech report shows one WAV file, got {len(paths)}")
@@ -496,7 +497,14 @@ def _transcribe_lines(loaded: Loaded, options: TranscribeOptions):
 def _report(loaded: Loaded, options: ReportOptions):
     from rnnkit.apps.speech_report import speech_report
 
+    _one_model(loaded)
     paths = audio_paths(options.audio)
     if len(paths) != 1:
         raise RnnkitError(f"--audio: the report shows one file, got {len(paths)}")
     yield speech_report(loaded, paths[0])
+
+
+def _one_model(loaded: Loaded) -> None:
+    if loaded.others:
+        raise RnnkitError("--checkpoint: the report shows one model's posteriors; give one "
+                          "--checkpoint")
