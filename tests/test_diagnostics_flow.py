@@ -138,6 +138,36 @@ def test_recurrent_stats_per_gate():
     assert 0 < dec["spectral_radius"] <= dec["sigma_max"] + 1e-9
 
 
+def test_layers_with_cell_options_are_found():
+    """--layer-norm/--zoneout/--recurrent-dropout build rnnkit.nn.regularised layers: their
+    W_hh spectra (per gate, both directions) are measured, in the report's flow too, and
+    inspect's top layer is one of them."""
+    from rnnkit.diagnostics.flow import unrecorded_layers
+    from rnnkit.diagnostics.inspect import top_layer
+    from rnnkit.nn.regularised import RegularisedGRU, RegularisedLSTM
+
+    lstm = RegularisedLSTM(2, 3, num_layers=2, bidirectional=True, layer_norm=True,
+                           zoneout=0.1)
+    model = nn.ModuleDict({"rnn": lstm, "dec": RegularisedGRU(2, 3, recurrent_dropout=0.2)})
+    stats = recurrent_stats(model)
+    assert set(stats) == {"rnn.weight_hh_l0", "rnn.weight_hh_l0_reverse", "rnn.weight_hh_l1",
+                          "rnn.weight_hh_l1_reverse", "dec.weight_hh_l0"}
+    weight = lstm.weight_hh_l1_reverse.detach().double()
+    assert stats["rnn.weight_hh_l1_reverse"]["sigma_max"] == pytest.approx(
+        float(torch.linalg.matrix_norm(weight, ord=2)), rel=1e-6)
+    forget = weight[3:6]  # gate order i f g o
+    assert stats["rnn.weight_hh_l1_reverse"]["spectral_radius_f"] == pytest.approx(
+        float(torch.linalg.eigvals(forget).abs().max()), rel=1e-6)
+    assert set(stats["dec.weight_hh_l0"]) == {"sigma_max", "spectral_radius_r",
+                                              "spectral_radius_z", "spectral_radius_n"}
+    flow = gradient_flow(lstm, torch.randn(5, 2, 2), _last_step_loss)
+    assert set(flow.recurrent) == {"weight_hh_l0", "weight_hh_l0_reverse", "weight_hh_l1",
+                                   "weight_hh_l1_reverse"}
+    assert flow.weight_grad_norms["weight_hh_l0"] > 0
+    assert top_layer(model) is lstm
+    assert unrecorded_layers(model) == ["rnn", "dec"]  # the report says so
+
+
 class SequenceTask:
     """Predict the sum of a random sequence from the last state of an Elman RNN."""
 

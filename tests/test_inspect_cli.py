@@ -141,3 +141,22 @@ def test_classifier_with_chars_report(tmp_path):
     html = out.read_text(encoding="utf-8")
     assert set(_spans(html).values()) == {3}
     assert "Class probabilities" in html
+
+
+def test_classifier_with_cell_options_report(tmp_path):
+    """--zoneout/--layer-norm build rnnkit.nn.regularised layers: the report shows the word
+    RNN's units (2 × 12 here, not the character RNN's 2 × 4), its W_hh and a note that its
+    steps' gradient flow is not recorded."""
+    lines = ["pos good fine film", "neg bad dull film", "pos fine good", "neg dull bad"] * 6
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    assert main(["classify", "train", "--train", str(tmp_path / "train.txt"), "--valid",
+                 str(tmp_path / "train.txt"), "--out", str(tmp_path / "run"), "--embedding-size",
+                 "8", "--chars", "--char-dim", "4", "--char-hidden", "4", "--zoneout", "0.1",
+                 "--layer-norm", *SMALL]) == 0
+    out = tmp_path / "cls.html"
+    assert main(["inspect", "--checkpoint", str(tmp_path / "run"), "--text", "a good film",
+                 "--units", "0,23", "--out", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert _spans(html) == {"0": 3, "23": 3}
+    assert "rnn.weight_hh_l0_reverse: sigma_max" in html
+    assert "Gradient flow through time is not recorded for rnn:" in html

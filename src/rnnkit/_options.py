@@ -70,9 +70,12 @@ def is_section(f: dataclasses.Field) -> bool:
 
 
 def leaf_fields(cls: type) -> list[tuple[type, dataclasses.Field]]:
-    """(owning dataclass, field) of every settable scalar field, nested sections flattened."""
+    """(owning dataclass, field) of every settable scalar field, nested sections flattened;
+    keyword-only fields (inherited option groups such as the cell options) after the class's
+    own, so that ``--help`` lists them after the options they refine."""
     leaves = []
-    for f in dataclasses.fields(cls):
+    fields = dataclasses.fields(cls)
+    for f in [*(f for f in fields if not f.kw_only), *(f for f in fields if f.kw_only)]:
         if not f.init:
             continue
         if is_section(f):

@@ -8,22 +8,20 @@ times makes an ensemble (the mean of the class probabilities).
 
 from __future__ import annotations
 
-import functools
 import random
 from dataclasses import asdict, dataclass
 
 from rnnkit._io import read_input
 from rnnkit.apps.base import Application, Checkpoint, PrepareContext
+from rnnkit.apps.lm import load_lm
 from rnnkit.apps.registry import register
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
 from rnnkit.data.words import CharVocab
 from rnnkit.errors import RnnkitError
 from rnnkit.models._config import (
     CELLS,
+    CellOptions,
     check_cell_options,
-    layer_norm_option,
-    recurrent_dropout_option,
-    zoneout_option,
 )
 from rnnkit.models.classifier import POOLINGS, ClassifierConfig
 from rnnkit.models.transfer import TransferOptions, initialise, with_schedule
@@ -60,7 +58,7 @@ FORMATS = ("label-text", "tsv", "csv", "jsonl")
 
 
 @dataclass
-class ClassifyModel:
+class ClassifyModel(CellOptions):
     """Model options of the classifier (the sizes that come from the data are added at build)."""
 
     cell: str = option("lstm", "recurrent cell", choices=tuple(CELLS))
@@ -73,9 +71,6 @@ class ClassifyModel:
         choices=POOLINGS)
     dropout: float = option(0.5, "dropout on embeddings, between layers and before the output "
                                  "layer")
-    layer_norm: bool = layer_norm_option()
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
     embed_dropout: float = option(
         0.0, "probability of dropping a whole word type (every occurrence in the batch) while "
         "training (Gal & Ghahramani)")
@@ -216,13 +211,12 @@ class Classify(Application):
         return train, valid, vocab, labels, chars
 
     def build_model(self, config: ClassifyConfig, data):
-        from rnnkit.apps import runner
         from rnnkit.models.classifier import Classifier
 
         model = Classifier(_model_config(config, data))
         initialise(model, data[2], cell=config.model.cell, vectors=config.transfer.init_embeddings,
                    lm_path=config.transfer.init_from,
-                   load_lm=functools.partial(runner.load, "lm", device="cpu"))
+                   load_lm=load_lm)
         return model
 
     def task(self, config: ClassifyConfig, data, seed: int) -> classify.ClassifyTask:

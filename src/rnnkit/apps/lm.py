@@ -21,17 +21,15 @@ from rnnkit.data.corpus import ERRORS, encode_corpus, find_files
 from rnnkit.data.tokenizers import TOKENIZERS
 from rnnkit.errors import RnnkitError
 from rnnkit.models._config import (
+    CellOptions,
     check_cell_options,
-    layer_norm_option,
-    recurrent_dropout_option,
-    zoneout_option,
 )
 from rnnkit.models.lm import CELLS, SOFTMAX, LanguageModel, LMConfig
 from rnnkit.tasks import lm
 from rnnkit.tasks.lm_generate import SampleConfig, sample_text, unknown_symbols
 from rnnkit.train.config import option, section
 
-__all__ = ["LM", "LMOptions", "LMModel", "Loaded"]
+__all__ = ["LM", "LMOptions", "LMModel", "Loaded", "load_lm"]
 
 EXAMPLES = """\
   rnnkit lm train --train input.txt --out runs/shakespeare
@@ -57,7 +55,7 @@ run.toml holds the same options, with underscores:
 
 
 @dataclass
-class LMModel:
+class LMModel(CellOptions):
     """Model options of the language model (the vocabulary size comes from the tokenizer)."""
 
     cell: str = option("lstm", "recurrent cell", CELLS)
@@ -66,9 +64,6 @@ class LMModel:
     num_layers: int = option(2, "recurrent layers")
     dropout: float = option(0.2, "dropout on embeddings, between layers and before the output")
     tie_weights: bool = option(False, "share the embedding matrix with the output layer")
-    layer_norm: bool = layer_norm_option()
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
     softmax: str = option("full", "output layer: full softmax, or adaptive (faster for large "
                                   "word vocabularies)", SOFTMAX)
     cutoffs: str = option("", "adaptive softmax: comma-separated cluster boundaries in the "
@@ -302,6 +297,15 @@ class LM(Application):
                              table_title=f"Top-{config.top_k} next-token predictions",
                              table_header=header, notes=notes,
                              loss_note="next-token loss of the input")
+
+
+def load_lm(path: str, device: str = "cpu") -> Loaded:
+    """A trained language model for another application's ``--init-from``
+    (:func:`rnnkit.models.transfer.initialise`): ``.model`` and ``.tokenizer`` of checkpoint (or
+    run) ``path``; a checkpoint of another application is refused with its path."""
+    from rnnkit.apps import runner
+
+    return runner.load(LM.name, path, device)
 
 
 def _run_demo(_: None, options) -> None:

@@ -32,10 +32,8 @@ from rnnkit.apps.music_tasks import (
 from rnnkit.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
 from rnnkit.errors import RnnkitError
 from rnnkit.models._config import (
+    CellOptions,
     check_cell_options,
-    layer_norm_option,
-    recurrent_dropout_option,
-    zoneout_option,
 )
 from rnnkit.models.lm import LanguageModel, LMConfig
 from rnnkit.models.music import OUTPUTS, PianoRollConfig, PianoRollRNN
@@ -45,14 +43,11 @@ __all__ = ["Music", "MusicConfig", "MusicModel"]
 
 
 @dataclass
-class MusicModel:
+class MusicModel(CellOptions):
     cell: str = option("lstm", "recurrent cell", ("lstm", "gru", "rnn"))
     hidden_size: int = option(128, "hidden units per layer")
     num_layers: int = option(1, "stacked recurrent layers")
     dropout: float = option(0.0, "dropout on the RNN outputs and between layers")
-    layer_norm: bool = layer_norm_option()
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
     distribution: str = option("bernoulli", "piano roll: distribution of a step (independent "
                          "Bernoulli per pitch, or RNN-NADE over the pitches jointly)", OUTPUTS)
     nade_hidden: int = option(64, "piano roll, --distribution nade: hidden units of the NADE")

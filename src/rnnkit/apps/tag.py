@@ -7,21 +7,19 @@ the application: its options, how it prepares data, builds and loads the model, 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
 
 from rnnkit._io import read_input
 from rnnkit.apps.base import Application, Checkpoint, PrepareContext
+from rnnkit.apps.lm import load_lm
 from rnnkit.apps.registry import register
 from rnnkit.data.conll import read_tagged
 from rnnkit.errors import RnnkitError
 from rnnkit.models._config import (
     CELLS,
+    CellOptions,
     check_cell_options,
-    layer_norm_option,
-    recurrent_dropout_option,
     renamed,
-    zoneout_option,
 )
 from rnnkit.models.tagger import Tagger, TaggerConfig
 from rnnkit.models.transfer import TransferOptions, initialise, with_schedule
@@ -50,7 +48,7 @@ FORMATS = ("conllu", "conll")
 
 
 @dataclass
-class TagModel:
+class TagModel(CellOptions):
     """Model options of the tagger (the sizes that come from the data are added at build)."""
 
     cell: str = option("lstm", "recurrent cell", choices=tuple(CELLS))
@@ -61,9 +59,6 @@ class TagModel:
     num_layers: int = option(2, "word RNN layers")
     dropout: float = option(0.33, "dropout on embeddings, between layers, before the output "
                                   "layer")
-    layer_norm: bool = layer_norm_option()
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         check_cell_options(self, "--")  # e.g. --zoneout needs --cell lstm or gru
@@ -162,12 +157,10 @@ class Tag(Application):
         return train_doc, valid_doc, tag.TagVocabs.build(train_doc, config)
 
     def build_model(self, config: TagConfig, data) -> Tagger:
-        from rnnkit.apps import runner
-
         model = Tagger(_model_config(config, data[2]))
         initialise(model, data[2].words, cell=config.model.cell,
                    vectors=config.transfer.init_embeddings, lm_path=config.transfer.init_from,
-                   load_lm=functools.partial(runner.load, "lm", device="cpu"))
+                   load_lm=load_lm)
         return model
 
     def task(self, config: TagConfig, data, seed: int) -> tag.TagTask:

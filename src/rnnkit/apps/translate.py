@@ -21,11 +21,9 @@ from rnnkit.data.parallel import NORMALIZATIONS, read_lines, read_parallel
 from rnnkit.errors import RnnkitError
 from rnnkit.models._config import (
     CELLS,
+    CellOptions,
     check_cell_options,
-    layer_norm_option,
-    recurrent_dropout_option,
     renamed,
-    zoneout_option,
 )
 from rnnkit.models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig
 from rnnkit.tasks import translate
@@ -67,7 +65,7 @@ TOKENIZERS = ("bpe", "word", "char")
 
 
 @dataclass
-class TranslateModel:
+class TranslateModel(CellOptions):
     """Model options of the encoder–decoder (the vocabulary sizes and special ids come from the
     data); the names are :class:`~rnnkit.models.seq2seq.Seq2SeqConfig`'s."""
 
@@ -78,9 +76,6 @@ class TranslateModel:
     bidirectional: bool = option(True, "bidirectional encoder")
     attention: str = option("additive", "attention over the encoder states", choices=ATTENTIONS)
     dropout: float = option(0.2, "dropout on embeddings, between layers and before the output")
-    layer_norm: bool = layer_norm_option()
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
     tie_embeddings: bool = option(False, "share the decoder embedding with the output layer")
 
     def __post_init__(self) -> None:

@@ -22,7 +22,8 @@ from rnnkit.errors import RnnkitError
 from rnnkit.train import TrainConfig
 from rnnkit.train.config import add_dataclass_flags, build_config, check_unknown_keys, load_toml
 
-__all__ = ["add_application", "add_top_level_verbs", "add_tool", "run_train", "write_pieces"]
+__all__ = ["add_application", "add_top_level_verbs", "add_tool", "add_tool_flag", "run_train",
+           "write_pieces"]
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -78,6 +79,15 @@ def add_tool(subparsers, name: str, summary: str, description: str, examples: st
                         help="a run directory (its best/ is used) or a checkpoint directory"
                              + ("; repeat for several models" if several else ""))
     return parser
+
+
+def add_tool_flag(parser: argparse.ArgumentParser, name: str, default: int | float | str,
+                  help_text: str, **kwargs) -> None:
+    """A tool's ``name`` flag taking one value of ``default``'s type, its help ending in
+    ``(default: …)`` (a float shown as ``%g``: 30.0 as 30)."""
+    shown = f"{default:g}" if isinstance(default, float) else default
+    parser.add_argument(name, type=type(default), default=default,
+                        help=_plain(f"{help_text} (default: {shown})"), **kwargs)
 
 
 def _plain(text: str) -> str:

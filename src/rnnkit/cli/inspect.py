@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.cli.builder import add_tool
+from rnnkit.cli.builder import add_tool, add_tool_flag
 
 EXAMPLES = """examples:
   rnnkit inspect --checkpoint runs/demo --text "for key, value in items.items():"
@@ -38,12 +38,9 @@ def register(subparsers) -> None:
     parser.add_argument("--units", metavar="I,J,...", type=_unit_list, default=[],
                         help="hidden units to show, 0-based indices into the top layer's output "
                              "(default: the --num-units that vary most over the input)")
-    parser.add_argument("--num-units", type=int, default=4,
-                        help="how many units to pick without --units (default: 4)")
-    parser.add_argument("--top-k", type=int, default=5,
-                        help="predictions shown per position (default: 5)")
-    parser.add_argument("--max-symbols", type=int, default=2000,
-                        help="show at most this many input symbols (default: 2000)")
+    add_tool_flag(parser, "--num-units", 4, "how many units to pick without --units")
+    add_tool_flag(parser, "--top-k", 5, "predictions shown per position")
+    add_tool_flag(parser, "--max-symbols", 2000, "show at most this many input symbols")
     parser.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.cli.builder import add_tool
+from rnnkit.cli.builder import add_tool, add_tool_flag
 
 EXAMPLES = """examples:
   rnnkit serve --checkpoint runs/sst2 --checkpoint runs/shakespeare --port 8000
@@ -37,25 +37,17 @@ def register(subparsers) -> None:
                              "directory's name)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="predictions running at once (default: 1)")
-    parser.add_argument("--queue-size", type=int, default=16,
-                        help="requests waiting beyond those; more get 503 (default: 16)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds a request may wait and run before 504 (default: 30)")
-    parser.add_argument("--max-body", type=int, default=1_000_000,
-                        help="largest request body in bytes; larger get 413 (default: 1000000)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per prediction (default: 1)")
-    parser.add_argument("--max-batch", type=int, default=32,
-                        help="concurrent requests to one model run as one padded batch, where "
-                             "the application allows it (classify, tag); 1: no batching "
-                             "(default: 32)")
-    parser.add_argument("--batch-wait", type=float, default=2.0, metavar="MS",
-                        help="milliseconds a batch waits for more requests when the model is "
-                             "idle (default: 2)")
+    add_tool_flag(parser, "--port", 8000, "port")
+    add_tool_flag(parser, "--device", "cpu", "cpu, cuda or cuda:N")
+    add_tool_flag(parser, "--workers", 1, "predictions running at once")
+    add_tool_flag(parser, "--queue-size", 16, "requests waiting beyond those; more get 503")
+    add_tool_flag(parser, "--timeout", 30.0, "seconds a request may wait and run before 504")
+    add_tool_flag(parser, "--max-body", 1_000_000, "largest request body in bytes; larger get 413")
+    add_tool_flag(parser, "--threads", 1, "torch threads per prediction")
+    add_tool_flag(parser, "--max-batch", 32, "concurrent requests to one model run as one padded "
+                  "batch, where the application allows it (classify, tag); 1: no batching")
+    add_tool_flag(parser, "--batch-wait", 2.0, "milliseconds a batch waits for more requests "
+                  "when the model is idle", metavar="MS")
     parser.set_defaults(func=run)
 
 

@@ -32,9 +32,15 @@ from torch import Tensor, nn
 
 from rnnkit.functional import probe as _probe
 from rnnkit.functional.cells import spec
+from rnnkit.nn.regularised import RegularisedGRU, RegularisedLSTM
 from rnnkit.nn.rnn import RecurrentBase
 
-__all__ = ["LayerFlow", "GradientFlow", "gradient_flow", "recording_flow", "recurrent_stats"]
+__all__ = ["LayerFlow", "GradientFlow", "gradient_flow", "recording_flow", "recurrent_stats",
+           "unrecorded_layers", "RECURRENT_LAYERS"]
+
+# Every rnnkit recurrent layer with a W_hh: the plain ones and those with the cell options
+# (layer norm, recurrent dropout, zoneout: what --layer-norm/--recurrent-dropout/--zoneout build).
+RECURRENT_LAYERS = (RecurrentBase, RegularisedLSTM, RegularisedGRU)
 
 _W_HH = re.compile(r"^(?P<prefix>.*?)weight_hh_l(?P<layer>\d+)(?P<suffix>_reverse)?$")
 
@@ -163,7 +169,9 @@ def recording_flow(model: nn.Module) -> Iterator[FlowRecording]:
     """Record the gradient flow of the backward passes run inside the block.
 
     Every rnnkit layer of ``model`` runs on the ``reference`` backend inside (the fused kernels
-    do not record); each gets its own backend back on exit.
+    do not record); each gets its own backend back on exit. A layer with the cell options
+    (:mod:`rnnkit.nn.regularised`) has its own backward, which records no ``‖∂L/∂h_t‖``: its
+    ``W_hh`` statistics and weight gradient norms are measured, its steps are not.
     """
     layers = [m for m in model.modules() if isinstance(m, RecurrentBase)]
     backends = [m.backend for m in layers]
@@ -175,6 +183,13 @@ def recording_flow(model: nn.Module) -> Iterator[FlowRecording]:
     finally:
         for module, backend in zip(layers, backends):
             module.backend = backend
+
+
+def unrecorded_layers(model: nn.Module) -> list[str]:
+    """Names of the model's layers with the cell options, whose steps :func:`recording_flow`
+    cannot record (their own backward has no probe)."""
+    return [name or type(module).__name__ for name, module in model.named_modules()
+            if isinstance(module, RECURRENT_LAYERS) and not isinstance(module, RecurrentBase)]
 
 
 # ---------------------------------------------------------------------- from records to layers
@@ -236,10 +251,11 @@ def _mean(total: Tensor, count: Tensor) -> list[float]:
 
 def recurrent_stats(model: nn.Module) -> dict[str, dict[str, float]]:
     """Largest singular value and spectral radius of every ``W_hh`` of the model's rnnkit
-    layers (per square gate block for LSTM and GRU), computed in float64 on the CPU."""
+    layers, those with the cell options included (per square gate block for LSTM and GRU),
+    computed in float64 on the CPU."""
     stats = {}
     for prefix, module in model.named_modules():
-        if not isinstance(module, RecurrentBase):
+        if not isinstance(module, RECURRENT_LAYERS):
             continue
         gates = spec(module.mode).gates
         for name, param in module.named_parameters(recurse=False):

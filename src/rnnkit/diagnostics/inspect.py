@@ -23,10 +23,14 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.diagnostics import plots
-from rnnkit.diagnostics.flow import gradient_flow, recurrent_stats
+from rnnkit.diagnostics.flow import (
+    RECURRENT_LAYERS,
+    gradient_flow,
+    recurrent_stats,
+    unrecorded_layers,
+)
 from rnnkit.diagnostics.report import Report, UnitTrace, write_report
 from rnnkit.errors import RnnkitError
-from rnnkit.nn.rnn import RecurrentBase
 from rnnkit.train.logging import read_metrics
 
 __all__ = ["InspectConfig", "InspectRun", "Capture", "top_layer", "limit_symbols", "top_k_cells",
@@ -100,12 +104,14 @@ def write_inspect_report(run: InspectRun, directory: Path, saved: dict,
 # ---------------------------------------------------------------------- activations
 
 
-def top_layer(model: nn.Module) -> RecurrentBase:
+def top_layer(model: nn.Module) -> nn.Module:
+    """The model's recurrent stack (``model.rnn``, else its first rnnkit recurrent layer, one
+    with the cell options included)."""
     layer = getattr(model, "rnn", None)
-    if isinstance(layer, RecurrentBase):
+    if isinstance(layer, RECURRENT_LAYERS):
         return layer
     for module in model.modules():
-        if isinstance(module, RecurrentBase):
+        if isinstance(module, RECURRENT_LAYERS):
             return module
     raise RnnkitError("the model has no rnnkit recurrent layer to inspect")
 
@@ -113,7 +119,7 @@ def top_layer(model: nn.Module) -> RecurrentBase:
 class Capture:
     """Keep the output ``(T, B, D·H)`` (or batch-first) of the model's recurrent stack."""
 
-    def __init__(self, layer: RecurrentBase) -> None:
+    def __init__(self, layer: nn.Module) -> None:
         self.layer, self.output = layer, None
 
     def __enter__(self) -> Capture:
@@ -172,6 +178,11 @@ def _report(run: InspectRun, directory: Path, saved: dict, config: InspectConfig
     records = read_metrics(_run_dir(directory) / "metrics.jsonl")
     images += _training_images(records)
     notes = list(run.notes)
+    unrecorded = unrecorded_layers(run.model)
+    if unrecorded:
+        notes.append(f"Gradient flow through time is not recorded for {', '.join(unrecorded)}: "
+                     "a layer with the cell options (layer norm, recurrent dropout, zoneout) "
+                     "has its own backward; its W_hh statistics are listed under W_hh.")
     if not records:
         notes.append(f"No metrics.jsonl next to {directory}: no training curves.")
     radius = "; ".join(f"{name}: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items())

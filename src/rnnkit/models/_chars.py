@@ -7,12 +7,24 @@ Axes: B texts, T words, C characters per word, N real words, U distinct words, H
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models._config import CELLS
+from rnnkit.models._config import CELLS, recurrent_stack
 
-__all__ = ["CharEncoder", "word_char_parts", "join_chars"]
+__all__ = ["CharEncoder", "CharSizes", "WordCharRNN", "join_chars"]
+
+
+@dataclass(kw_only=True)
+class CharSizes:
+    """The character RNN's sizes in the tagger's and the classifier's configs (keyword-only, as
+    :class:`~rnnkit.models._config.CellOptions`); ``char_vocab_size = 0`` turns it off."""
+
+    char_vocab_size: int = 0
+    char_dim: int = 32
+    char_hidden: int = 64
 
 
 class CharEncoder(nn.Module):
@@ -45,16 +57,25 @@ class CharEncoder(nn.Module):
         return features
 
 
-def word_char_parts(config):
-    """What the tagger and the classifier read at each word: ``x_t = [E w_t ; c_t]``, its
-    embedding joined (with a character RNN) by its spelling, from a model config's
+class WordCharRNN(nn.Module):
+    """What the tagger and the classifier build alike: each word's input ``x_t = [E w_t ; c_t]``,
+    its ``embedding`` joined (with a character RNN, ``chars``; None without) by its spelling,
+    the recurrent stack ``rnn`` over ``x_1 … x_T`` and ``dropout``; from a model config's
     ``vocab_size``, ``embedding_size``, ``pad_id``, ``char_vocab_size`` (0: no character RNN),
-    ``char_dim``, ``char_hidden`` and ``cell``. Returns ``(embedding, char encoder or None,
-    size of x_t)``; the model keeps the two as its own ``embedding`` and ``chars``."""
-    embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_id)
-    chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
-                         config.cell, config.pad_id) if config.char_vocab_size > 0 else None)
-    return embedding, chars, config.embedding_size + (chars.output_size if chars else 0)
+    ``char_dim``, ``char_hidden``, ``dropout`` and its recurrent options
+    (:func:`~rnnkit.models._config.recurrent_stack`). The model adds its output layer."""
+
+    def __init__(self, config, bidirectional: bool) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size,
+                                      padding_idx=config.pad_id)
+        self.chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
+                                  config.cell, config.pad_id)
+                      if config.char_vocab_size > 0 else None)
+        input_size = config.embedding_size + (self.chars.output_size if self.chars else 0)
+        self.rnn = recurrent_stack(config, input_size, bidirectional=bidirectional)
+        self.dropout = nn.Dropout(config.dropout)
 
 
 def join_chars(embedded: Tensor, encoder: CharEncoder | None, chars: Tensor | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rnnkit._options import option
@@ -14,21 +15,23 @@ OPTION_CELLS = {"lstm": RegularisedLSTM, "gru": RegularisedGRU}
 CELL_OPTIONS = ("layer_norm", "recurrent_dropout", "zoneout")
 
 
-# The three cell options, declared once: each model config's field is one of these calls.
-def layer_norm_option() -> Any:
-    return option(False, "layer-normalised cell, lstm or gru (Ba et al. 2016, per gate; "
-                         "docs/cells.md)")
+@dataclass(kw_only=True)
+class CellOptions:
+    """The cell options (docs/cells.md), declared once: a model config or an application's
+    model section that offers them inherits this class (flags ``--layer-norm``,
+    ``--recurrent-dropout``, ``--zoneout``; ``config.json`` keeps them flat, by name).
+    Keyword-only, so that they follow a config's own fields in its constructor
+    (``LMConfig(100, "gru", zoneout=0.1)``); a config saved before they existed loads with all
+    three off. :func:`recurrent_stack` consumes them."""
 
-
-def recurrent_dropout_option() -> Any:
-    return option(0.0, "recurrent (variational) dropout on h, one mask per sequence, lstm or "
-                       "gru (Gal & Ghahramani 2016)", bounds="[0, 1)")
-
-
-def zoneout_option() -> Any:
-    return option(0.0, "zoneout: each unit of h (and c) keeps its previous value with this "
-                       "probability in training, lstm or gru (Krueger et al. 2017)",
-                  bounds="[0, 1)")
+    layer_norm: bool = option(False, "layer-normalised cell, lstm or gru (Ba et al. 2016, per "
+                                     "gate; docs/cells.md)")
+    recurrent_dropout: float = option(0.0, "recurrent (variational) dropout on h, one mask per "
+                                           "sequence, lstm or gru (Gal & Ghahramani 2016)",
+                                      bounds="[0, 1)")
+    zoneout: float = option(0.0, "zoneout: each unit of h (and c) keeps its previous value with "
+                                 "this probability in training, lstm or gru (Krueger et al. "
+                                 "2017)", bounds="[0, 1)")
 
 
 def cell_options(config) -> dict[str, Any]:
@@ -77,11 +80,6 @@ def recurrent_stack(config, input_size: int, *, bidirectional: bool = False,
     if config.cell in ("rnn_tanh", "rnn_relu"):
         return RNN(input_size, config.hidden_size, nonlinearity=config.cell[4:], **common)
     return CELLS[config.cell](input_size, config.hidden_size, **common)
-
-
-def stacked_rnn(config, input_size: int, bidirectional: bool):
-    """The batch-first recurrent stack of a model config (see :func:`recurrent_stack`)."""
-    return recurrent_stack(config, input_size, bidirectional=bidirectional)
 
 
 def check_model_config(config, positive: tuple[str, ...]) -> None:

@@ -32,13 +32,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models._chars import join_chars, word_char_parts
+from rnnkit.models._chars import CharSizes, WordCharRNN, join_chars
 from rnnkit.models._config import (
+    CellOptions,
     check_model_config,
-    layer_norm_option,
-    recurrent_dropout_option,
-    stacked_rnn,
-    zoneout_option,
 )
 
 __all__ = ["ClassifierConfig", "Classifier", "POOLINGS"]
@@ -47,7 +44,7 @@ POOLINGS = ("last", "mean", "max", "attention")
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(CellOptions, CharSizes):
     """Sizes and options of a :class:`Classifier`. ``char_vocab_size = 0`` (the default) turns
     the character RNN off."""
 
@@ -62,12 +59,6 @@ class ClassifierConfig:
     dropout: float = 0.5
     pad_id: int = 0
     embed_dropout: float = 0.0
-    char_vocab_size: int = 0
-    char_dim: int = 32
-    char_hidden: int = 64
-    layer_norm: bool = layer_norm_option()  # the cell options (docs/cells.md)
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         check_model_config(self, ("vocab_size", "num_classes", "embedding_size", "hidden_size",
@@ -88,20 +79,16 @@ class ClassifierConfig:
         return asdict(self)
 
 
-class Classifier(nn.Module):
+class Classifier(WordCharRNN):
     """Embedding → RNN stack → pooled representation → class scores."""
 
     def __init__(self, config: ClassifierConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embedding, self.chars, input_size = word_char_parts(config)
-        self.rnn = stacked_rnn(config, input_size, config.bidirectional)
+        super().__init__(config, config.bidirectional)
         self.directions = 2 if config.bidirectional else 1
         size = self.directions * config.hidden_size
         if config.pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(size, size), nn.Tanh(),
                                            nn.Linear(size, 1, bias=False))
-        self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(size, config.num_classes)
 
     def forward(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None = None,

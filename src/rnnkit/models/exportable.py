@@ -98,18 +98,9 @@ class CharGraph(nn.Module):
         return torch.cat([hidden[0], hidden[1]], dim=-1).reshape(batch, steps, -1)
 
 
-def _words(model: nn.Module, tokens: Tensor, chars: Tensor | None,
-           char_lengths: Tensor | None, char_graph: CharGraph | None) -> Tensor:
-    """``[E w_t ; c_t]`` ``(B, T, E (+ 2·H_c))``."""
-    embedded = model.embedding(tokens)
-    if char_graph is None:
-        return embedded
-    return torch.cat([embedded, char_graph(chars, char_lengths)], dim=-1)
-
-
-class ClassifierGraph(nn.Module):
-    """tokens ``(B, T)``, lengths ``(B,)`` [chars ``(B, T, C)``, char_lengths ``(B, T)``] →
-    class probabilities ``(B, K)``."""
+class _WordCharGraph(nn.Module):
+    """What the classifier's and the tagger's graphs read alike: ``[E w_t ; c_t]`` through the
+    recurrent stack (:class:`~rnnkit.models._chars.WordCharRNN`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -117,11 +108,23 @@ class ClassifierGraph(nn.Module):
         self.chars = CharGraph(model.chars) if model.chars is not None else None
         self.rnn = PaddedRNN(model.rnn, cell_state=False)
 
+    def states(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None,
+               char_lengths: Tensor | None):
+        """The stack's outputs ``(B, T, D·H)`` and final state over ``[E w_t ; c_t]``."""
+        inputs = self.model.embedding(tokens)  # (B, T, E)
+        if self.chars is not None:
+            inputs = torch.cat([inputs, self.chars(chars, char_lengths)], dim=-1)
+        return self.rnn(inputs, lengths)
+
+
+class ClassifierGraph(_WordCharGraph):
+    """tokens ``(B, T)``, lengths ``(B,)`` [chars ``(B, T, C)``, char_lengths ``(B, T)``] →
+    class probabilities ``(B, K)``."""
+
     def forward(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None = None,
                 char_lengths: Tensor | None = None) -> Tensor:
         model = self.model
-        inputs = _words(model, tokens, chars, char_lengths, self.chars)
-        outputs, final = self.rnn(inputs, lengths)  # (B, T, D·H)
+        outputs, final = self.states(tokens, lengths, chars, char_lengths)  # (B, T, D·H)
         pooling = model.config.pooling
         if pooling == "last":
             h_n = final[0] if isinstance(final, tuple) else final  # (L·D, B, H)
@@ -138,20 +141,13 @@ class ClassifierGraph(nn.Module):
         return torch.softmax(model.output(pooled), dim=-1)
 
 
-class TaggerGraph(nn.Module):
+class TaggerGraph(_WordCharGraph):
     """words ``(B, T)``, lengths ``(B,)`` [chars ``(B, T, C)``, char_lengths ``(B, T)``] → tag
     scores ``(B, T, K)`` (rows past a sentence's end: the output bias alone; mask them)."""
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.chars = CharGraph(model.chars) if model.chars is not None else None
-        self.rnn = PaddedRNN(model.rnn, cell_state=False)
-
     def forward(self, words: Tensor, lengths: Tensor, chars: Tensor | None = None,
                 char_lengths: Tensor | None = None) -> Tensor:
-        inputs = _words(self.model, words, chars, char_lengths, self.chars)
-        hidden, _ = self.rnn(inputs, lengths)  # (B, T, 2H)
+        hidden, _ = self.states(words, lengths, chars, char_lengths)  # (B, T, 2H)
         return self.model.output(hidden)
 
 

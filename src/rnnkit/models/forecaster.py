@@ -34,11 +34,9 @@ from torch.nn import functional as nnf
 from rnnkit._options import option
 from rnnkit.models._config import (
     CELLS,
+    CellOptions,
     check_model_config,
-    layer_norm_option,
-    recurrent_dropout_option,
     recurrent_stack,
-    zoneout_option,
 )
 
 __all__ = ["ForecastModelConfig", "Seq2SeqForecaster", "DeepAR", "build_forecaster"]
@@ -47,7 +45,7 @@ _EPS = 1e-5
 
 
 @dataclass
-class ForecastModelConfig:
+class ForecastModelConfig(CellOptions):
     """Options of the forecasting model (``[model]`` in TOML)."""
 
     architecture: str = option("seq2seq", "seq2seq (encoder-decoder, point forecasts) or deepar "
@@ -56,9 +54,6 @@ class ForecastModelConfig:
     hidden_size: int = option(64, "hidden units")
     num_layers: int = option(1, "stacked recurrent layers")
     dropout: float = option(0.0, "dropout between layers")
-    layer_norm: bool = layer_norm_option()
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
     attention: bool = option(True, "seq2seq: attention over the encoder states")
     window_norm: bool = option(True, "standardise each window by its own mean and std")
     channel_independent: bool = option(False, "read and forecast each target as a series of "

@@ -25,11 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.models._config import (
+    CellOptions,
     check_cell_options,
-    layer_norm_option,
-    recurrent_dropout_option,
     recurrent_stack,
-    zoneout_option,
 )
 
 __all__ = ["LMConfig", "LanguageModel", "CELLS", "SOFTMAX", "default_cutoffs"]
@@ -47,7 +45,7 @@ def default_cutoffs(vocab_size: int) -> tuple[int, ...]:
 
 
 @dataclass
-class LMConfig:
+class LMConfig(CellOptions):
     """Shape of a :class:`LanguageModel`."""
 
     vocab_size: int
@@ -60,10 +58,6 @@ class LMConfig:
     softmax: str = "full"  # "adaptive": torch's AdaptiveLogSoftmaxWithLoss (large vocabularies)
     cutoffs: tuple[int, ...] = ()  # adaptive: class boundaries (empty: chosen from vocab_size)
     bidirectional: bool = False  # also a backward LM (ELMo): shared embedding and output layer
-    # the cell options (docs/cells.md); an old checkpoint's config without them: off
-    layer_norm: bool = layer_norm_option()
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:

@@ -33,11 +33,9 @@ from torch import Tensor, nn
 from torch.nn import functional as nnf
 
 from rnnkit.models._config import (
+    CellOptions,
     check_model_config,
-    layer_norm_option,
-    recurrent_dropout_option,
     recurrent_stack,
-    zoneout_option,
 )
 
 __all__ = ["PianoRollConfig", "PianoRollRNN", "bernoulli_nll", "OUTPUTS"]
@@ -46,7 +44,7 @@ OUTPUTS = ("bernoulli", "nade")
 
 
 @dataclass
-class PianoRollConfig:
+class PianoRollConfig(CellOptions):
     """Shape of a :class:`PianoRollRNN`."""
 
     pitches: int
@@ -56,9 +54,6 @@ class PianoRollConfig:
     dropout: float = 0.0
     output: str = "bernoulli"
     nade_hidden: int = 64
-    layer_norm: bool = layer_norm_option()  # the cell options (docs/cells.md)
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         check_model_config(self, ("pitches", "hidden_size", "num_layers", "nade_hidden"))

@@ -31,11 +31,9 @@ from torch.nn import functional as nnf
 from rnnkit._options import option
 from rnnkit.models._config import (
     CELLS,
+    CellOptions,
     check_model_config,
-    layer_norm_option,
-    recurrent_dropout_option,
     recurrent_stack,
-    zoneout_option,
 )
 
 __all__ = ["RecommenderConfig", "Recommender", "LOSSES", "ranking_loss", "sample_items"]
@@ -44,7 +42,7 @@ LOSSES = ("ce", "bpr-max", "top1-max")
 
 
 @dataclass
-class RecommenderConfig:
+class RecommenderConfig(CellOptions):
     """Model options of ``rnnkit recommend`` (the ``[model]`` section)."""
 
     embedding_size: int = option(128, "item embedding size (also the scoring space)")
@@ -52,9 +50,6 @@ class RecommenderConfig:
     cell: str = option("gru", "recurrent cell", tuple(CELLS))
     num_layers: int = option(1, "stacked recurrent layers")
     dropout: float = option(0.1, "dropout between layers and on the output state")
-    layer_norm: bool = layer_norm_option()
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
     embedding_dropout: float = option(0.25, "dropout on the input item embeddings")
     item_bias: bool = option(True, "add a learned score bias b_j per item")
 

@@ -37,11 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.models._config import (
+    CellOptions,
     check_model_config,
-    layer_norm_option,
-    recurrent_dropout_option,
     recurrent_stack,
-    zoneout_option,
 )
 
 __all__ = ["Seq2SeqConfig", "Seq2Seq", "Memory", "ATTENTIONS"]
@@ -50,7 +48,7 @@ ATTENTIONS = ("none", "additive", "dot")
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(CellOptions):
     """Sizes and options of a :class:`Seq2Seq` model."""
 
     src_vocab_size: int
@@ -66,9 +64,6 @@ class Seq2SeqConfig:
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
-    layer_norm: bool = layer_norm_option()  # the cell options (docs/cells.md)
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         check_model_config(self, ("src_vocab_size", "tgt_vocab_size", "embedding_size",

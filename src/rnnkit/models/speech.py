@@ -26,11 +26,9 @@ from torch.nn import functional as nnf
 
 from rnnkit._options import option
 from rnnkit.models._config import (
+    CellOptions,
     check_model_config,
-    layer_norm_option,
-    recurrent_dropout_option,
     recurrent_stack,
-    zoneout_option,
 )
 
 __all__ = ["SpeechModelConfig", "SpeechRecognizer", "ctc_loss", "output_lengths"]
@@ -39,16 +37,13 @@ _KERNEL, _STRIDE = 5, 2
 
 
 @dataclass
-class SpeechModelConfig:
+class SpeechModelConfig(CellOptions):
     """Model options (``--cell``, ``--hidden-size``, …; see the module docstring)."""
 
     cell: str = option("gru", "recurrent cell", ("lstm", "gru", "rnn"))
     hidden_size: int = option(128, "hidden units per direction")
     num_layers: int = option(2, "bidirectional recurrent layers")
     dropout: float = option(0.1, "dropout between layers and before the output layer")
-    layer_norm: bool = layer_norm_option()
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
     subsample: int = option(2, "time subsampling by the strided convolution front end "
                                "(1: no front end, 2 or 4)")
     conv_channels: int = option(128, "channels of each convolution of the front end")

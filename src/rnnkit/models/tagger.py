@@ -17,37 +17,28 @@ from dataclasses import asdict, dataclass
 
 from torch import Tensor, nn
 
-from rnnkit.models._chars import CharEncoder, join_chars, word_char_parts
+from rnnkit.models._chars import CharEncoder, CharSizes, WordCharRNN, join_chars
 from rnnkit.models._config import (
     CELLS,
+    CellOptions,
     check_model_config,
-    layer_norm_option,
-    recurrent_dropout_option,
-    stacked_rnn,
-    zoneout_option,
 )
 
 __all__ = ["TaggerConfig", "Tagger", "CharEncoder", "CELLS"]
 
 
 @dataclass
-class TaggerConfig:
+class TaggerConfig(CellOptions, CharSizes):
     """Sizes of a :class:`Tagger`. ``char_vocab_size = 0`` turns the character RNN off."""
 
     vocab_size: int
     num_tags: int
-    char_vocab_size: int = 0
     embedding_size: int = 100
-    char_dim: int = 32
-    char_hidden: int = 64
     hidden_size: int = 128
     num_layers: int = 2
     cell: str = "lstm"
     dropout: float = 0.33
     pad_id: int = 0
-    layer_norm: bool = layer_norm_option()  # the cell options (docs/cells.md)
-    recurrent_dropout: float = recurrent_dropout_option()
-    zoneout: float = zoneout_option()
 
     def __post_init__(self) -> None:
         check_model_config(self, ("vocab_size", "num_tags", "embedding_size", "hidden_size",
@@ -57,15 +48,11 @@ class TaggerConfig:
         return asdict(self)
 
 
-class Tagger(nn.Module):
+class Tagger(WordCharRNN):
     """Bidirectional word (+ character) RNN tagger; see the module docstring."""
 
     def __init__(self, config: TaggerConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embedding, self.chars, input_size = word_char_parts(config)
-        self.rnn = stacked_rnn(config, input_size, bidirectional=True)
-        self.dropout = nn.Dropout(config.dropout)
+        super().__init__(config, bidirectional=True)
         self.output = nn.Linear(2 * config.hidden_size, config.num_tags)
 
     def forward(
