@@ -72,14 +72,14 @@ def _problem(cell, batch=3, steps=3, channels=2, hidden=2, frame=(3, 4), kernel=
     return x, states, weight, b
 
 
-def _functional(cell, lengths, steps, batch):
+def _functional(cell, lengths, steps, batch, zero_start=False):
     def run(x, *rest):
         *states, weight, bias = rest
         schedule = make_schedule(steps, batch, None if lengths is None else
                                  torch.tensor(lengths), x.device, False)
         if cell == "lstm":
-            return F.conv_lstm(x, states[0], states[1], weight, bias, schedule)
-        return F.conv_gru(x, states[0], weight, bias, schedule)
+            return F.conv_lstm(x, states[0], states[1], weight, bias, schedule, zero_start)
+        return F.conv_gru(x, states[0], weight, bias, schedule, zero_start)
     return run
 
 
@@ -126,6 +126,45 @@ def test_parity_with_autograd_reference_loop(cell, dtype, tol, lengths):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("channels,kernel", [(1, 3), (4, 3), (2, (1, 5)), (1, 7)])
+@pytest.mark.parametrize("zero_start", [False, True])
+def test_input_paths_and_zero_start_match_the_reference(cell, channels, kernel, zero_start):
+    """Both ways the input convolution runs (unfold + matmul for C·kh·kw ≤ 32, ``conv2d``
+    above; both are parametrised here) and ``zero_start=True`` with h0 = 0 (the first step's
+    state convolution and its backward skipped): outputs, final states and the gradients of
+    x, c0, the weight and the bias as the reference, float64, ragged lengths."""
+    _, kh, kw = (None, kernel, kernel) if isinstance(kernel, int) else (None, *kernel)
+    assert F._unfolds(torch.empty(1, channels, kh, kw), channels) == (channels * kh * kw <= 32)
+    x, states, weight, bias = _problem(cell, batch=4, steps=4, channels=channels, hidden=2,
+                                       frame=(5, 4), kernel=kernel, seed=3)
+    if zero_start:
+        states = (torch.zeros_like(states[0]), *states[1:])  # h0 = 0, no gradient asked
+    lengths = [4, 1, 3, 2]
+    out, *finals = _functional(cell, lengths, 4, 4, zero_start)(x, *states, weight, bias)
+    ref_out, ref_finals = _reference(cell, x, states, weight, bias, lengths)
+    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=0)
+    for a, b in zip(finals, ref_finals, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    gen = torch.Generator().manual_seed(4)
+    probes = [torch.randn(t.shape, generator=gen, dtype=DOUBLE) for t in (out, *finals)]
+    inputs = [t for t in (x, *states, weight, bias) if t.requires_grad]
+    ours = torch.autograd.grad((out, *finals), inputs, probes)
+    theirs = torch.autograd.grad((ref_out, *ref_finals), inputs, probes)
+    for a, b in zip(ours, theirs, strict=True):
+        scale = float(b.abs().max())
+        torch.testing.assert_close(a / scale, b / scale, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gradcheck_zero_start(cell):
+    x, states, weight, bias = _problem(cell, channels=1, hidden=2, frame=(3, 3), seed=5)
+    h0 = torch.zeros_like(states[0])
+    run = _functional(cell, [2, 3, 1], 3, 3, zero_start=True)
+    assert torch.autograd.gradcheck(lambda x, *rest: run(x, h0, *rest),
+                                    (x, *states[1:], weight, bias), atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_module_layers_batch_first_and_lengths(cell):
     """Two layers = two single layers chained; batch_first is a transpose; padding never
     changes a result; outputs past a clip's end are zero."""
@@ -142,6 +181,10 @@ def test_module_layers_batch_first_and_lengths(cell):
     mid, f1 = first(x, lengths=lengths)
     end, f2 = second(mid, lengths=lengths)
     torch.testing.assert_close(out, end, atol=1e-13, rtol=0)
+    layers, _ = stack.forward_layers(x, lengths=lengths)
+    assert len(layers) == 2 and layers[1] is not None
+    torch.testing.assert_close(layers[0], mid, atol=1e-13, rtol=0)
+    torch.testing.assert_close(layers[1], out, atol=0, rtol=0)
     finals = finals if count == 2 else (finals,)
     f1, f2 = (f1, f2) if count == 2 else ((f1,), (f2,))
     for state, a, b in zip(finals, f1, f2, strict=True):

@@ -44,16 +44,20 @@ def test_moving_digits_are_seeded_real_digits_moving_as_labelled():
     for k in range(6):
         # frame 0 holds one real digit image of the clip's label, unchanged (same pixel sum)
         frame = a.frames[k, 0]
-        ys, xs = np.nonzero(frame)
-        y, x = ys.min(), xs.min()
         sums = images.sum((1, 2))[labels == a.digits[k].argmax()]
         assert np.isclose(sums, frame.sum(), atol=1e-4).any()
-        # the digit moves along its direction (centre of mass, first step before any bounce)
-        dy, dx = DIRECTIONS[a.direction[k]][1:]
-        com = [np.array(np.nonzero(a.frames[k, t])).mean(1) for t in (0, 1)]
-        step = np.sign(com[1] - com[0])
-        if 1 <= y <= 24 - 8 - 1 and 1 <= x <= 24 - 8 - 1:  # not at an edge: no bounce yet
-            assert tuple(step) == (dy, dx)
+
+
+def test_the_first_move_is_the_labelled_direction():
+    """Every clip: frame 1 is frame 0 shifted by ``speed`` pixels along the labelled direction
+    (start positions are drawn so that the first move does not bounce), also for digits that
+    start at the edges (speed 2, 6-pixel digits on a 12-pixel canvas: 7 positions per axis)."""
+    clips = moving_digits(200, 2, canvas=12, digit_size=6, speed=2, seed=5)
+    assert len(set(clips.direction.tolist())) == 8
+    for k in range(200):
+        dy, dx = DIRECTIONS[clips.direction[k]][1:]
+        moved = np.roll(clips.frames[k, 0], (2 * dy, 2 * dx), axis=(0, 1))  # nothing wraps
+        assert np.array_equal(moved, clips.frames[k, 1]), k
 
 
 def test_test_split_uses_other_handwriting():
@@ -208,3 +212,65 @@ def test_classify_generated_clips(tmp_path, capsys):
     err = _error(capsys, ["frames", "train", "--task", "classify", "--train", str(tmp_path),
                           "--out", str(tmp_path / "r"), *QUIET])
     assert "--task classify learns the labels of generated clips" in err
+
+
+# ---------------------------------------------------------------------- patches, pooling, old runs
+
+
+def test_patches_round_trip_with_padding():
+    import torch
+
+    from rnnkit.models.frames import from_patches, to_patches
+
+    frames = torch.rand(2, 3, 10, 7)
+    cells = to_patches(frames, 4)
+    assert cells.shape == (2, 3, 16, 3, 2)  # 10×7 padded to 12×8
+    assert float(cells[0, 0, :, 0, 0].sum()) == float(frames[0, 0, :4, :4].sum())
+    back = from_patches(cells.flatten(0, 1), 4, (10, 7)).view(2, 3, 10, 7)
+    assert torch.equal(back, frames)
+    assert torch.equal(to_patches(frames, 1)[:, :, 0], frames)
+
+
+@pytest.mark.parametrize("pool", ["steps", "final"])
+def test_classifier_pooling_ignores_frames_past_a_clip_end(pool):
+    import torch
+
+    from rnnkit.models.frames import ClipClassifier, FramesModelConfig
+
+    torch.manual_seed(0)
+    model = ClipClassifier(FramesModelConfig(hidden_size=4, num_layers=1, pool=pool))
+    frames = torch.rand(3, 5, 10, 10)
+    lengths = torch.tensor([5, 3, 2])
+    digits, direction = model(frames, lengths)
+    alone = model(frames[1:2, :3], torch.tensor([3]))
+    noisy = frames.clone()
+    noisy[1, 3:] = 7.0
+    torch.testing.assert_close(digits[1:2], alone[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(model(noisy, lengths)[1], direction, atol=0, rtol=0)
+
+
+def test_a_checkpoint_from_before_patches_still_loads(square_run, tmp_path, capsys):
+    """Runs saved before --patch-size/--head/--pool existed (their config.json lacks them)
+    load as single pixels with the last layer's read-out, not as the new defaults."""
+    import shutil
+
+    _, valid, out = square_run
+    legacy = tmp_path / "legacy"
+    assert main(["frames", "train", "--train", str(valid), "--valid", str(valid),
+                 "--input-frames", "4", "--future-frames", "2", "--hidden-size", "4",
+                 "--num-layers", "2", "--patch-size", "1", "--head", "last",
+                 "--batch-size", "8", "--max-steps", "2", "--out", str(legacy), *QUIET]) == 0
+    capsys.readouterr()
+    assert main(["frames", "eval", "--checkpoint", str(legacy), "--data", str(valid),
+                 "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)["bce"]
+    old = tmp_path / "old"
+    shutil.copytree(legacy, old)
+    for config in old.glob("*/config.json"):
+        saved = json.loads(config.read_text())
+        for name in ("patch_size", "head", "pool"):
+            del saved["options"][name]
+        config.write_text(json.dumps(saved))
+    assert main(["frames", "eval", "--checkpoint", str(old), "--data", str(valid),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bce"] == expected

@@ -27,7 +27,12 @@ from rnnkit._io import atomic_write_bytes
 from rnnkit.apps import Application, Checkpoint, PrepareContext, register
 from rnnkit.data.frames import DIRECTIONS, Clips, moving_digits, read_clip_folders
 from rnnkit.errors import RnnkitError
-from rnnkit.models.frames import ClipClassifier, FramesModelConfig, build_forecaster
+from rnnkit.models.frames import (
+    LEGACY_DEFAULTS,
+    ClipClassifier,
+    FramesModelConfig,
+    build_forecaster,
+)
 from rnnkit.train import StepOutput
 from rnnkit.train.config import option, section
 
@@ -407,6 +412,10 @@ rnnkit frames predict --checkpoint run --gif pred.gif --png pred.png
 
     def load(self, checkpoint: Checkpoint) -> Loaded:
         config = checkpoint.options
+        saved = checkpoint.saved.get("options", {})
+        for name, value in LEGACY_DEFAULTS.items():  # a run saved before the option existed
+            if name not in saved:
+                setattr(config.model, name, value)
         size = tuple(checkpoint.saved["size"])
         return Loaded(checkpoint.load_weights(_build(config, size)), config, size)
 

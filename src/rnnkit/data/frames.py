@@ -5,9 +5,11 @@ digits, and the user's own clips read from folders of images.
 al. 2015) as used by the ConvLSTM paper (Shi et al. 2015): the 1,797 handwritten 8×8 digits that
 ship inside scikit-learn (``sklearn.datasets.load_digits``, the UCI "optdigits" test set, no
 download), scaled to ``digit_size`` pixels (bilinear) and moved on a black ``canvas``×``canvas``
-frame. Each clip draws ``digits`` digit images, a start position for each, and one of 8
-directions (E, NE, N, NW, W, SW, S, SE) that all its digits start moving in at ``speed`` pixels
-per frame (diagonals: ``speed`` along each axis); a digit bounces off the frame's edges
+frame. Each clip draws ``digits`` digit images, one of 8 directions (E, NE, N, NW, W, SW, S,
+SE) that all its digits start moving in at ``speed`` pixels per frame (diagonals: ``speed``
+along each axis), and a start position for each digit from which its first move stays inside
+the frame (so the motion between the first two frames is the labelled direction; when
+``speed`` exceeds the room the frame leaves, anywhere); a digit bounces off the frame's edges
 (its velocity flips on the axis that would leave the frame); overlapping digits combine by
 the pixel-wise maximum. Pixel values lie in [0, 1]. The generator is ``numpy.random.
 default_rng(seed)``: the same seed gives the same clips. The digit images are split once (the
@@ -110,9 +112,12 @@ def moving_digits(count: int, frames: int, *, canvas: int = 32, digit_size: int 
         picks = rng.integers(0, len(images), size=digits)
         shown[k, labels[picks]] = 1.0
         _, dy, dx = DIRECTIONS[direction[k]]
+        vy0, vx0 = dy * speed, dx * speed
         for pick in picks:
-            y, x = (int(v) for v in rng.integers(0, room + 1, size=2))
-            vy, vx = dy * speed, dx * speed
+            # a start from which the first move stays inside the frame, so that the motion
+            # between the first two frames is the labelled direction
+            y, x = _start(rng, room, vy0), _start(rng, room, vx0)
+            vy, vx = vy0, vx0
             for t in range(frames):
                 window = out[k, t, y : y + digit_size, x : x + digit_size]
                 np.maximum(window, images[pick], out=window)
@@ -120,6 +125,14 @@ def moving_digits(count: int, frames: int, *, canvas: int = 32, digit_size: int 
                 x, vx = _bounce(x, vx, room)
     return Clips(out, np.full(count, frames, dtype=np.int64), shown, direction.astype(np.int64),
                  [f"clip-{k}" for k in range(count)])
+
+
+def _start(rng: np.random.Generator, room: int, velocity: int) -> int:
+    """A start in [0, room] from which ``position + velocity`` stays in [0, room] (anywhere
+    when |velocity| > room)."""
+    if abs(velocity) > room:
+        return int(rng.integers(0, room + 1))
+    return int(rng.integers(max(0, -velocity), room - max(0, velocity) + 1))
 
 
 def _bounce(position: int, velocity: int, room: int) -> tuple[int, int]:

@@ -31,14 +31,18 @@ width); states ``(B, H, Y, X)``.
 
 How it is computed. The convolution over ``[x_t, h_{t-1}]`` is the sum of one over ``x_t`` with
 ``W_x = W[:, :C]`` and one over ``h_{t-1}`` with ``W_h = W[:, C:]``. The first does not depend on
-the recurrence, so it runs **once for all steps** (T·B frames in one batch) before the loop; the
-loop convolves only the state. The backward loop walks ``t = T−1 … 0`` carrying ``∂L/∂h`` and
-``∂L/∂c``, computes the pointwise gate gradients ``δ_t = ∂L/∂(pre-activations)`` from the saved
-gates, and sends ``δ_t`` back through ``W_h`` (a transposed convolution, run as a convolution with
-the kernel turned 180°). After the loop,
-``∂L/∂x``, ``∂L/∂W_x`` and the bias gradient are one batched convolution backward and
-``∂L/∂W_h`` another (``aten.convolution_backward``, what :func:`torch.nn.grad.conv2d_weight`
-calls, with all T·B steps stacked in the batch). Variable lengths use
+the recurrence, so it runs **once for all steps** (T·B frames in one batch; for few input
+channels, C·kh·kw ≤ 32, as unfold + one matrix product, see :func:`_unfolds`) before the loop;
+the loop convolves only the state. With ``zero_start`` (the layer's default state of zeros)
+the first step's state convolution is skipped (``W_h * 0 = 0``), and so are its share of the
+backward. The backward loop walks ``t = T−1 … 0`` carrying ``∂L/∂h`` and ``∂L/∂c``, computes
+the pointwise gate gradients ``δ_t = ∂L/∂(pre-activations)`` from the saved gates (and the
+saved ``tanh c_t``), and sends ``δ_t`` back through ``W_h`` (a transposed convolution, run as a
+convolution with the kernel turned 180°). After the loop, ``∂L/∂W_x`` and the bias gradient are
+one batched convolution backward, ``∂L/∂W_h`` another (``aten.convolution_backward``, what
+:func:`torch.nn.grad.conv2d_weight` calls, with all T·B steps stacked in the batch), and
+``∂L/∂x`` one batched transposed convolution. Every sequence the layer creates is stored
+channels-last (see "shared pieces" below). Variable lengths use
 :class:`~rnnkit.functional.schedule.Schedule`'s processing order, as the other cells: at step t
 only the first ``batch_sizes[t]`` rows run.
 
@@ -110,78 +114,161 @@ def run_conv_steps(step, x: Tensor, state: tuple[Tensor, ...], lengths=None
 
 
 # ---------------------------------------------------------------------- shared pieces
+#
+# Memory layout. Every sequence the layer creates (gates, cells, states and their gradients) is
+# stored with the channels innermost, ``(T, B, Y, X, C)`` in memory, and used through a
+# ``(T, B, C, Y, X)`` view: then each step's ``(B, C, Y, X)`` slice is a channels-last tensor
+# (``torch.channels_last``), the layout oneDNN convolves without reordering its input and output
+# on every call (the per-step convolutions ran 10–30 % faster so, one thread; the layer's
+# outputs are these views). The sums are the same in either layout.
+
+_CL = torch.channels_last
+
+
+def _empty_last(like: Tensor, shape, zeros: bool) -> Tensor:
+    """A new ``(T, B, C, Y, X)`` tensor stored channels-last; zeros if ``zeros`` (ragged
+    batches: rows that stop early must read as zero)."""
+    steps, batch, channels, height, width = shape
+    make = like.new_zeros if zeros else like.new_empty
+    return make(steps, batch, height, width, channels).permute(0, 1, 4, 2, 3)
+
+
+def _phys(seq: Tensor) -> Tensor:
+    """The ``(T, B, Y, X, C)`` storage order of a channels-last ``(T, B, C, Y, X)`` view."""
+    return seq.permute(0, 1, 3, 4, 2)
 
 
 def _proc(schedule: Schedule, seq: Tensor) -> Tensor:
-    """``(T, B, ...)`` in batch order → processing order."""
-    return schedule.to_processing(seq.flatten(2)).view(seq.shape)
+    """``(T, B, ...)`` in batch order → processing order (any layout)."""
+    return schedule.to_processing(seq.reshape(*seq.shape[:2], -1)).view(seq.shape)
 
 
-def _unproc(schedule: Schedule, seq: Tensor) -> Tensor:
-    return schedule.from_processing(seq.flatten(2)).view(seq.shape)
+def _proc_last(schedule: Schedule, seq: Tensor) -> Tensor:
+    """As :func:`_proc` for a channels-last sequence; the result is channels-last too."""
+    phys = _phys(seq)
+    return schedule.to_processing(phys.flatten(2)).view(phys.shape).permute(0, 1, 4, 2, 3)
+
+
+def _unproc_last(schedule: Schedule, seq: Tensor) -> Tensor:
+    phys = _phys(seq)
+    return schedule.from_processing(phys.flatten(2)).view(phys.shape).permute(0, 1, 4, 2, 3)
 
 
 def _state_in(schedule: Schedule, state: Tensor) -> Tensor:
-    return schedule.batch_to_processing(state.flatten(1)).view(state.shape)
+    """A ``(B, H, Y, X)`` state in batch order → processing order, channels-last."""
+    moved = schedule.batch_to_processing(state.reshape(state.shape[0], -1)).view(state.shape)
+    return moved.contiguous(memory_format=_CL)
 
 
 def _state_out(schedule: Schedule, state: Tensor) -> Tensor:
-    return schedule.batch_from_processing(state.flatten(1)).view(state.shape)
+    """A channels-last ``(B, H, Y, X)`` state in processing order → batch order."""
+    if schedule.order is None:
+        return state
+    phys = state.permute(0, 2, 3, 1)
+    return schedule.batch_from_processing(phys.flatten(1)).view(phys.shape).permute(0, 3, 1, 2)
 
 
 def _last(schedule: Schedule, seq: Tensor) -> Tensor:
-    """State after each row's last step, ``(B, ...)`` in processing order."""
-    return schedule.last_steps(seq.flatten(2)).view(seq.shape[1:])
+    """State after each row's last step, ``(B, ...)`` in processing order (channels-last)."""
+    phys = _phys(seq)
+    return schedule.last_steps(phys.flatten(2)).view(phys.shape[1:]).permute(0, 3, 1, 2)
+
+
+def _unfolds(weight: Tensor, channels: int) -> bool:
+    """Whether the input's convolution runs as unfold + matrix product (few input channels)
+    rather than as ``conv2d``. With C·kh·kw ≤ 32 (a grey frame: C = 1) oneDNN's convolution
+    ran far below its usual speed here (1 → 128 channels over 160 frames of 16 × 16: 25 ms
+    against 3.7 ms for unfold + matmul, one thread, in one of two runs), and the transposed
+    convolution back to C channels (for ∂L/∂x) likewise (12.6 ms against 4.1 ms for
+    matmul + fold); with more channels ``conv2d`` is the faster. Both compute the same sums."""
+    return channels * weight.shape[2] * weight.shape[3] <= 32
 
 
 def _input_conv(x: Tensor, w_x: Tensor, bias: Tensor | None, schedule: Schedule) -> Tensor:
-    """``W_x * x_t + b`` for every step at once, ``(T, B, G·H, Y, X)`` in processing order."""
-    steps, batch = x.shape[:2]
-    out = nnf.conv2d(x.flatten(0, 1), w_x, bias, padding=_padding(w_x))
-    return _proc(schedule, out.view(steps, batch, *out.shape[1:]))
+    """``W_x * x_t + b`` for every step at once: a new channels-last ``(T, B, G·H, Y, X)`` in
+    processing order."""
+    steps, batch, channels, height, width = x.shape
+    flat = x.flatten(0, 1)
+    gates = w_x.shape[0]
+    if _unfolds(w_x, channels):
+        cols = nnf.unfold(flat, w_x.shape[2:], padding=_padding(w_x))  # (T·B, C·kh·kw, Y·X)
+        out = torch.matmul(cols.transpose(1, 2), w_x.reshape(gates, -1).t())  # (T·B, Y·X, G·H)
+        if bias is not None:
+            out += bias
+    else:
+        out = nnf.conv2d(flat.contiguous(memory_format=_CL), w_x.contiguous(memory_format=_CL),
+                         bias, padding=_padding(w_x))
+        out = out.contiguous(memory_format=_CL).permute(0, 2, 3, 1)  # (T·B, Y, X, G·H)
+    phys = out.reshape(steps, batch, height, width, gates)
+    if schedule.rows is not None or schedule.reverse:
+        phys = schedule.to_processing(phys.flatten(2)).view(phys.shape)
+    return phys.permute(0, 1, 4, 2, 3)
 
 
-def _zeros_where_ragged(like: Tensor, shape, ragged: bool) -> Tensor:
-    return like.new_zeros(shape) if ragged else like.new_empty(shape)
+def _input_grad(dxp: Tensor, x: Tensor, w_x: Tensor) -> Tensor:
+    """``∂L/∂x`` from ``dxp = ∂L/∂(W_x * x + b)``, channels-last ``(T·B, G·H, Y, X)`` in batch
+    order: the transposed convolution, as matmul + fold for few channels (see
+    :func:`_unfolds`)."""
+    if _unfolds(w_x, x.shape[2]):
+        rows = dxp.permute(0, 2, 3, 1).reshape(dxp.shape[0], -1, dxp.shape[1])  # (N, Y·X, G·H)
+        cols = torch.matmul(rows, w_x.reshape(w_x.shape[0], -1))  # (N, Y·X, C·kh·kw)
+        return nnf.fold(cols.transpose(1, 2), x.shape[3:], w_x.shape[2:],
+                        padding=_padding(w_x)).view(x.shape)
+    common = ([1, 1], list(_padding(w_x)), [1, 1], False, [0, 0], 1)
+    dx, _, _ = torch.ops.aten.convolution_backward(
+        dxp, x.flatten(0, 1).contiguous(memory_format=_CL), w_x.contiguous(memory_format=_CL),
+        None, *common, [True, False, False])
+    return dx.contiguous().view(x.shape)
 
 
 def _adjoint(weight: Tensor) -> Tensor:
     """The kernel whose convolution (same padding) is the transposed convolution with
-    ``weight``: in and out channels swapped, the kernel turned 180°. ``conv2d`` with it runs on
-    the same fast path as the forward (oneDNN on the CPU); ``conv_transpose2d`` measured slower
-    here for 5 × 5 kernels (120 against 55 ms in one run on a loaded machine)."""
-    return weight.transpose(0, 1).flip(2, 3).contiguous()
+    ``weight``: in and out channels swapped, the kernel turned 180° (channels-last, as the
+    states it convolves). ``conv2d`` with it runs on the same fast path as the forward;
+    ``conv_transpose2d`` measured slower here for 5 × 5 kernels (120 against 55 ms in one run
+    on a loaded machine)."""
+    return weight.transpose(0, 1).flip(2, 3).contiguous(memory_format=_CL)
 
 
-def _previous(h0: Tensor, hidden: Tensor) -> Tensor:
-    """``h_{t-1}`` for every step, ``(T, B, H, Y, X)``: h0, then the states but the last."""
-    return torch.cat([h0.unsqueeze(0), hidden[:-1]])
+def _previous(h0: Tensor, hidden: Tensor, zero_start: bool) -> Tensor:
+    """``h_{t-1}`` for the steps that can add to ``∂L/∂W_h``, ``(T', B, H, Y, X)`` channels-last:
+    h0, then the states but the last; without h0 when it is known to be zero (``zero_start``)."""
+    if zero_start:
+        return hidden[:-1]
+    phys = torch.cat([h0.permute(0, 2, 3, 1).unsqueeze(0), _phys(hidden)[:-1]])
+    return phys.permute(0, 1, 4, 2, 3)
 
 
 def _input_and_weight_grads(dxp_proc: Tensor, dhh_proc: Tensor, x: Tensor, h_prev: Tensor,
                             weight: Tensor, has_bias: bool, schedule: Schedule, need_x: bool):
-    """After the loop, over all T·B steps at once: ``∂L/∂x``, ``∂L/∂W_x`` and ``∂L/∂b`` from
-    one batched convolution backward, ``∂L/∂W_h`` from another (``∂L/∂W`` = ``[∂L/∂W_x |
-    ∂L/∂W_h]``).
+    """After the loop, over all T·B steps at once: ``∂L/∂W_x`` and ``∂L/∂b`` from one batched
+    convolution backward, ``∂L/∂W_h`` from another (``∂L/∂W`` = ``[∂L/∂W_x | ∂L/∂W_h]``),
+    ``∂L/∂x`` from one batched transposed convolution (:func:`_input_grad`).
 
-    dxp_proc: ∂L/∂(W_x * x + b), dhh_proc: ∂L/∂(W_h * h_{t-1}), both ``(T, B, G·H, Y, X)`` in
-    processing order (the same tensor for the LSTM); x in batch order, h_prev in processing
-    order. ``aten.convolution_backward`` is what ``torch.nn.grad.conv2d_weight`` calls; asking
-    it for the input's, the weight's and the bias's gradients together is one oneDNN call
-    instead of three passes.
+    dxp_proc: ∂L/∂(W_x * x + b), dhh_proc: ∂L/∂(W_h * h_{t-1}), both channels-last
+    ``(T, B, G·H, Y, X)`` in processing order (the same tensor for the LSTM); x in batch order,
+    h_prev ``(T', B, H, Y, X)`` in processing order, where T' ≤ T counts the last steps: the
+    steps whose ``h_{t-1}`` is known to be zero (an initial state of zeros) add nothing to
+    ``∂L/∂W_h`` and are left out. ``aten.convolution_backward`` is what
+    ``torch.nn.grad.conv2d_weight`` calls.
     """
     channels = x.shape[2]
     pad = list(_padding(weight))
-    dxp = _unproc(schedule, dxp_proc).flatten(0, 1)  # batch order, (T·B, G·H, Y, X)
-    w_x = weight[:, :channels].contiguous()
-    w_h = weight[:, channels:].contiguous()
+    dxp = _unproc_last(schedule, dxp_proc).flatten(0, 1)  # batch order, (T·B, G·H, Y, X)
+    w_x = weight[:, :channels].contiguous(memory_format=_CL)
+    w_h = weight[:, channels:].contiguous(memory_format=_CL)
     common = ([1, 1], pad, [1, 1], False, [0, 0], 1)
-    dx, dw_x, db = torch.ops.aten.convolution_backward(
-        dxp, x.flatten(0, 1), w_x, [weight.shape[0]] if has_bias else None, *common,
-        [need_x, True, has_bias])
-    _, dw_h, _ = torch.ops.aten.convolution_backward(
-        dhh_proc.flatten(0, 1), h_prev.flatten(0, 1), w_h, None, *common, [False, True, False])
-    return (None if dx is None else dx.view(x.shape)), torch.cat([dw_x, dw_h], dim=1), db
+    _, dw_x, db = torch.ops.aten.convolution_backward(
+        dxp, x.flatten(0, 1).contiguous(memory_format=_CL), w_x,
+        [weight.shape[0]] if has_bias else None, *common, [False, True, has_bias])
+    if len(h_prev):
+        dhh = dhh_proc[len(dhh_proc) - len(h_prev):]
+        _, dw_h, _ = torch.ops.aten.convolution_backward(
+            dhh.flatten(0, 1), h_prev.flatten(0, 1), w_h, None, *common, [False, True, False])
+    else:
+        dw_h = torch.zeros_like(w_h)
+    dx = _input_grad(dxp, x, w_x) if need_x else None
+    return dx, torch.cat([dw_x, dw_h], dim=1).contiguous(), db
 
 
 def _batch_lengths(schedule: Schedule) -> Tensor:
@@ -214,77 +301,82 @@ class ConvLSTMFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, x, h0, c0, weight, bias, schedule):
+    def forward(ctx, x, h0, c0, weight, bias, schedule, zero_start=False):
         steps, batch, channels = x.shape[:3]
         size = weight.shape[0] // 4
         pad = _padding(weight)
-        w_h = weight[:, channels:].contiguous()
+        w_h = weight[:, channels:].contiguous(memory_format=_CL)
         gates = _input_conv(x, weight[:, :channels], bias, schedule)  # becomes the gates
         state_shape = (steps, batch, size, *x.shape[3:])
         ragged = schedule.ragged
-        cells = _zeros_where_ragged(x, state_shape, ragged)
-        hidden = _zeros_where_ragged(x, state_shape, ragged)
+        cells = _empty_last(x, state_shape, ragged)
+        tanh_cells = _empty_last(x, state_shape, ragged)  # kept for the backward
+        hidden = _empty_last(x, state_shape, ragged)
         h0p, c0p = _state_in(schedule, h0), _state_in(schedule, c0)
         h_prev, c_prev = h0p, c0p
         for t, n in enumerate(schedule.batch_sizes):
             pre = gates[t, :n]
-            pre += nnf.conv2d(h_prev[:n], w_h, padding=pad)
+            if t or not zero_start:  # W_h * 0 = 0
+                pre += nnf.conv2d(h_prev[:n], w_h, padding=pad)
             pre[:, : 2 * size].sigmoid_()  # i, f
             pre[:, 2 * size : 3 * size].tanh_()  # g
             pre[:, 3 * size :].sigmoid_()  # o
             i, f, g, o = pre.chunk(4, dim=1)
             c = torch.mul(f, c_prev[:n], out=cells[t, :n]).addcmul_(i, g)
-            torch.mul(o, torch.tanh(c), out=hidden[t, :n])
+            torch.mul(o, torch.tanh(c, out=tanh_cells[t, :n]), out=hidden[t, :n])
             h_prev, c_prev = hidden[t], cells[t]
         h_n = _state_out(schedule, _last(schedule, hidden))
         c_n = _state_out(schedule, _last(schedule, cells))
-        ctx.save_for_backward(x, h0, c0, weight, bias, h0p, c0p, gates, cells, hidden)
-        ctx.schedule = schedule
-        return _unproc(schedule, hidden), h_n, c_n
+        ctx.save_for_backward(x, h0, c0, weight, bias, h0p, c0p, gates, cells, tanh_cells,
+                              hidden)
+        ctx.schedule, ctx.zero_start = schedule, zero_start
+        return _unproc_last(schedule, hidden), h_n, c_n
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dout, dh_n, dc_n):
-        x, h0, c0, weight, bias, h0p, c0p, gates, cells, hidden = ctx.saved_tensors
+        x, h0, c0, weight, bias, h0p, c0p, gates, cells, tanh_cells, hidden = ctx.saved_tensors
         schedule = ctx.schedule
+        need = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph=True
             grads = (_grad(dout, hidden), _grad(dh_n, h0), _grad(dc_n, c0))
             return (*_second_order(step_conv_lstm, schedule, x, (h0, c0), weight, bias, grads,
-                                   ctx.needs_input_grad[:5]), None)
+                                   need[:5]), None, None)
         pad = _padding(weight)
         w_back = _adjoint(weight[:, x.shape[2]:])  # δ_t ↦ ∂L/∂h_{t-1}
         dout = _proc(schedule, _grad(dout, hidden))
         dh = _state_in(schedule, _grad(dh_n, h0)).clone()  # ∂L/∂h carried back from t+1
         dc = _state_in(schedule, _grad(dc_n, c0)).clone()  # ∂L/∂c carried back from t+1
-        dgates = _zeros_where_ragged(gates, gates.shape, schedule.ragged)
+        dgates = _empty_last(gates, gates.shape, schedule.ragged)
         for t in reversed(range(schedule.steps)):
             n = schedule.batch_sizes[t]
             i, f, g, o = gates[t, :n].chunk(4, dim=1)
-            c = cells[t, :n]
+            tanh_c = tanh_cells[t, :n]
             c_prev = c0p[:n] if t == 0 else cells[t - 1, :n]
             d_i, d_f, d_g, d_o = dgates[t, :n].chunk(4, dim=1)
             dh_t = dh[:n] + dout[t, :n]  # error from output t and from state t+1
-            tanh_c = torch.tanh(c)
-            torch.mul(dh_t * tanh_c, o * (1 - o), out=d_o)
-            dc_t = dc[:n].addcmul_(dh_t * o, 1 - tanh_c * tanh_c)  # ∂L/∂c_t
-            torch.mul(dc_t * g, i * (1 - i), out=d_i)
-            torch.mul(dc_t * c_prev, f * (1 - f), out=d_f)
-            torch.mul(dc_t * i, 1 - g * g, out=d_g)
+            torch.mul(dh_t, tanh_c, out=d_o).mul_(o - o * o)
+            dc_t = dc[:n].addcmul_(dh_t.mul_(o), 1 - tanh_c * tanh_c)  # ∂L/∂c_t
+            torch.mul(dc_t, g, out=d_i).mul_(i - i * i)
+            torch.mul(dc_t, c_prev, out=d_f).mul_(f - f * f)
+            torch.mul(dc_t, i, out=d_g).mul_(1 - g * g)
             dc_t.mul_(f)  # → ∂L/∂c_{t-1}
-            dh[:n] = nnf.conv2d(dgates[t, :n], w_back, padding=pad)  # → ∂L/∂h_{t-1}
-        need = ctx.needs_input_grad
-        h_prev = _previous(h0p, hidden)
+            if t or need[1]:  # ∂L/∂h_{t-1}; for t = 0 only when h0 wants it
+                dh[:n] = nnf.conv2d(dgates[t, :n], w_back, padding=pad)
+        h_prev = _previous(h0p, hidden, ctx.zero_start)
         dx, dweight, dbias = _input_and_weight_grads(dgates, dgates, x, h_prev, weight,
                                                      bias is not None, schedule, need[0])
-        return dx, _state_out(schedule, dh), _state_out(schedule, dc), dweight, dbias, None
+        dh0 = _state_out(schedule, dh) if need[1] else None
+        return dx, dh0, _state_out(schedule, dc), dweight, dbias, None, None
 
 
 def conv_lstm(x: Tensor, h0: Tensor, c0: Tensor, weight: Tensor, bias: Tensor | None,
-              schedule: Schedule) -> tuple[Tensor, Tensor, Tensor]:
+              schedule: Schedule, zero_start: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """One ConvLSTM layer: x ``(T, B, C, Y, X)``, h0 and c0 ``(B, H, Y, X)``, weight
     ``(4H, C + H, kh, kw)``, bias ``(4H,)`` or None → (output ``(T, B, H, Y, X)``, h_n, c_n), in
-    batch order."""
-    return ConvLSTMFunction.apply(x, h0, c0, weight, bias, schedule)
+    batch order. ``zero_start=True`` promises that h0 is all zeros (the layer's default
+    state): the first step's state convolution and its share of the backward are skipped."""
+    return ConvLSTMFunction.apply(x, h0, c0, weight, bias, schedule, zero_start)
 
 
 # ---------------------------------------------------------------------- ConvGRU
@@ -295,72 +387,81 @@ class ConvGRUFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, x, h0, weight, bias, schedule):
+    def forward(ctx, x, h0, weight, bias, schedule, zero_start=False):
         steps, batch, channels = x.shape[:3]
         size = weight.shape[0] // 3
         pad = _padding(weight)
-        w_h = weight[:, channels:].contiguous()
+        w_h = weight[:, channels:].contiguous(memory_format=_CL)
         gates = _input_conv(x, weight[:, :channels], bias, schedule)  # becomes (r, z, n)
         state_shape = (steps, batch, size, *x.shape[3:])
         ragged = schedule.ragged
-        hn_conv = _zeros_where_ragged(x, state_shape, ragged)  # W_hn * h_{t-1}
-        hidden = _zeros_where_ragged(x, state_shape, ragged)
+        hn_conv = _empty_last(x, state_shape, ragged or zero_start)  # W_hn * h_{t-1}
+        hidden = _empty_last(x, state_shape, ragged)
         h0p = _state_in(schedule, h0)
         h_prev = h0p
         for t, n in enumerate(schedule.batch_sizes):
             pre = gates[t, :n]
-            u = nnf.conv2d(h_prev[:n], w_h, padding=pad)
-            hn_conv[t, :n] = u[:, 2 * size :]
-            pre[:, : 2 * size].add_(u[:, : 2 * size]).sigmoid_()  # r, z
             r, z, new = pre.chunk(3, dim=1)
-            new.addcmul_(r, u[:, 2 * size :]).tanh_()  # n
+            if t or not zero_start:
+                u = nnf.conv2d(h_prev[:n], w_h, padding=pad)
+                hn_conv[t, :n] = u[:, 2 * size :]
+                pre[:, : 2 * size].add_(u[:, : 2 * size]).sigmoid_()  # r, z
+                new.addcmul_(r, u[:, 2 * size :]).tanh_()  # n
+            else:  # W_h * 0 = 0
+                pre[:, : 2 * size].sigmoid_()
+                new.tanh_()
             h = torch.sub(h_prev[:n], new, out=hidden[t, :n])
             h.mul_(z).add_(new)  # n + z ⊙ (h_{t-1} − n)
             h_prev = hidden[t]
         h_n = _state_out(schedule, _last(schedule, hidden))
         ctx.save_for_backward(x, h0, weight, bias, h0p, gates, hn_conv, hidden)
-        ctx.schedule = schedule
-        return _unproc(schedule, hidden), h_n
+        ctx.schedule, ctx.zero_start = schedule, zero_start
+        return _unproc_last(schedule, hidden), h_n
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dout, dh_n):
         x, h0, weight, bias, h0p, gates, hn_conv, hidden = ctx.saved_tensors
         schedule = ctx.schedule
+        need = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph=True
             grads = (_grad(dout, hidden), _grad(dh_n, h0))
             return (*_second_order(step_conv_gru, schedule, x, (h0,), weight, bias, grads,
-                                   ctx.needs_input_grad[:4]), None)
+                                   need[:4]), None, None)
         size = weight.shape[0] // 3
         pad = _padding(weight)
         w_back = _adjoint(weight[:, x.shape[2]:])
         dout = _proc(schedule, _grad(dout, hidden))
         dh = _state_in(schedule, _grad(dh_n, h0)).clone()
         ragged = schedule.ragged
-        dxp = _zeros_where_ragged(gates, gates.shape, ragged)  # ∂L/∂(W_x * x + b)
-        dhh = _zeros_where_ragged(gates, gates.shape, ragged)  # ∂L/∂(W_h * h_{t-1})
+        dxp = _empty_last(gates, gates.shape, ragged)  # ∂L/∂(W_x * x + b)
+        dhh = _empty_last(gates, gates.shape, ragged)  # ∂L/∂(W_h * h_{t-1})
         for t in reversed(range(schedule.steps)):
             n = schedule.batch_sizes[t]
             r, z, new = gates[t, :n].chunk(3, dim=1)
             h_prev = h0p[:n] if t == 0 else hidden[t - 1, :n]
             d_r, d_z, d_n = dxp[t, :n].chunk(3, dim=1)
             dh_t = dh[:n] + dout[t, :n]
-            torch.mul(dh_t * (1 - z), 1 - new * new, out=d_n)  # into a_n
-            torch.mul(d_n * hn_conv[t, :n], r * (1 - r), out=d_r)
-            torch.mul(dh_t * (h_prev - new), z * (1 - z), out=d_z)
-            dhh[t, :n, : 2 * size] = dxp[t, :n, : 2 * size]
-            torch.mul(d_n, r, out=dhh[t, :n, 2 * size :])  # into u_n = W_hn * h_{t-1}
-            dh[:n] = nnf.conv2d(dhh[t, :n], w_back, padding=pad).addcmul_(dh_t, z)
-        h_prev = _previous(h0p, hidden)
+            torch.mul(dh_t, 1 - z, out=d_n).mul_(1 - new * new)  # into a_n
+            torch.mul(d_n, hn_conv[t, :n], out=d_r).mul_(r - r * r)
+            torch.mul(dh_t, h_prev - new, out=d_z).mul_(z - z * z)
+            if t or need[1]:  # ∂L/∂h_{t-1}; for t = 0 only when h0 wants it
+                dhh[t, :n, : 2 * size] = dxp[t, :n, : 2 * size]
+                torch.mul(d_n, r, out=dhh[t, :n, 2 * size :])  # into u_n = W_hn * h_{t-1}
+                dh[:n] = nnf.conv2d(dhh[t, :n], w_back, padding=pad).addcmul_(dh_t, z)
+            elif not ctx.zero_start:  # ∂L/∂W_h still needs the first step
+                dhh[t, :n, : 2 * size] = dxp[t, :n, : 2 * size]
+                torch.mul(d_n, r, out=dhh[t, :n, 2 * size :])
+        h_prev = _previous(h0p, hidden, ctx.zero_start)
         dx, dweight, dbias = _input_and_weight_grads(dxp, dhh, x, h_prev, weight,
-                                                     bias is not None, schedule,
-                                                     ctx.needs_input_grad[0])
-        return dx, _state_out(schedule, dh), dweight, dbias, None
+                                                     bias is not None, schedule, need[0])
+        dh0 = _state_out(schedule, dh) if need[1] else None
+        return dx, dh0, dweight, dbias, None, None
 
 
 def conv_gru(x: Tensor, h0: Tensor, weight: Tensor, bias: Tensor | None,
-             schedule: Schedule) -> tuple[Tensor, Tensor]:
+             schedule: Schedule, zero_start: bool = False) -> tuple[Tensor, Tensor]:
     """One ConvGRU layer: x ``(T, B, C, Y, X)``, h0 ``(B, H, Y, X)``, weight
     ``(3H, C + H, kh, kw)``, bias ``(3H,)`` or None → (output ``(T, B, H, Y, X)``, h_n), in batch
-    order."""
-    return ConvGRUFunction.apply(x, h0, weight, bias, schedule)
+    order. ``zero_start``: as :func:`conv_lstm`."""
+    return ConvGRUFunction.apply(x, h0, weight, bias, schedule, zero_start)

@@ -4,11 +4,13 @@ Next frames (``--task next-frame``), the setting of the ConvLSTM paper's Moving-
 (Shi et al. 2015): read ``input_frames`` frames, predict the following ``future_frames``; each
 pixel is a Bernoulli probability (a logit here), trained with per-pixel binary cross-entropy.
 
-- :class:`ConvForecaster` (``--architecture convlstm``): the paper's encoder–forecaster. An
-  encoder stack of ConvLSTM (or ConvGRU, ``--cell gru``) layers reads the frames; a forecaster
-  stack of the same shape starts from the encoder's final states, layer by layer, and runs
-  ``future_frames`` steps without input (a zero frame); a 1×1 convolution of its last layer's
-  states gives each predicted frame's logits.
+- :class:`ConvForecaster` (``--architecture convlstm``): the paper's encoder–forecaster over
+  p × p patches of pixels stacked as channels (``--patch-size``, default 4: the paper cut its
+  64×64 frames into 4×4 patches). An encoder stack of ConvLSTM (or ConvGRU, ``--cell gru``)
+  layers reads the frames; a forecaster stack of the same shape starts from the encoder's final
+  states, layer by layer, and runs ``future_frames`` steps without input (a zero frame); a 1×1
+  convolution of the states of all its layers (``--head all``, the paper's; ``last``: its last
+  layer) gives each patch's pixel logits.
 - :class:`FCForecaster` (``fc-lstm``): the paper's FC-LSTM baseline, the same encoder–forecaster
   with ``rnnkit.LSTM`` over flattened frames (no spatial structure) and a linear read-out.
 - :class:`FrameCNN` (``cnn``): frame-independent: a stack of 3×3 convolutions (ReLU) reads the
@@ -37,14 +39,19 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as nnf
 
 from rnnkit._options import option
 from rnnkit.nn import LSTM, ConvGRU, ConvLSTM
 
 __all__ = ["FramesModelConfig", "ConvForecaster", "FCForecaster", "FrameCNN", "ClipClassifier",
-           "build_forecaster", "ARCHITECTURES"]
+           "build_forecaster", "ARCHITECTURES", "LEGACY_DEFAULTS", "to_patches", "from_patches"]
 
 ARCHITECTURES = ("convlstm", "fc-lstm", "cnn")
+
+# what a checkpoint saved before the option existed was trained with (``rnnkit frames`` of the
+# first session: single pixels, the last layer read out)
+LEGACY_DEFAULTS = {"patch_size": 1, "head": "last", "pool": "final"}
 
 
 @dataclass
@@ -61,6 +68,16 @@ class FramesModelConfig:
     num_layers: int = option(2, "stacked recurrent (cnn: convolution) layers", bounds="[1, inf)")
     kernel_size: int = option(3, "convolution kernel size (odd)", bounds="[1, inf)")
     dropout: float = option(0.0, "dropout between layers", bounds="[0, 1)")
+    patch_size: int = option(4, "convlstm and classify: cut each frame into patches of N x N "
+                             "pixels stacked as channels (Shi et al.'s 4x4 patches; 1: single "
+                             "pixels); frames are zero-padded to a multiple of N",
+                             bounds="[1, inf)")
+    head: str = option("all", "convlstm read-out: a 1x1 convolution of all the forecaster's "
+                       "layers (all, as Shi et al.) or of its last layer only (last)",
+                       ("all", "last"))
+    pool: str = option("final", "classify: pool the last layer's final state over the "
+                       "positions (final) or its states over every frame and position (steps)",
+                       ("final", "steps"))
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 == 0:
@@ -91,22 +108,53 @@ def _start_at_mean(bias: Tensor, mean: float) -> None:
         bias.fill_(math.log(mean / (1 - mean)))
 
 
+def to_patches(frames: Tensor, patch: int) -> Tensor:
+    """``(B, T, Y, X)`` frames → ``(B, T, p², ⌈Y/p⌉, ⌈X/p⌉)``: each p × p patch of pixels
+    becomes one position with p² channels (space-to-depth, ``pixel_unshuffle``), the frame
+    zero-padded at the bottom and right to a multiple of p."""
+    batch, steps, height, width = frames.shape
+    pad_y, pad_x = -height % patch, -width % patch
+    if pad_y or pad_x:
+        frames = nnf.pad(frames, (0, pad_x, 0, pad_y))
+    flat = frames.reshape(batch * steps, 1, *frames.shape[2:])
+    cells = nnf.pixel_unshuffle(flat, patch) if patch > 1 else flat
+    return cells.view(batch, steps, *cells.shape[1:])
+
+
+def from_patches(cells: Tensor, patch: int, size: tuple[int, int]) -> Tensor:
+    """Inverse of :func:`to_patches` for ``(N, p², Y', X')`` → ``(N, Y, X)`` (the padding cut
+    off)."""
+    pixels = nnf.pixel_shuffle(cells, patch) if patch > 1 else cells
+    return pixels[:, 0, : size[0], : size[1]]
+
+
 class ConvForecaster(nn.Module):
-    """Encoder–forecaster of ConvLSTM (ConvGRU) stacks. ``forward(frames (B, T, Y, X),
-    future)`` → logits ``(B, future, Y, X)``."""
+    """Encoder–forecaster of ConvLSTM (ConvGRU) stacks over p × p patches. ``forward(frames
+    (B, T, Y, X), future)`` → logits ``(B, future, Y, X)``."""
 
     def __init__(self, config: FramesModelConfig) -> None:
         super().__init__()
-        self.encoder = _conv_layer(config, 1)
-        self.forecaster = _conv_layer(config, 1)
-        self.output = nn.Conv2d(config.hidden_size, 1, 1)
+        self.patch = config.patch_size
+        channels = self.patch * self.patch
+        self.encoder = _conv_layer(config, channels)
+        self.forecaster = _conv_layer(config, channels)
+        self.head = config.head
+        read = config.hidden_size * (config.num_layers if config.head == "all" else 1)
+        self.output = nn.Conv2d(read, channels, 1)
 
     def forward(self, frames: Tensor, future: int) -> Tensor:
         batch, _, height, width = frames.shape
-        _, state = self.encoder(frames.unsqueeze(2))
-        blank = frames.new_zeros(batch, future, 1, height, width)
-        out, _ = self.forecaster(blank, state)  # (B, future, H, Y, X)
-        return self.output(out.flatten(0, 1)).view(batch, future, height, width)
+        cells = to_patches(frames, self.patch)
+        _, state = self.encoder(cells)
+        blank = cells.new_zeros(batch, future, *cells.shape[2:])
+        if self.head == "all":
+            outputs, _ = self.forecaster.forward_layers(blank, state)
+            out = torch.cat(outputs, dim=2)  # (B, future, L·H, Y', X')
+        else:
+            out, _ = self.forecaster(blank, state)  # (B, future, H, Y', X')
+        logits = self.output(out.flatten(0, 1))
+        return from_patches(logits, self.patch, (height, width)).view(batch, future, height,
+                                                                      width)
 
 
 class FCForecaster(nn.Module):
@@ -169,17 +217,37 @@ def build_forecaster(config: FramesModelConfig, size: tuple[int, int], future: i
 
 class ClipClassifier(nn.Module):
     """Which digits a clip shows and which way they move. ``forward(frames (B, T, Y, X),
-    lengths)`` → (digit logits ``(B, 10)``, direction logits ``(B, 8)``)."""
+    lengths)`` → (digit logits ``(B, 10)``, direction logits ``(B, 8)``).
+
+    ``pool="steps"`` takes the mean and the maximum of the last layer's states over every frame
+    of the clip (up to its length) and every position; ``"final"`` over the positions of its
+    final state only. A ConvLSTM's cell is a decaying sum of what it saw along the way, so its
+    final state holds the digit smeared along its path: the motion is plain in it, the shape
+    much less (see ``docs/frames.md``)."""
 
     def __init__(self, config: FramesModelConfig, classes: int = 10, directions: int = 8
                  ) -> None:
         super().__init__()
-        self.encoder = _conv_layer(config, 1)
+        self.patch = config.patch_size
+        self.pool = config.pool
+        self.encoder = _conv_layer(config, self.patch * self.patch)
         self.digits = nn.Linear(2 * config.hidden_size, classes)
         self.direction = nn.Linear(2 * config.hidden_size, directions)
 
     def forward(self, frames: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _, state = self.encoder(frames.unsqueeze(2), lengths=lengths)
-        last = (state[0] if isinstance(state, tuple) else state)[-1]  # (B, H, Y, X)
-        pooled = torch.cat([last.mean((2, 3)), last.amax((2, 3))], dim=1)
+        out, state = self.encoder(to_patches(frames, self.patch), lengths=lengths)
+        if self.pool == "final":
+            last = (state[0] if isinstance(state, tuple) else state)[-1]  # (B, H, Y', X')
+            pooled = torch.cat([last.mean((2, 3)), last.amax((2, 3))], dim=1)
+        else:  # out: (B, T, H, Y', X'), zero past each clip's end
+            batch, steps = out.shape[:2]
+            if lengths is None:
+                lengths = torch.full((batch,), steps)
+            valid = (torch.arange(steps, device=out.device)[None, :]
+                     < torch.as_tensor(lengths, device=out.device)[:, None])  # (B, T)
+            valid = valid[:, :, None, None, None]
+            count = valid.sum(1).to(out.dtype) * out.shape[3] * out.shape[4]  # (B, 1, 1, 1)
+            mean = (out * valid).sum((1, 3, 4)) / count.view(batch, 1)
+            peak = out.masked_fill(~valid, float("-inf")).amax((1, 3, 4))
+            pooled = torch.cat([mean, peak], dim=1)
         return self.digits(pooled), self.direction(pooled)

@@ -107,6 +107,14 @@ class ConvRecurrentBase(nn.Module):
     # ---------------------------------------------------------------- forward
 
     def forward(self, input, hx=None, *, lengths=None):  # noqa: A002 - torch.nn's name
+        outputs, final = self.forward_layers(input, hx, lengths=lengths)
+        return outputs[-1], final
+
+    def forward_layers(self, input, hx=None, *, lengths=None):  # noqa: A002
+        """As :meth:`forward`, with the outputs of every layer: ``([output of layer 0, …,
+        output of layer L−1], final states)``, each output ``(T, B, H, Y, X)`` (batch-first as
+        the input), the last one what :meth:`forward` returns. For read-outs that look at all
+        layers (Shi et al.'s forecaster concatenates them)."""
         checks.check_transforms()
         self._check_input(input)
         seq = input.transpose(0, 1) if self.batch_first else input
@@ -116,11 +124,12 @@ class ConvRecurrentBase(nn.Module):
         state = self._initial_state(hx, seq)
         if batch == 0:
             output, final = self._empty(seq, state)
+            outputs = [output] * self.num_layers
         else:
-            output, final = self._run(seq.contiguous(), state, lengths_cpu)
+            outputs, final = self._run(seq.contiguous(), state, lengths_cpu, hx is None)
         if self.batch_first:
-            output = output.transpose(0, 1)
-        return output, (final if len(final) == 2 else final[0])
+            outputs = [output.transpose(0, 1) for output in outputs]
+        return outputs, (final if len(final) == 2 else final[0])
 
     def _check_input(self, input) -> None:  # noqa: A002
         if not isinstance(input, Tensor):
@@ -157,23 +166,27 @@ class ConvRecurrentBase(nn.Module):
         output = seq.new_zeros(seq.shape[0], 0, self.hidden_channels, *seq.shape[3:]) + anchor
         return output, tuple(s + anchor for s in state)
 
-    def _run(self, seq: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None):
+    def _run(self, seq: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None,
+             zero_start: bool = False):
+        """Every layer's output (before dropout) and the final states."""
         schedule = make_schedule(seq.shape[0], seq.shape[1], lengths, seq.device, False)
         finals: list[list[Tensor]] = [[] for _ in state]
+        outputs: list[Tensor] = []
         layer_input = seq
         for layer in range(self.num_layers):
             weight = getattr(self, f"weight_l{layer}")
             bias = getattr(self, f"bias_l{layer}") if self.bias else None
             init = tuple(s[layer] for s in state)
-            out, *last = self._cell(layer_input, init, weight, bias, schedule)
+            out, *last = self._cell(layer_input, init, weight, bias, schedule, zero_start)
             for store, value in zip(finals, last):
                 store.append(value)
+            outputs.append(out)
             layer_input = out
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
-        return layer_input, tuple(torch.stack(values) for values in finals)
+        return outputs, tuple(torch.stack(values) for values in finals)
 
-    def _cell(self, x, init, weight, bias, schedule):
+    def _cell(self, x, init, weight, bias, schedule, zero_start):
         raise NotImplementedError
 
 
@@ -212,6 +225,10 @@ class ConvLSTM(ConvRecurrentBase):
         output: ``(T, B, H, Y, X)`` (batch-first as the input), the last layer's h_t.
         h_n, c_n: ``(L, B, H, Y, X)``.
 
+        The output is stored channels-last (each frame's ``(B, H, Y, X)`` slice is a
+        ``torch.channels_last`` tensor, the layout the layer computes in); ``.contiguous()``
+        gives the usual layout. :meth:`forward_layers` also returns every layer's output.
+
     Attributes:
         weight_l[k]: ``(4H, C + H, kh, kw)`` for k = 0, else ``(4H, 2H, kh, kw)``; output blocks
             i, f, g, o; input channels x first, then h.
@@ -226,8 +243,8 @@ class ConvLSTM(ConvRecurrentBase):
     blocks = 4
     states = ("h", "c")
 
-    def _cell(self, x, init, weight, bias, schedule):
-        return F.conv_lstm(x, init[0], init[1], weight, bias, schedule)
+    def _cell(self, x, init, weight, bias, schedule, zero_start):
+        return F.conv_lstm(x, init[0], init[1], weight, bias, schedule, zero_start)
 
 
 class ConvGRU(ConvRecurrentBase):
@@ -251,5 +268,5 @@ class ConvGRU(ConvRecurrentBase):
     blocks = 3
     states = ("h",)
 
-    def _cell(self, x, init, weight, bias, schedule):
-        return F.conv_gru(x, init[0], weight, bias, schedule)
+    def _cell(self, x, init, weight, bias, schedule, zero_start):
+        return F.conv_gru(x, init[0], weight, bias, schedule, zero_start)
