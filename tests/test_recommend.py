@@ -201,4 +201,4 @@ def test_ensemble_ranks_by_the_mean_log_softmax(trained, tmp_path, capsys):
                  "--max-epochs", "1", "--negatives", "0", *SMALL, *QUIET]) == 0
     capsys.readouterr()
     assert main(["recommend", "eval", "--checkpoint", str(out), "--checkpoint", str(third)]) == 2
-    assert "item ids (items.json) differ" in capsys.readouterr().err
+    assert "item ids (items.json) differs" in capsys.readouterr().err

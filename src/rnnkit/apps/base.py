@@ -219,6 +219,22 @@ class Application:
         raise RnnkitError(f"--checkpoint: rnnkit {self.name} takes one checkpoint, got "
                           f"{len(checkpoints)}")
 
+    def load_members(self, checkpoints: list[Checkpoint],
+                     agree: dict[str, Callable[[Any], Any]]) -> list[Any]:
+        """Each checkpoint :meth:`load`-ed, for a :meth:`load_ensemble`: every one after the
+        first must give the first's value of each ``agree`` entry (what it is → how to read it
+        from a loaded model), else an error naming the checkpoint and what differs."""
+        members = [self.load(checkpoints[0])]
+        for checkpoint in checkpoints[1:]:
+            member = self.load(checkpoint)
+            for what, read in agree.items():
+                if read(member) != read(members[0]):
+                    raise RnnkitError(f"--checkpoint {checkpoint.given or checkpoint.directory}: "
+                                      f"{what} differs from the first checkpoint's; the models "
+                                      "of an ensemble must agree on it")
+            members.append(member)
+        return members
+
     def evaluate(self, loaded: Any, options: Any) -> dict[str, Any]:
         """Named metrics (numbers, or nested tables a person reads with ``--json``)."""
         raise NotImplementedError

@@ -511,20 +511,10 @@ rnnkit caption report --checkpoint runs/caption --image photo.jpg --output photo
         """Captioners of the same vocabulary and crop (e.g. trained with other seeds): beam
         search on the mean of their word distributions; ``--baselines`` retrieves with the
         first member's encoder."""
-        first = self.load(checkpoints[0])
-        members = [first.model]
-        for checkpoint in checkpoints[1:]:
-            other = self.load(checkpoint)
-            name = checkpoint.given or checkpoint.directory
-            if other.vocab.to_json() != first.vocab.to_json():
-                raise RnnkitError(f"--checkpoint {name}: its vocabulary (vocab.json) differs "
-                                  "from the first checkpoint's; an ensemble needs captioners "
-                                  "trained on the same captions with the same --min-freq")
-            if (other.config.crop, other.config.model.blind) != (first.config.crop,
-                                                                  first.config.model.blind):
-                raise RnnkitError(f"--checkpoint {name}: its --crop or --blind differs from "
-                                  "the first checkpoint's")
-            members.append(other.model.to(first.device))
+        first, *others = self.load_members(checkpoints, {
+            "its vocabulary (vocab.json)": lambda m: m.vocab.to_json(),
+            "its --crop or --blind": lambda m: (m.config.crop, m.config.model.blind)})
+        members = [first.model, *(m.model.to(first.device) for m in others)]
         return Loaded(CaptionEnsemble(members), first.vocab, first.config, first.device)
 
     def evaluate(self, loaded: Loaded, options: CaptionEvalOptions) -> dict:

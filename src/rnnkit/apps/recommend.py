@@ -136,14 +136,9 @@ class Recommend(Application):
     def load_ensemble(self, checkpoints: list[Checkpoint]) -> Loaded:
         """Models trained on the same items: each ranks by its log-softmax over the items, the
         ensemble by their mean (the geometric mean of the members' next-item distributions)."""
-        first = self.load(checkpoints[0])
-        for checkpoint in checkpoints[1:]:
-            other = self.load(checkpoint)
-            if other.index.to_json() != first.index.to_json():
-                raise RnnkitError(f"--checkpoint {checkpoint.given or checkpoint.directory}: "
-                                  "its item ids (items.json) differ from those of the first "
-                                  "checkpoint; an ensemble needs models trained on the same "
-                                  "items")
+        first, *others = self.load_members(checkpoints, {
+            "its item ids (items.json)": lambda m: m.index.to_json()})
+        for other in others:
             first.members.extend(other.members)
         return first
 

@@ -337,22 +337,12 @@ class Speech(Application):
         """Models with the same alphabet, features and subsampling (e.g. trained with other
         seeds): each decodes its candidates, and the ensemble picks the candidate with the highest
         mixture probability ``log((1/M) Σ_m p_m(text | audio))``, reported as its log_prob."""
-        first = self.load(checkpoints[0])
-        frame_rate = (first.config.feature_config(), first.config.model.subsample)
-        others = []
-        for checkpoint in checkpoints[1:]:
-            other = self.load(checkpoint)
-            name = checkpoint.given or checkpoint.directory
-            if other.alphabet.to_json() != first.alphabet.to_json():
-                raise RnnkitError(f"--checkpoint {name}: its alphabet (alphabet.json) differs "
-                                  "from the first checkpoint's; an ensemble needs models trained "
-                                  "on the same transcripts' characters and words")
-            if (other.config.feature_config(), other.config.model.subsample) != frame_rate:
-                raise RnnkitError(f"--checkpoint {name}: its features or --subsample differ "
-                                  "from the first checkpoint's; an ensemble needs the same "
-                                  "features and frame rate")
-            others.append(other.model)
-        return Loaded(first.model, first.alphabet, first.config, tuple(others))
+        first, *others = self.load_members(checkpoints, {
+            "its alphabet (alphabet.json)": lambda m: m.alphabet.to_json(),
+            "its features or frame rate (--subsample)":
+                lambda m: (m.config.feature_config(), m.config.model.subsample)})
+        return Loaded(first.model, first.alphabet, first.config,
+                      tuple(m.model for m in others))
 
     def evaluate(self, loaded: Loaded, options: EvalOptions) -> dict[str, Any]:
         source = options.data or loaded.config.valid
