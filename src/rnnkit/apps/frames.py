@@ -61,12 +61,19 @@ class FramesConfig:
     speed: int = option(2, "pixels per frame along each moving axis", bounds="[0, inf)")
     data_seed: int = option(0, "seed of the generated clips (validation: +1, eval: +2)")
     batch_size: int = option(16, "clips per batch", bounds="[1, inf)")
+    digit_weight: float = option(10.0, "classify: weight of the digit loss (binary "
+                                 "cross-entropy, mean over the 10 classes; 10: their sum) "
+                                 "beside the direction's cross-entropy", bounds="[0, inf)")
     model: FramesModelConfig = section(FramesModelConfig, "model")
 
     def __post_init__(self) -> None:
         if self.digit_size > self.canvas:
             raise ValueError(f"--digit-size: expected at most --canvas ({self.canvas}), got "
                              f"{self.digit_size}")
+        patch = self.model.patch_size
+        if self.task == "classify" and self.model.stem and patch & (patch - 1):
+            raise ValueError(f"--patch-size: the classifier's --stem halves the frame with 2x2 "
+                             f"pooling, so the patch size must be a power of 2, got {patch}")
 
 
 @dataclass
@@ -157,10 +164,10 @@ def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return nnf.binary_cross_entropy_with_logits(logits, target)
 
 
-def _classify_loss(model, frames, lengths, digits, direction):
+def _classify_loss(model, frames, lengths, digits, direction, digit_weight: float = 1.0):
     digit_logits, direction_logits = model(frames, lengths)
-    return (_bce(digit_logits, digits) + nnf.cross_entropy(direction_logits, direction),
-            digit_logits, direction_logits)
+    return (digit_weight * _bce(digit_logits, digits)
+            + nnf.cross_entropy(direction_logits, direction), digit_logits, direction_logits)
 
 
 def _device(model) -> torch.device:
@@ -206,7 +213,7 @@ class FramesTask:
             (clip,) = batch
             split = self.config.input_frames
             return _bce(model(clip[:, :split], clip.shape[1] - split), clip[:, split:])
-        return _classify_loss(model, *batch)[0]
+        return _classify_loss(model, *batch, self.config.digit_weight)[0]
 
     def step(self, model, batch) -> StepOutput:
         return StepOutput(self._loss(model, batch), len(batch[0]))
@@ -214,7 +221,8 @@ class FramesTask:
     def evaluate(self, model) -> dict[str, float]:
         if self.next_frame:
             return {"valid_bce": _next_frame_metrics(model, self.valid_x, self.config)["bce"]}
-        metrics = _classify_metrics(model, self.data.valid, self.config.batch_size)
+        metrics = _classify_metrics(model, self.data.valid, self.config.batch_size,
+                                    self.config.digit_weight)
         return {"valid_loss": metrics["loss"], "valid_clip_accuracy": metrics["clip_accuracy"]}
 
     def checkpoint_files(self) -> dict:
@@ -275,7 +283,10 @@ def _top_digits(logits: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _classify_metrics(model, clips: Clips, batch: int = 64) -> dict[str, float]:
+def _classify_metrics(model, clips: Clips, batch: int = 64, digit_weight: float = 1.0
+                      ) -> dict[str, float]:
+    """Accuracies, and ``loss``: the training objective (the digit loss weighted by
+    ``digit_weight``) per clip."""
     was_training = model.training
     model.eval()
     device = _device(model)
@@ -287,7 +298,8 @@ def _classify_metrics(model, clips: Clips, batch: int = 64) -> dict[str, float]:
             torch.from_numpy(a[part]) for a in (clips.frames, clips.lengths, clips.digits,
                                                clips.direction))
         value, d_logits, r_logits = _classify_loss(model, frames.to(device), lengths,
-                                                   digits.to(device), direction.to(device))
+                                                   digits.to(device), direction.to(device),
+                                                   digit_weight)
         loss += float(value) * len(frames)
         shown = _top_digits(d_logits.cpu(), digits.sum(1))
         digits_right = (shown == digits).all(1)
@@ -416,6 +428,8 @@ rnnkit frames predict --checkpoint run --gif pred.gif --png pred.png
         for name, value in LEGACY_DEFAULTS.items():  # a run saved before the option existed
             if name not in saved:
                 setattr(config.model, name, value)
+        if "digit_weight" not in saved:  # its loss was the plain sum of the two
+            config.digit_weight = 1.0
         size = tuple(checkpoint.saved["size"])
         return Loaded(checkpoint.load_weights(_build(config, size)), config, size)
 
@@ -434,7 +448,8 @@ rnnkit frames predict --checkpoint run --gif pred.gif --png pred.png
         config = loaded.config
         clips = self._clips(loaded, options.data, options.clips)
         if config.task == "classify":
-            metrics = _classify_metrics(loaded.model, clips, config.batch_size)
+            metrics = _classify_metrics(loaded.model, clips, config.batch_size,
+                                        config.digit_weight)
             metrics["clips"] = len(clips)
             if options.baselines:
                 train = generated(config, config.clips, 0, "train")

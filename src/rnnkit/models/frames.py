@@ -17,10 +17,14 @@ pixel is a Bernoulli probability (a logit here), trained with per-pixel binary c
   last input frame alone and outputs the ``future_frames`` frames as channels; no memory of the
   frames before it.
 
-Clip classification (``--task classify``): :class:`ClipClassifier`, a ConvLSTM/ConvGRU stack
-reads the whole clip (``lengths=`` for clips of different lengths); the last layer's final state
-is pooled (mean and max over the frame) and two linear heads give the digit classes shown
-(10 independent logits, multi-label) and the direction of motion (8 classes).
+Clip classification (``--task classify``): :class:`ClipClassifier`. A per-frame convolutional
+stem (``--stem`` channels; 0: raw p × p patches) brings each frame to the patch grid, a
+ConvLSTM/ConvGRU stack reads the clip (``lengths=`` for clips of different lengths); the last
+layer's final state is pooled (mean and max over the positions), with ``--stem-skip`` beside the
+stem's features pooled over every frame and position, and two linear heads give the digit
+classes shown (10 independent logits, multi-label) and the direction of motion (8 classes).
+Without the skip the digit stayed at chance for 600 steps on the moving digits (the ConvLSTM's
+pooled state learns the motion first, the shape much later; ``docs/frames.md``).
 
 Initialisation (all next-frame models alike): the LSTMs' forget-gate biases start at +1
 (Gers et al. 2000; Jozefowicz et al. 2015), and the read-out's bias at the logit of the mean
@@ -45,13 +49,15 @@ from rnnkit._options import option
 from rnnkit.nn import LSTM, ConvGRU, ConvLSTM
 
 __all__ = ["FramesModelConfig", "ConvForecaster", "FCForecaster", "FrameCNN", "ClipClassifier",
-           "build_forecaster", "ARCHITECTURES", "LEGACY_DEFAULTS", "to_patches", "from_patches"]
+           "build_forecaster", "ARCHITECTURES", "LEGACY_DEFAULTS", "to_patches", "from_patches",
+           "frame_stem"]
 
 ARCHITECTURES = ("convlstm", "fc-lstm", "cnn")
 
 # what a checkpoint saved before the option existed was trained with (``rnnkit frames`` of the
 # first session: single pixels, the last layer read out)
-LEGACY_DEFAULTS = {"patch_size": 1, "head": "last", "pool": "final"}
+LEGACY_DEFAULTS = {"patch_size": 1, "head": "last", "pool": "final", "stem": 0,
+                   "stem_skip": False}
 
 
 @dataclass
@@ -78,6 +84,13 @@ class FramesModelConfig:
     pool: str = option("final", "classify: pool the last layer's final state over the "
                        "positions (final) or its states over every frame and position (steps)",
                        ("final", "steps"))
+    stem: int = option(32, "classify: channels of a per-frame convolutional stem (3x3 "
+                       "convolutions, ReLU, 2x2 max-pooling down to the --patch-size grid) "
+                       "that reads each frame's pixels instead of its raw patches; 0: none",
+                       bounds="[0, inf)")
+    stem_skip: bool = option(True, "classify (with --stem): the two heads also read the "
+                             "stem's features pooled (mean and max) over every frame and "
+                             "position, past the ConvLSTM")
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 == 0:
@@ -215,6 +228,34 @@ def build_forecaster(config: FramesModelConfig, size: tuple[int, int], future: i
     return model
 
 
+def _pool_steps(maps: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Mean and maximum of ``(B, T, C, Y, X)`` over the frames up to each clip's length and
+    every position: two ``(B, C)``."""
+    batch, steps = maps.shape[:2]
+    if lengths is None:
+        lengths = torch.full((batch,), steps)
+    valid = (torch.arange(steps, device=maps.device)[None, :]
+             < torch.as_tensor(lengths, device=maps.device)[:, None])  # (B, T)
+    valid = valid[:, :, None, None, None]
+    count = valid.sum(1).to(maps.dtype) * maps.shape[3] * maps.shape[4]  # (B, 1, 1, 1)
+    mean = (maps * valid).sum((1, 3, 4)) / count.view(batch, 1)
+    peak = maps.masked_fill(~valid, float("-inf")).amax((1, 3, 4))
+    return mean, peak
+
+
+def frame_stem(channels: int, patch: int) -> nn.Sequential:
+    """Per-frame convolutional stem of the classifier: a 3×3 convolution (1 → ``channels``,
+    ReLU) over the pixels, then for each halving of ``patch`` (a power of 2) a 2×2 max-pooling
+    and another 3×3 convolution (ReLU): ``(N, 1, Y, X)`` → ``(N, channels, ⌈Y/p⌉, ⌈X/p⌉)``, the
+    grid of :func:`to_patches`. Unlike raw p × p patches, its features (strokes, then parts of a
+    digit) do not depend on where a digit falls against the patch grid."""
+    layers: list[nn.Module] = [nn.Conv2d(1, channels, 3, padding=1), nn.ReLU()]
+    for _ in range(patch.bit_length() - 1):
+        layers += [nn.MaxPool2d(2, ceil_mode=True), nn.Conv2d(channels, channels, 3, padding=1),
+                   nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
 class ClipClassifier(nn.Module):
     """Which digits a clip shows and which way they move. ``forward(frames (B, T, Y, X),
     lengths)`` → (digit logits ``(B, 10)``, direction logits ``(B, 8)``).
@@ -223,31 +264,37 @@ class ClipClassifier(nn.Module):
     of the clip (up to its length) and every position; ``"final"`` over the positions of its
     final state only. A ConvLSTM's cell is a decaying sum of what it saw along the way, so its
     final state holds the digit smeared along its path: the motion is plain in it, the shape
-    much less (see ``docs/frames.md``)."""
+    much less (see ``docs/frames.md``). With ``stem_skip`` the heads also read the per-frame
+    stem's features pooled over every frame and position: the shape, wherever the digit is."""
 
     def __init__(self, config: FramesModelConfig, classes: int = 10, directions: int = 8
                  ) -> None:
         super().__init__()
         self.patch = config.patch_size
         self.pool = config.pool
-        self.encoder = _conv_layer(config, self.patch * self.patch)
-        self.digits = nn.Linear(2 * config.hidden_size, classes)
-        self.direction = nn.Linear(2 * config.hidden_size, directions)
+        self.stem = frame_stem(config.stem, config.patch_size) if config.stem else None
+        self.encoder = _conv_layer(config, config.stem or self.patch * self.patch)
+        self.stem_skip = bool(config.stem_skip and config.stem)
+        read = 2 * config.hidden_size + (2 * config.stem if self.stem_skip else 0)
+        self.digits = nn.Linear(read, classes)
+        self.direction = nn.Linear(read, directions)
+
+    def _cells(self, frames: Tensor) -> Tensor:
+        """``(B, T, Y, X)`` → what the ConvLSTM reads, ``(B, T, C, ⌈Y/p⌉, ⌈X/p⌉)``."""
+        if self.stem is None:
+            return to_patches(frames, self.patch)
+        batch, steps = frames.shape[:2]
+        maps = self.stem(frames.reshape(batch * steps, 1, *frames.shape[2:]))
+        return maps.view(batch, steps, *maps.shape[1:])
 
     def forward(self, frames: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        out, state = self.encoder(to_patches(frames, self.patch), lengths=lengths)
+        cells = self._cells(frames)
+        out, state = self.encoder(cells, lengths=lengths)
         if self.pool == "final":
             last = (state[0] if isinstance(state, tuple) else state)[-1]  # (B, H, Y', X')
             pooled = torch.cat([last.mean((2, 3)), last.amax((2, 3))], dim=1)
-        else:  # out: (B, T, H, Y', X'), zero past each clip's end
-            batch, steps = out.shape[:2]
-            if lengths is None:
-                lengths = torch.full((batch,), steps)
-            valid = (torch.arange(steps, device=out.device)[None, :]
-                     < torch.as_tensor(lengths, device=out.device)[:, None])  # (B, T)
-            valid = valid[:, :, None, None, None]
-            count = valid.sum(1).to(out.dtype) * out.shape[3] * out.shape[4]  # (B, 1, 1, 1)
-            mean = (out * valid).sum((1, 3, 4)) / count.view(batch, 1)
-            peak = out.masked_fill(~valid, float("-inf")).amax((1, 3, 4))
-            pooled = torch.cat([mean, peak], dim=1)
+        else:
+            pooled = torch.cat(_pool_steps(out, lengths), dim=1)
+        if self.stem_skip:
+            pooled = torch.cat([pooled, *_pool_steps(cells, lengths)], dim=1)
         return self.digits(pooled), self.direction(pooled)
