@@ -50,26 +50,16 @@ CLASSIFY_SIZES = ["--hidden-size", "32", "--num-layers", "2", "--kernel-size", "
                   "--patch-size", "4", "--pool", "final"]
 
 
-def _best_valid(run: Path) -> float:
-    best = 0.0
+def _largest(run: Path, key: str) -> float:
+    """The largest value of ``key`` in the run's metrics.jsonl (0 if it never appears)."""
     with (run / "metrics.jsonl").open() as handle:
-        for line in handle:
-            best = max(best, json.loads(line).get("valid_clip_accuracy", 0.0))
-    return best
+        return max((json.loads(line).get(key, 0) for line in handle), default=0)
 
 
 def _parameters(run: Path) -> int:
     from safetensors.torch import load_file
 
     return sum(t.numel() for t in load_file(str(run / "best" / "model.safetensors")).values())
-
-
-def _steps(run: Path) -> int:
-    last = 0
-    with (run / "metrics.jsonl").open() as handle:
-        for line in handle:
-            last = max(last, json.loads(line).get("step", 0))
-    return last
 
 
 def main_() -> None:
@@ -102,7 +92,7 @@ def main_() -> None:
         metrics = json.loads(_run(["frames", "eval", "--checkpoint", str(run), "--clips",
                                    str(args.test_clips), "--baselines", "--json",
                                    "--threads", str(args.threads)]))
-        metrics["steps"] = _steps(run)
+        metrics["steps"] = _largest(run, "step")
         metrics["parameters"] = _parameters(run)
         metrics["train_seconds"] = time.monotonic() - begun
         results["next_frame"][name] = metrics
@@ -136,8 +126,8 @@ def main_() -> None:
             metrics = json.loads(_run(["frames", "eval", "--checkpoint", str(run), "--clips",
                                        str(args.test_clips), "--baselines", "--json",
                                        "--threads", str(args.threads)]))
-            metrics["steps"] = _steps(run)
-            metrics["best_valid_clip_accuracy"] = _best_valid(run)
+            metrics["steps"] = _largest(run, "step")
+            metrics["best_valid_clip_accuracy"] = _largest(run, "valid_clip_accuracy")
             metrics["parameters"] = _parameters(run)
             metrics["train_seconds"] = time.monotonic() - begun
             results["classify"][name] = metrics
