@@ -106,19 +106,16 @@ def baseline(parts: dict[str, list[Path]]) -> float:
     return float(model.score(pooled(parts["test"]), [fsdd_take(p)[0] for p in parts["test"]]))
 
 
-def evaluate(run: Path | str, data: Path, *extra: str) -> dict:
+def evaluate(runs: list[Path], data: Path, *extra: str) -> dict:
+    """``speech eval --json`` of one run, or of an ensemble of several."""
+    given = [part for run in runs for part in ("--checkpoint", str(run))]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["speech", "eval", "--checkpoint", str(run), "--data", str(data), "--json",
-                     "--device", "cpu", *extra])
+        code = main(["speech", "eval", *given, "--data", str(data), "--json", "--device", "cpu",
+                     *extra])
     if code != 0:
         raise SystemExit(f"eval failed on {data}")
     return json.loads(out.getvalue())
-
-
-def evaluate_all(runs: list[Path], data: Path, *extra: str) -> dict:
-    given = [part for run in runs for part in ("--checkpoint", str(run))]
-    return evaluate(given[1], data, *given[2:], *extra)
 
 
 def transcribe_rtf(runs: list[Path], paths: list[Path], beam: int) -> float:
@@ -194,8 +191,8 @@ def main_benchmark() -> None:
     for prefix, group in groups:
         for label, extra in (("greedy", ()),
                              ("beam 8 + lexicon", ("--beam-size", "8", "--lexicon"))):
-            iso = evaluate_all(group, lists["isolated_test"], *extra)
-            con = evaluate_all(group, lists["connected_test"], *extra)
+            iso = evaluate(group, lists["isolated_test"], *extra)
+            con = evaluate(group, lists["connected_test"], *extra)
             rows.append((f"rnnkit speech, {prefix}{label}", iso, con))
     rtf = {beam: transcribe_rtf(runs, parts["test"][:100], beam) for beam in (1, 8)}
     report(base, rows, rtf, train_minutes, work / f"results_{name}")

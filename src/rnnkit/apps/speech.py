@@ -29,10 +29,13 @@ from rnnkit.apps import Application, Checkpoint, PrepareContext, Verb, register
 from rnnkit.data.audio import (
     FeatureConfig,
     Utterance,
+    frames_of,
     load_frames,
     read_dataset,
+    read_wav,
     require,
     spec_augment,
+    speed_perturb,
 )
 from rnnkit.data.bucketing import BucketBatchSampler
 from rnnkit.errors import RnnkitError
@@ -180,12 +183,14 @@ def featurize(utterances: list[Utterance], alphabet: Alphabet, config: SpeechCon
               speeds: tuple[float, ...] = (1.0,)) -> list[tuple[np.ndarray, list[int]]]:
     """(frames, ids) of each utterance at each of ``speeds`` (1.0 first); an utterance too short
     for its transcript is refused, a sped-up copy too short for it is left out."""
+    features = config.feature_config()
     items = []
     for utterance in utterances:
         ids = alphabet.encode(utterance)
         needed = len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
+        samples = read_wav(utterance.path, features.sample_rate)  # read once, sped up per speed
         for speed in speeds:
-            frames = load_frames(utterance.path, config.feature_config(), speed)
+            frames = frames_of(speed_perturb(samples, features.sample_rate, speed), features)
             out = int(output_lengths(torch.tensor([frames.shape[0]]), config.model.subsample))
             if out >= needed:
                 items.append((frames, ids))

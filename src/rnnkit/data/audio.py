@@ -30,9 +30,9 @@ from torch import Tensor
 
 from rnnkit.errors import RnnkitError
 
-__all__ = ["FeatureConfig", "Utterance", "read_wav", "compute_features", "normalize", "load_frames",
-           "spec_augment", "read_dataset", "require", "clean_text", "DIGIT_WORDS", "fsdd_take",
-           "SILENCE_PEAK"]
+__all__ = ["FeatureConfig", "Utterance", "read_wav", "compute_features", "normalize", "frames_of",
+           "load_frames", "speed_perturb", "spec_augment", "read_dataset", "require", "clean_text",
+           "DIGIT_WORDS", "fsdd_take", "SILENCE_PEAK"]
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SILENCE_PEAK = 1e-4  # a signal whose peak |amplitude| (full scale 1.0) stays below is silent
@@ -166,11 +166,14 @@ def speed_perturb(samples: np.ndarray, sample_rate: int, factor: float) -> np.nd
     return np.ascontiguousarray(resampled, dtype=np.float32)
 
 
-def load_frames(path: str | Path, config: FeatureConfig, speed: float = 1.0) -> np.ndarray:
-    """The normalised feature frames ``(T, F)`` of the recording at ``path`` (played ``speed``
-    times as fast, see :func:`speed_perturb`)."""
-    samples = speed_perturb(read_wav(path, config.sample_rate), config.sample_rate, speed)
+def frames_of(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The normalised feature frames ``(T, F)`` of mono ``samples`` at the config's rate."""
     return normalize(compute_features(samples, config))
+
+
+def load_frames(path: str | Path, config: FeatureConfig) -> np.ndarray:
+    """The normalised feature frames ``(T, F)`` of the recording at ``path``."""
+    return frames_of(read_wav(path, config.sample_rate), config)
 
 
 def spec_augment(features: Tensor, lengths: Tensor, generator: torch.Generator, *,

@@ -44,6 +44,7 @@ E embedding, H hidden units, V vocabulary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -359,7 +360,7 @@ class CaptionEnsemble(nn.Module):
         outputs = [m.decode(tokens, s, mem)
                    for m, s, mem in zip(self.members, state, memory, strict=True)]
         log_probs = torch.stack([torch.log_softmax(o[0].float(), -1) for o in outputs])
-        mean = torch.logsumexp(log_probs, 0) - torch.log(torch.tensor(float(len(outputs))))
+        mean = torch.logsumexp(log_probs, 0) - math.log(len(outputs))
         attention = None
         if self.config.image:
             attention = torch.stack([o[2] for o in outputs]).mean(0)
