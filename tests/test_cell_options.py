@@ -200,9 +200,9 @@ class _Spy:
         self.calls = []
         real = getattr(nr, name)
 
-        def spy(*args):
+        def spy(*args, **kwargs):  # reverse= is a keyword
             self.calls.append(args)
-            return real(*args)
+            return real(*args, **kwargs)
 
         monkeypatch.setattr(nr, name, spy)
 

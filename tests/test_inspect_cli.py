@@ -145,8 +145,8 @@ def test_classifier_with_chars_report(tmp_path):
 
 def test_classifier_with_cell_options_report(tmp_path):
     """--zoneout/--layer-norm build rnnkit.nn.regularised layers: the report shows the word
-    RNN's units (2 × 12 here, not the character RNN's 2 × 4), its W_hh and a note that its
-    steps' gradient flow is not recorded."""
+    RNN's units (2 × 12 here, not the character RNN's 2 × 4), its W_hh and its steps' gradient
+    flow."""
     lines = ["pos good fine film", "neg bad dull film", "pos fine good", "neg dull bad"] * 6
     (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
     assert main(["classify", "train", "--train", str(tmp_path / "train.txt"), "--valid",
@@ -159,4 +159,5 @@ def test_classifier_with_cell_options_report(tmp_path):
     html = out.read_text(encoding="utf-8")
     assert _spans(html) == {"0": 3, "23": 3}
     assert "rnn.weight_hh_l0_reverse: sigma_max" in html
-    assert "Gradient flow through time is not recorded for rnn:" in html
+    assert re.search(r"per layer \([^)]*\brnn\.l0, rnn\.l0_reverse\b", html)
+    assert "not recorded" not in html

@@ -16,7 +16,8 @@ norm of every weight and the spectral radius and largest singular value of every
 
 The measurement comes from the hand-written BPTT loops themselves (:mod:`rnnkit.functional.probe`)
 and therefore needs the ``reference`` backend; recording switches every rnnkit layer of the model
-to it for the recorded pass and back afterwards.
+to it for the recorded pass and back afterwards. The layers with the cell options
+(:mod:`rnnkit.nn.regularised`) have one backward of their own, which records the same quantity.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from rnnkit.nn.regularised import RegularisedGRU, RegularisedLSTM
 from rnnkit.nn.rnn import RecurrentBase
 
 __all__ = ["LayerFlow", "GradientFlow", "gradient_flow", "recording_flow", "recurrent_stats",
-           "unrecorded_layers", "RECURRENT_LAYERS"]
+           "RECURRENT_LAYERS"]
 
-# Every rnnkit recurrent layer with a W_hh: the plain ones and those with the cell options
-# (layer norm, recurrent dropout, zoneout: what --layer-norm/--recurrent-dropout/--zoneout build).
+# Every rnnkit recurrent layer with a W_hh, each recorded by the probe: the plain ones and those
+# with the cell options (layer norm, recurrent dropout, zoneout: what --layer-norm,
+# --recurrent-dropout and --zoneout build).
 RECURRENT_LAYERS = (RecurrentBase, RegularisedLSTM, RegularisedGRU)
 
 _W_HH = re.compile(r"^(?P<prefix>.*?)weight_hh_l(?P<layer>\d+)(?P<suffix>_reverse)?$")
@@ -170,8 +172,7 @@ def recording_flow(model: nn.Module) -> Iterator[FlowRecording]:
 
     Every rnnkit layer of ``model`` runs on the ``reference`` backend inside (the fused kernels
     do not record); each gets its own backend back on exit. A layer with the cell options
-    (:mod:`rnnkit.nn.regularised`) has its own backward, which records no ``‖∂L/∂h_t‖``: its
-    ``W_hh`` statistics and weight gradient norms are measured, its steps are not.
+    (:mod:`rnnkit.nn.regularised`) has no backend: its one backward records its steps.
     """
     layers = [m for m in model.modules() if isinstance(m, RecurrentBase)]
     backends = [m.backend for m in layers]
@@ -183,13 +184,6 @@ def recording_flow(model: nn.Module) -> Iterator[FlowRecording]:
     finally:
         for module, backend in zip(layers, backends):
             module.backend = backend
-
-
-def unrecorded_layers(model: nn.Module) -> list[str]:
-    """Names of the model's layers with the cell options, whose steps :func:`recording_flow`
-    cannot record (their own backward has no probe)."""
-    return [name or type(module).__name__ for name, module in model.named_modules()
-            if isinstance(module, RECURRENT_LAYERS) and not isinstance(module, RecurrentBase)]
 
 
 # ---------------------------------------------------------------------- from records to layers
@@ -209,7 +203,11 @@ def _layer_flows(records, names: dict[int, str], scale: float) -> dict[str, Laye
     sums: dict[str, list[Tensor]] = {}  # name → [Σ by position, count, Σ by distance, count]
     for index, record in enumerate(records):
         name = names.get(record.w_hh.data_ptr(), f"layer{index}")
-        parts = _sums(record.norms.cpu() / scale, record.schedule)
+        norms = record.norms.cpu() / scale
+        if record.schedule is None:
+            parts = _plain_sums(norms, record.active, record.reverse)
+        else:
+            parts = _sums(norms, record.schedule)
         if name in sums:
             sums[name] = [_add_padded(a, b) for a, b in zip(sums[name], parts)]
         else:
@@ -235,6 +233,21 @@ def _sums(norms: Tensor, schedule) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     by_distance = torch.zeros(steps, batch).scatter_add_(0, distance, norms * valid)
     distance_count = torch.zeros(steps, batch).scatter_add_(0, distance, valid)
     return (positions.sum(1), position_valid.sum(1), by_distance.sum(1), distance_count.sum(1))
+
+
+def _plain_sums(norms: Tensor, active: Tensor | None, reverse: bool):
+    """As :func:`_sums`, for a record in plain order (every row through every step of the call,
+    ``active`` marking the real ones; ``reverse``: step t is position T−1−t)."""
+    steps, batch = norms.shape
+    valid = torch.ones(steps, batch) if active is None else active.cpu().float()  # (T, B)
+    norms = norms * valid
+    # distance from the last step the row ran: the real steps after this one in the call
+    after = (valid.flip(0).cumsum(0).flip(0) - valid).long()  # (T, B)
+    by_distance = torch.zeros(steps, batch).scatter_add_(0, after, norms)
+    distance_count = torch.zeros(steps, batch).scatter_add_(0, after, valid)
+    if reverse:
+        norms, valid = norms.flip(0), valid.flip(0)
+    return norms.sum(1), valid.sum(1), by_distance.sum(1), distance_count.sum(1)
 
 
 def _add_padded(a: Tensor, b: Tensor) -> Tensor:

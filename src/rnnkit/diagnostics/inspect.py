@@ -23,12 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.diagnostics import plots
-from rnnkit.diagnostics.flow import (
-    RECURRENT_LAYERS,
-    gradient_flow,
-    recurrent_stats,
-    unrecorded_layers,
-)
+from rnnkit.diagnostics.flow import RECURRENT_LAYERS, gradient_flow, recurrent_stats
 from rnnkit.diagnostics.report import Report, UnitTrace, write_report
 from rnnkit.errors import RnnkitError
 from rnnkit.train.logging import read_metrics
@@ -172,17 +167,13 @@ def _report(run: InspectRun, directory: Path, saved: dict, config: InspectConfig
     images = []
     png = plots.plot_flow_by_distance(flow, f"Gradient flow on this input ({loss_note})")
     if png:
-        images.append(("Gradient flow through time", "Mean ‖∂L/∂h_t‖ per layer against the "
-                       "number of steps before the last one, log scale: a falling line means "
-                       "the error from the end fades before reaching early steps.", png))
+        images.append(("Gradient flow through time", "Mean ‖∂L/∂h_t‖ per layer "
+                       f"({', '.join(flow.layers)}) against the number of steps before the "
+                       "last one, log scale: a falling line means the error from the end fades "
+                       "before reaching early steps.", png))
     records = read_metrics(_run_dir(directory) / "metrics.jsonl")
     images += _training_images(records)
     notes = list(run.notes)
-    unrecorded = unrecorded_layers(run.model)
-    if unrecorded:
-        notes.append(f"Gradient flow through time is not recorded for {', '.join(unrecorded)}: "
-                     "a layer with the cell options (layer norm, recurrent dropout, zoneout) "
-                     "has its own backward; its W_hh statistics are listed under W_hh.")
     if not records:
         notes.append(f"No metrics.jsonl next to {directory}: no training curves.")
     radius = "; ".join(f"{name}: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items())

@@ -3,7 +3,9 @@ dropout and zoneout, with hand-written BPTT.
 
 One layer, one direction per call, time-major ``(T, B, ·)``, batch order (no Schedule: every row
 runs every step and an ``active`` mask keeps a finished row's state, see below). The reverse
-direction is the caller's: it flips the sequence (:mod:`rnnkit.nn.regularised`).
+direction is the caller's: it flips the sequence (:mod:`rnnkit.nn.regularised`) and says so with
+``reverse=True``, which changes nothing in the computation and tells the gradient-flow probe that
+step t of the call is time position T−1−t.
 
 **Layer normalisation** (Ba et al. 2016) — the *per-gate* variant: each gate's block of H
 pre-activation units is normalised on its own (mean and variance over those H units), separately
@@ -47,9 +49,13 @@ every unit keeps its value (d = 1), so the state is untouched and the output the
 the other layers' ``lengths=``.
 
 The backward is hand-written (one reverse loop carrying ∂L/∂h and ∂L/∂c; the input and
-recurrent weight gradients as single products over all steps after the loop). A backward that
-must itself be differentiable (``create_graph=True``) runs the autograd reference loops
-:func:`reference_lstm` / :func:`reference_gru` instead, which are also the tests' yardstick.
+recurrent weight gradients as single products over all steps after the loop). While a
+gradient-flow probe is active (:mod:`rnnkit.functional.probe`, what :mod:`rnnkit.diagnostics`
+uses) the loop records ‖∂L/∂h_t‖ of every step, ``dh_t`` below: the error reaching the state h_t
+(after zoneout) from output t and from step t+1, as the other layers record; padded steps are
+recorded as not run. A backward that must itself be differentiable (``create_graph=True``) runs
+the autograd reference loops :func:`reference_lstm` / :func:`reference_gru` instead, which are
+also the tests' yardstick, and records nothing, as the other layers' second-order path.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.functional import probe
 from rnnkit.functional._gemm import ReusedWeight
 
 __all__ = [
@@ -123,7 +130,7 @@ class LSTMOptionsFunction(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, active, keep_h,
-                keep_c, mask):
+                keep_c, mask, reverse):
         steps, batch, _ = x.shape
         size = w_hh.shape[1]
         ln = g_ih is not None
@@ -170,6 +177,7 @@ class LSTMOptionsFunction(torch.autograd.Function):
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, active,
                               keep_h, keep_c, mask, gates, tanh_c, hs, cs, n_x, rstd_x, n_h,
                               rstd_h, n_c, rstd_c)
+        ctx.reverse = reverse
         return output, hs[-1].clone(), cs[-1].clone()
 
     @staticmethod
@@ -179,8 +187,8 @@ class LSTMOptionsFunction(torch.autograd.Function):
          gates, tanh_c, hs, cs, n_x, rstd_x, n_h, rstd_h, n_c, rstd_c) = ctx.saved_tensors
         inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c)
         if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
-            return _second_order(reference_lstm, inputs, (active, keep_h, keep_c, mask),
-                                 (dout, dh_n, dc_n), ctx.needs_input_grad)
+            return (*_second_order(reference_lstm, inputs, (active, keep_h, keep_c, mask),
+                                   (dout, dh_n, dc_n), ctx.needs_input_grad), None)
         steps = x.shape[0]
         ln = g_ih is not None
         kh, kc = _keep(active, keep_h), _keep(active, keep_c)
@@ -192,8 +200,11 @@ class LSTMOptionsFunction(torch.autograd.Function):
         dg_c = torch.zeros_like(g_c) if ln else None
         db_c = torch.zeros_like(b_c) if ln else None
         back = ReusedWeight(w_hh.t(), h0.shape[0])  # dah W_hh
+        record = probe.recorder(w_hh, None, hs, active=active, reverse=ctx.reverse)  # or None
         for t in reversed(range(steps)):
-            dh_t = dh + dout[t]
+            dh_t = dh + dout[t]  # ∂L/∂h_t: from output t and from step t+1
+            if record is not None:
+                record(t, dh_t)
             i, f, g, o = gates[t].chunk(4, 1)
             c_prev = c0 if t == 0 else cs[t - 1]
             dh_new, dh = _split(dh_t, kh, t)  # to h̃_t; straight on to h_{t-1}
@@ -224,7 +235,7 @@ class LSTMOptionsFunction(torch.autograd.Function):
             needs, dpre, dpre, dah, x, h0, hs, w_ih, w_hh, mask, n_x, rstd_x, n_h, g_ih, 4)
         db = db_ih if b_ih is not None else None
         return (dx, dh, dc, dw_ih, dw_hh, db, db, dg_ih, dg_hh, dg_c, db_c,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 def _input_part(x: Tensor, w_ih: Tensor, g_ih: Tensor | None, blocks: int):
@@ -287,7 +298,7 @@ class GRUOptionsFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, active, keep_h, mask):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, active, keep_h, mask, reverse):
         steps, batch, _ = x.shape
         size = w_hh.shape[1]
         ln = g_ih is not None
@@ -324,6 +335,7 @@ class GRUOptionsFunction(torch.autograd.Function):
         output = hs if active is None else hs * active
         ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, active, keep_h, mask,
                               gates, hn_part, hs, n_x, rstd_x, n_h, rstd_h)
+        ctx.reverse = reverse
         return output, hs[-1].clone()
 
     @staticmethod
@@ -333,8 +345,8 @@ class GRUOptionsFunction(torch.autograd.Function):
          n_x, rstd_x, n_h, rstd_h) = ctx.saved_tensors
         inputs = (x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh)
         if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
-            return _second_order(reference_gru, inputs, (active, keep_h, mask), (dout, dh_n),
-                                 ctx.needs_input_grad)
+            return (*_second_order(reference_gru, inputs, (active, keep_h, mask), (dout, dh_n),
+                                   ctx.needs_input_grad), None)
         steps = x.shape[0]
         ln = g_ih is not None
         kh = _keep(active, keep_h)
@@ -344,8 +356,11 @@ class GRUOptionsFunction(torch.autograd.Function):
         dah_out = torch.empty_like(gates)  # ∂L/∂ recurrent part after LN, gain and bias
         dah = torch.empty_like(gates) if ln else dah_out  # ∂L/∂ W_hh (m ⊙ h_{t-1})
         back = ReusedWeight(w_hh.t(), h0.shape[0])
+        record = probe.recorder(w_hh, None, hs, active=active, reverse=ctx.reverse)  # or None
         for t in reversed(range(steps)):
-            dh_t = dh + dout[t]
+            dh_t = dh + dout[t]  # ∂L/∂h_t: from output t and from step t+1
+            if record is not None:
+                record(t, dh_t)
             r, z, n = gates[t].chunk(3, 1)
             h_prev = h0 if t == 0 else hs[t - 1]
             dh_new, dh = _split(dh_t, kh, t)
@@ -372,34 +387,35 @@ class GRUOptionsFunction(torch.autograd.Function):
         db_hh = dah_out.sum((0, 1)) if b_hh is not None else None
         if b_ih is None:
             db_ih = None
-        return dx, dh, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, None, None, None
+        return dx, dh, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, None, None, None, None
 
 
 # ------------------------------------------------------------------ entry points
 
 
 def lstm_options(x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln=None, active=None, keep_h=None,
-                 keep_c=None, mask=None) -> tuple[Tensor, Tensor, Tensor]:
+                 keep_c=None, mask=None, *, reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer with the cell options, forward in time.
 
     x ``(T, B, I)``; h0, c0 ``(B, H)``; weights as ``torch.nn.LSTM``'s (no projection); ln =
     (γ_ih ``(4H,)``, γ_hh ``(4H,)``, γ_c ``(H,)``, β_c ``(H,)``) or None; active ``(T, B, 1)``
     (1 where the row runs the step) or None; keep_h / keep_c ``(T, B, H)`` zoneout factors or
-    None; mask ``(B, H)`` the scaled recurrent-dropout mask or None →
+    None; mask ``(B, H)`` the scaled recurrent-dropout mask or None; reverse: the caller has
+    flipped the sequence in time (the reverse direction), for the gradient-flow probe only →
     (output ``(T, B, H)``, zero where inactive; h_n ``(B, H)``; c_n ``(B, H)``).
     """
     g_ih, g_hh, g_c, b_c = ln if ln is not None else (None,) * 4
     return LSTMOptionsFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c,
-                                     active, keep_h, keep_c, mask)
+                                     active, keep_h, keep_c, mask, reverse)
 
 
 def gru_options(x, h0, w_ih, w_hh, b_ih, b_hh, ln=None, active=None, keep_h=None,
-                mask=None) -> tuple[Tensor, Tensor]:
+                mask=None, *, reverse: bool = False) -> tuple[Tensor, Tensor]:
     """One GRU layer with the cell options, forward in time; as :func:`lstm_options` with
     ln = (γ_ih ``(3H,)``, γ_hh ``(3H,)``) and no cell state."""
     g_ih, g_hh = ln if ln is not None else (None, None)
     return GRUOptionsFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, active, keep_h,
-                                    mask)
+                                    mask, reverse)
 
 
 # ------------------------------------------------------------------ autograd reference

@@ -200,7 +200,7 @@ class _OptionsBase(nn.Module):
                 # first, where its state stays the initial one, and it starts at its last step
                 x = layer_input.flip(0) if reverse else layer_input
                 act = active.flip(0) if reverse and active is not None else active
-                out, *last = self._cell(x, init, self._layer(index), act, batch)
+                out, *last = self._cell(x, init, self._layer(index), act, batch, reverse)
                 outputs.append(out.flip(0) if reverse else out)
                 for store, value in zip(finals, last):
                     store.append(value)
@@ -242,13 +242,13 @@ class RegularisedLSTM(_OptionsBase):
 
     blocks, states = 4, 2
 
-    def _cell(self, x, init, w, active, batch):
+    def _cell(self, x, init, w, active, batch, reverse):
         mask, keep_h, keep_c = self._masks(x, batch)
         ln = None
         if self.layer_norm:
             ln = (w["ln_ih_weight"], w["ln_hh_weight"], w["ln_c_weight"], w["ln_c_bias"])
         return lstm_options(x, init[0], init[1], w["weight_ih"], w["weight_hh"], w["bias_ih"],
-                            w["bias_hh"], ln, active, keep_h, keep_c, mask)
+                            w["bias_hh"], ln, active, keep_h, keep_c, mask, reverse=reverse)
 
 
 class RegularisedGRU(_OptionsBase):
@@ -258,11 +258,11 @@ class RegularisedGRU(_OptionsBase):
 
     blocks, states = 3, 1
 
-    def _cell(self, x, init, w, active, batch):
+    def _cell(self, x, init, w, active, batch, reverse):
         mask, keep_h, _ = self._masks(x, batch)
         ln = (w["ln_ih_weight"], w["ln_hh_weight"]) if self.layer_norm else None
         return gru_options(x, init[0], w["weight_ih"], w["weight_hh"], w["bias_ih"],
-                           w["bias_hh"], ln, active, keep_h, mask)
+                           w["bias_hh"], ln, active, keep_h, mask, reverse=reverse)
 
 
 class LayerNormLSTM(RegularisedLSTM):
