@@ -7,7 +7,9 @@ gradients are compared, then each is timed (forward + backward of ``output.sum()
 alternating repeat by repeat so that load on a shared machine hits both alike; the table shows
 the medians and their ratio, of wall time and of this process's CPU time (``time.process_time``:
 on a machine shared with other jobs, the wall time of a call also holds the time other
-processes ran; with one thread the CPU time is the work the call itself did).
+processes ran; with one thread the CPU time is the work the call itself did). The last columns
+count the minor page faults of a call (``getrusage``'s ``ru_minflt``, median): each is a fresh
+4 KB page the kernel zeroed for a large block that ``malloc`` took from the system.
 
     python benchmarks/convlstm_speed.py --threads 2
     python benchmarks/convlstm_speed.py --device cuda
@@ -80,21 +82,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _once(model, x, device) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds of this process, of which user-mode seconds) of one forward +
-    backward. The rest of the CPU time is the kernel's, mostly page faults of fresh memory."""
+def _once(model, x, device) -> tuple[float, float, float, int]:
+    """(wall seconds, CPU seconds of this process, of which user-mode seconds, minor page
+    faults) of one forward + backward. The rest of the CPU time is the kernel's, mostly page
+    faults of fresh memory."""
     for p in model.parameters():
         p.grad = None
     x.grad = None
     _sync(device)
     start, cpu = time.perf_counter(), time.process_time()
-    user = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     out = model(x)
     out = out[0] if isinstance(out, tuple) else out
     out.sum().backward()
     _sync(device)
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return (time.perf_counter() - start, time.process_time() - cpu,
-            resource.getrusage(resource.RUSAGE_SELF).ru_utime - user)
+            after.ru_utime - usage.ru_utime, after.ru_minflt - usage.ru_minflt)
 
 
 def measure(shape, repeats: int, device: torch.device) -> dict:
@@ -121,7 +125,9 @@ def measure(shape, repeats: int, device: torch.device) -> dict:
     wall = {k: statistics.median(t[0] for t in v) for k, v in times.items()}
     cpu = {k: statistics.median(t[1] for t in v) for k, v in times.items()}
     user = {k: statistics.median(t[2] for t in v) for k, v in times.items()}
-    return {"rnnkit_user_ms": 1e3 * user["rnnkit"], "autograd_user_ms": 1e3 * user["autograd"],
+    faults = {k: statistics.median(t[3] for t in v) for k, v in times.items()}
+    return {"rnnkit_faults": faults["rnnkit"], "autograd_faults": faults["autograd"],
+            "rnnkit_user_ms": 1e3 * user["rnnkit"], "autograd_user_ms": 1e3 * user["autograd"],
             "user_ratio": user["rnnkit"] / user["autograd"],
             "shape": shape, "rnnkit_ms": 1e3 * wall["rnnkit"],
             "autograd_ms": 1e3 * wall["autograd"], "ratio": wall["rnnkit"] / wall["autograd"],
@@ -142,16 +148,17 @@ def main() -> None:
           f"{args.repeats}, load average {load:.2f} at start")
     print()
     print("| cell | T | B | C | H | frame | k | rnnkit wall ms | autograd wall ms | wall ratio | "
-          "rnnkit CPU ms | autograd CPU ms | CPU ratio | user-mode ratio | max diff |")
-    print("| --- " * 15 + "|")
+          "rnnkit CPU ms | autograd CPU ms | CPU ratio | user-mode ratio | max diff | "
+          "rnnkit faults | autograd faults |")
+    print("| --- " * 17 + "|")
     for shape in SHAPES:
         row = measure(shape, args.repeats, device)
         cell, steps, batch, channels, hidden, frame, kernel = shape
         print(f"| {cell} | {steps} | {batch} | {channels} | {hidden} | {frame}×{frame} | "
               f"{kernel} | {row['rnnkit_ms']:.1f} | {row['autograd_ms']:.1f} | "
               f"{row['ratio']:.2f}× | {row['rnnkit_cpu_ms']:.1f} | {row['autograd_cpu_ms']:.1f} | "
-              f"{row['cpu_ratio']:.2f}× | {row['user_ratio']:.2f}× | {row['max_diff']:.1e} |",
-              flush=True)
+              f"{row['cpu_ratio']:.2f}× | {row['user_ratio']:.2f}× | {row['max_diff']:.1e} | "
+              f"{row['rnnkit_faults']:.0f} | {row['autograd_faults']:.0f} |", flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nload average {load:.2f} at the end")
 

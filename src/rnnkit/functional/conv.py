@@ -30,19 +30,28 @@ GRU r, z, n; C input channels, H hidden channels; odd kernel sizes, padding ``k 
 width); states ``(B, H, Y, X)``.
 
 How it is computed. The convolution over ``[x_t, h_{t-1}]`` is the sum of one over ``x_t`` with
-``W_x = W[:, :C]`` and one over ``h_{t-1}`` with ``W_h = W[:, C:]``. The first does not depend on
-the recurrence, so it runs **once for all steps** (T·B frames in one batch; for few input
-channels, C·kh·kw ≤ 32, as unfold + one matrix product, see :func:`_unfolds`) before the loop;
-the loop convolves only the state. With ``zero_start`` (the layer's default state of zeros)
+``W_x = W[:, :C]`` and one over ``h_{t-1}`` with ``W_h = W[:, C:]``; each step sums the two
+and writes the gate activations straight into the buffer saved for the backward (see
+:func:`_gates_and_input`). The LSTM's g gate and ``tanh c_t`` are computed as
+``tanh a = 2σ(2a) − 1`` (PyTorch's CPU tanh costs several sigmoids per element): the g rows of
+the weight are doubled for the forward, so one sigmoid covers all four gates. With
+``zero_start`` (the layer's default state of zeros)
 the first step's state convolution is skipped (``W_h * 0 = 0``), and so are its share of the
 backward. The backward loop walks ``t = T−1 … 0`` carrying ``∂L/∂h`` and ``∂L/∂c``, computes
 the pointwise gate gradients ``δ_t = ∂L/∂(pre-activations)`` from the saved gates (and the
 saved ``tanh c_t``), and sends ``δ_t`` back through ``W_h`` (a transposed convolution, run as a
 convolution with the kernel turned 180°). After the loop, ``∂L/∂W_x`` and the bias gradient are
-one batched convolution backward, ``∂L/∂W_h`` another (``aten.convolution_backward``, what
+one batched convolution backward (for few input channels one batched matrix product, see
+:func:`_unfolds`), ``∂L/∂W_h`` another (``aten.convolution_backward``, what
 :func:`torch.nn.grad.conv2d_weight` calls, with all T·B steps stacked in the batch), and
 ``∂L/∂x`` one batched transposed convolution. Every sequence the layer creates is stored
-channels-last (see "shared pieces" below). Variable lengths use
+channels-last (see "shared pieces" below).
+
+Memory. The large sequences the layer keeps only for itself (the saved gates, cells and
+``tanh c_t``, or the GRU's gates and ``W_hn * h_{t-1}``; the backward's gate gradients) are
+:mod:`~rnnkit.functional._workspace` buffers, reused from one call to the next: freshly
+allocated, blocks this large cost a page fault per 4 KB on every call. What a call returns (its
+outputs and final states) is never such a buffer. Variable lengths use
 :class:`~rnnkit.functional.schedule.Schedule`'s processing order, as the other cells: at step t
 only the first ``batch_sizes[t]`` rows run.
 
@@ -56,6 +65,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as nnf
 
+from rnnkit.functional import _common as common
+from rnnkit.functional import _workspace as workspace
 from rnnkit.functional.schedule import Schedule
 
 __all__ = [
@@ -133,6 +144,20 @@ def _empty_last(like: Tensor, shape, zeros: bool) -> Tensor:
     return make(steps, batch, height, width, channels).permute(0, 1, 4, 2, 3)
 
 
+def _take_last(like: Tensor, shape, zeros: bool) -> Tensor:
+    """As :func:`_empty_last`, from a kept :mod:`_workspace` buffer: for what the layer keeps
+    only for itself (saved for its backward, or scratch of the backward), never for what it
+    returns. Hand it back with ``workspace.give`` once nothing reads it any more."""
+    steps, batch, channels, height, width = shape
+    buf = workspace.take((steps, batch, height, width, channels), like, zero=zeros)
+    return buf.permute(0, 1, 4, 2, 3)
+
+
+def _shares(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` lies in ``b``'s memory (a view of it)."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def _phys(seq: Tensor) -> Tensor:
     """The ``(T, B, Y, X, C)`` storage order of a channels-last ``(T, B, C, Y, X)`` view."""
     return seq.permute(0, 1, 3, 4, 2)
@@ -175,34 +200,30 @@ def _last(schedule: Schedule, seq: Tensor) -> Tensor:
 
 
 def _unfolds(weight: Tensor, channels: int) -> bool:
-    """Whether the input's convolution runs as unfold + matrix product (few input channels)
-    rather than as ``conv2d``. With C·kh·kw ≤ 32 (a grey frame: C = 1) oneDNN's convolution
-    ran far below its usual speed here (1 → 128 channels over 160 frames of 16 × 16: 25 ms
-    against 3.7 ms for unfold + matmul, one thread, in one of two runs), and the transposed
-    convolution back to C channels (for ∂L/∂x) likewise (12.6 ms against 4.1 ms for
-    matmul + fold); with more channels ``conv2d`` is the faster. Both compute the same sums."""
+    """Whether the backward's batched convolutions with the input (``∂L/∂x`` and ``∂L/∂W_x``)
+    run as unfold / fold + matrix products (few input channels) rather than as oneDNN's
+    convolution backward. With C·kh·kw ≤ 32 (a grey frame: C = 1) oneDNN ran far below its
+    usual speed here (160 frames of 16 × 16, 1 ↔ 96 or 128 channels, 3 × 3, one thread, on a
+    shared machine: ∂L/∂x 14.6–45 ms against 4.4–4.8 ms for a matrix product + fold; ∂L/∂W_x
+    8.6–32 ms against 4.8–5.3 ms for unfold + a batched product); with more channels oneDNN
+    is the faster. Both compute the same sums. (The forward runs ``conv2d`` per step either
+    way.)"""
     return channels * weight.shape[2] * weight.shape[3] <= 32
 
 
-def _input_conv(x: Tensor, w_x: Tensor, bias: Tensor | None, schedule: Schedule) -> Tensor:
-    """``W_x * x_t + b`` for every step at once: a new channels-last ``(T, B, G·H, Y, X)`` in
-    processing order."""
+def _gates_and_input(x: Tensor, gates: int, schedule: Schedule) -> tuple[Tensor, Tensor]:
+    """The gates' buffer, channels-last ``(T, B, G·H, Y, X)`` (a kept :mod:`_workspace`
+    buffer, uninitialised: it becomes the saved gates), and the input in processing order,
+    channels-last ``(T, B, C, Y, X)``, for the loop's per-step ``conv2d`` over ``x_t`` (the
+    LSTM's over ``[x_t, h_{t-1}]``; the GRU's apart from its state's, whose n block it needs
+    alone). The loop writes the gate activations straight into the buffer: one batched
+    ``conv2d`` over all steps first would return a fresh block of the buffer's size (page faults,
+    or a copy), and ran no faster (one thread: 3.6 against 4.6 ms for 160 frames 1 → 128
+    channels, 8.5 against 9.9 ms for 80 frames 16 → 256 channels, 16 × 16, with the copy)."""
     steps, batch, channels, height, width = x.shape
-    flat = x.flatten(0, 1)
-    gates = w_x.shape[0]
-    if _unfolds(w_x, channels):
-        cols = nnf.unfold(flat, w_x.shape[2:], padding=_padding(w_x))  # (T·B, C·kh·kw, Y·X)
-        out = torch.matmul(cols.transpose(1, 2), w_x.reshape(gates, -1).t())  # (T·B, Y·X, G·H)
-        if bias is not None:
-            out += bias
-    else:
-        out = nnf.conv2d(flat.contiguous(memory_format=_CL), w_x.contiguous(memory_format=_CL),
-                         bias, padding=_padding(w_x))
-        out = out.contiguous(memory_format=_CL).permute(0, 2, 3, 1)  # (T·B, Y, X, G·H)
-    phys = out.reshape(steps, batch, height, width, gates)
-    if schedule.rows is not None or schedule.reverse:
-        phys = schedule.to_processing(phys.flatten(2)).view(phys.shape)
-    return phys.permute(0, 1, 4, 2, 3)
+    buf = workspace.take((steps, batch, height, width, gates), x)  # (T, B, Y, X, G·H)
+    flat = _proc(schedule, x).flatten(0, 1).contiguous(memory_format=_CL)
+    return buf.permute(0, 1, 4, 2, 3), flat.view(x.shape)
 
 
 def _input_grad(dxp: Tensor, x: Tensor, w_x: Tensor) -> Tensor:
@@ -210,10 +231,13 @@ def _input_grad(dxp: Tensor, x: Tensor, w_x: Tensor) -> Tensor:
     order: the transposed convolution, as matmul + fold for few channels (see
     :func:`_unfolds`)."""
     if _unfolds(w_x, x.shape[2]):
-        rows = dxp.permute(0, 2, 3, 1).reshape(dxp.shape[0], -1, dxp.shape[1])  # (N, Y·X, G·H)
-        cols = torch.matmul(rows, w_x.reshape(w_x.shape[0], -1))  # (N, Y·X, C·kh·kw)
-        return nnf.fold(cols.transpose(1, 2), x.shape[3:], w_x.shape[2:],
-                        padding=_padding(w_x)).view(x.shape)
+        frames, gates = dxp.shape[:2]
+        rows = dxp.permute(0, 2, 3, 1).reshape(-1, gates)  # (N·Y·X, G·H)
+        # (C·kh·kw, N·Y·X): the product with the long side as its columns ran twice as fast
+        # as the (N·Y·X, C·kh·kw) one for 3 × 3 kernels (one thread)
+        cols = torch.mm(w_x.reshape(gates, -1).t(), rows.t())
+        cols = cols.view(cols.shape[0], frames, -1).transpose(0, 1)  # (N, C·kh·kw, Y·X)
+        return nnf.fold(cols, x.shape[3:], w_x.shape[2:], padding=_padding(w_x)).view(x.shape)
     common = ([1, 1], list(_padding(w_x)), [1, 1], False, [0, 0], 1)
     dx, _, _ = torch.ops.aten.convolution_backward(
         dxp, x.flatten(0, 1).contiguous(memory_format=_CL), w_x.contiguous(memory_format=_CL),
@@ -242,7 +266,8 @@ def _previous(h0: Tensor, hidden: Tensor, zero_start: bool) -> Tensor:
 def _input_and_weight_grads(dxp_proc: Tensor, dhh_proc: Tensor, x: Tensor, h_prev: Tensor,
                             weight: Tensor, has_bias: bool, schedule: Schedule, need_x: bool):
     """After the loop, over all T·B steps at once: ``∂L/∂W_x`` and ``∂L/∂b`` from one batched
-    convolution backward, ``∂L/∂W_h`` from another (``∂L/∂W`` = ``[∂L/∂W_x | ∂L/∂W_h]``),
+    convolution backward (few input channels: a batched product of the unfolded input with
+    δ, see :func:`_unfolds`), ``∂L/∂W_h`` from another (``∂L/∂W`` = ``[∂L/∂W_x | ∂L/∂W_h]``),
     ``∂L/∂x`` from one batched transposed convolution (:func:`_input_grad`).
 
     dxp_proc: ∂L/∂(W_x * x + b), dhh_proc: ∂L/∂(W_h * h_{t-1}), both channels-last
@@ -258,9 +283,16 @@ def _input_and_weight_grads(dxp_proc: Tensor, dhh_proc: Tensor, x: Tensor, h_pre
     w_x = weight[:, :channels].contiguous(memory_format=_CL)
     w_h = weight[:, channels:].contiguous(memory_format=_CL)
     common = ([1, 1], pad, [1, 1], False, [0, 0], 1)
-    _, dw_x, db = torch.ops.aten.convolution_backward(
-        dxp, x.flatten(0, 1).contiguous(memory_format=_CL), w_x,
-        [weight.shape[0]] if has_bias else None, *common, [False, True, has_bias])
+    if _unfolds(w_x, channels):  # Σ_n cols_n · δ_n: a batched product (oneDNN's weight
+        # gradient ran at a fraction of its usual speed with so few input channels)
+        rows = dxp.permute(0, 2, 3, 1).reshape(dxp.shape[0], -1, dxp.shape[1])  # (N, Y·X, G·H)
+        cols = nnf.unfold(x.flatten(0, 1), w_x.shape[2:], padding=pad)  # (N, C·kh·kw, Y·X)
+        dw_x = torch.matmul(cols, rows).sum(0).t().reshape(w_x.shape)
+        db = rows.reshape(-1, rows.shape[-1]).sum(0) if has_bias else None
+    else:
+        _, dw_x, db = torch.ops.aten.convolution_backward(
+            dxp, x.flatten(0, 1).contiguous(memory_format=_CL), w_x,
+            [weight.shape[0]] if has_bias else None, *common, [False, True, has_bias])
     if len(h_prev):
         dhh = dhh_proc[len(dhh_proc) - len(h_prev):]
         _, dw_h, _ = torch.ops.aten.convolution_backward(
@@ -297,39 +329,62 @@ def _grad(grad: Tensor | None, like: Tensor) -> Tensor:
 
 
 class ConvLSTMFunction(torch.autograd.Function):
-    """One ConvLSTM layer over a whole sequence with hand-written BPTT (see the module)."""
+    """One ConvLSTM layer over a whole sequence with hand-written BPTT (see the module).
+
+    What it saves for the backward (the gates, the cells, ``tanh c_t``) and the backward's
+    ``∂L/∂gates`` are :mod:`_workspace` buffers, as :class:`rnnkit.functional.lstm.LSTMFunction`'s:
+    ``∂L/∂gates`` is handed back when the backward is done with it, the saved ones after the
+    backward (unless autograd keeps the graph for another one) or at once when no graph is
+    recorded (``graph`` False), so the next call reuses them instead of faulting in fresh pages.
+    What it returns (the outputs, h_n, c_n) is never such a buffer."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, x, h0, c0, weight, bias, schedule, zero_start=False):
+    def forward(ctx, x, h0, c0, weight, bias, schedule, zero_start=False, graph=True):
         steps, batch, channels = x.shape[:3]
         size = weight.shape[0] // 4
         pad = _padding(weight)
-        w_h = weight[:, channels:].contiguous(memory_format=_CL)
-        gates = _input_conv(x, weight[:, :channels], bias, schedule)  # becomes the gates
+        # the g rows doubled: σ over all four blocks at once, then tanh a = 2σ(2a) − 1 (PyTorch's
+        # CPU tanh costs several sigmoids per element); tanh c_t the same way
+        w_in, b_in = common.doubled_block(weight, 2, 4), common.doubled_block(bias, 2, 4)
+        w_x = w_in[:, :channels].contiguous(memory_format=_CL)
+        w_in = w_in.contiguous(memory_format=_CL)
+        gates, x_steps = _gates_and_input(x, weight.shape[0], schedule)
         state_shape = (steps, batch, size, *x.shape[3:])
         ragged = schedule.ragged
-        cells = _empty_last(x, state_shape, ragged)
-        tanh_cells = _empty_last(x, state_shape, ragged)  # kept for the backward
-        hidden = _empty_last(x, state_shape, ragged)
+        cells = _take_last(x, state_shape, ragged)
+        tanh_cells = _take_last(x, state_shape, ragged)  # kept for the backward
+        hidden = _empty_last(x, state_shape, ragged)  # returned: never a kept buffer
         h0p, c0p = _state_in(schedule, h0), _state_in(schedule, c0)
         h_prev, c_prev = h0p, c0p
+        minus_one = x.new_full((), -1.0)
+        xh_buf = x.new_empty(batch, *x.shape[3:], channels + size).permute(0, 3, 1, 2)
         for t, n in enumerate(schedule.batch_sizes):
             pre = gates[t, :n]
-            if t or not zero_start:  # W_h * 0 = 0
-                pre += nnf.conv2d(h_prev[:n], w_h, padding=pad)
-            pre[:, : 2 * size].sigmoid_()  # i, f
-            pre[:, 2 * size : 3 * size].tanh_()  # g
-            pre[:, 3 * size :].sigmoid_()  # o
+            if t or not zero_start:  # one conv2d over [x_t, h_{t-1}] (ran 10–20 % faster than
+                # two, summed); W_h * 0 = 0
+                xh = torch.cat([x_steps[t, :n], h_prev[:n]], dim=1, out=xh_buf[:n])
+                u = nnf.conv2d(xh, w_in, b_in, padding=pad)
+            else:
+                u = nnf.conv2d(x_steps[t, :n], w_x, b_in, padding=pad)
+            torch.sigmoid(u, out=pre)
             i, f, g, o = pre.chunk(4, dim=1)
+            common.two_x_minus_one(g, g, minus_one)  # tanh of the g pre-activation
             c = torch.mul(f, c_prev[:n], out=cells[t, :n]).addcmul_(i, g)
-            torch.mul(o, torch.tanh(c, out=tanh_cells[t, :n]), out=hidden[t, :n])
+            tanh_c = torch.mul(c, 2, out=tanh_cells[t, :n]).sigmoid_()
+            common.two_x_minus_one(tanh_c, tanh_c, minus_one)
+            torch.mul(o, tanh_c, out=hidden[t, :n])
             h_prev, c_prev = hidden[t], cells[t]
         h_n = _state_out(schedule, _last(schedule, hidden))
         c_n = _state_out(schedule, _last(schedule, cells))
-        ctx.save_for_backward(x, h0, c0, weight, bias, h0p, c0p, gates, cells, tanh_cells,
-                              hidden)
-        ctx.schedule, ctx.zero_start = schedule, zero_start
+        if _shares(c_n, cells):  # a view of a buffer that is handed back
+            c_n = c_n.clone()
+        if graph:
+            ctx.save_for_backward(x, h0, c0, weight, bias, h0p, c0p, gates, cells, tanh_cells,
+                                  hidden)
+            ctx.schedule, ctx.zero_start = schedule, zero_start
+        else:
+            workspace.give_all(gates, cells, tanh_cells)
         return _unproc_last(schedule, hidden), h_n, c_n
 
     @staticmethod
@@ -341,33 +396,59 @@ class ConvLSTMFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True
             grads = (_grad(dout, hidden), _grad(dh_n, h0), _grad(dc_n, c0))
             return (*_second_order(step_conv_lstm, schedule, x, (h0, c0), weight, bias, grads,
-                                   need[:5]), None, None)
+                                   need[:5]), None, None, None)
+        size = weight.shape[0] // 4
+        batch = x.shape[1]
         pad = _padding(weight)
         w_back = _adjoint(weight[:, x.shape[2]:])  # δ_t ↦ ∂L/∂h_{t-1}
-        dout = _proc(schedule, _grad(dout, hidden))
+        dout = _phys(_proc(schedule, _grad(dout, hidden)))  # (T, B, Y, X, H), any strides
         dh = _state_in(schedule, _grad(dh_n, h0)).clone()  # ∂L/∂h carried back from t+1
         dc = _state_in(schedule, _grad(dc_n, c0)).clone()  # ∂L/∂c carried back from t+1
-        dgates = _empty_last(gates, gates.shape, schedule.ragged)
+        dgates = _take_last(gates, gates.shape, schedule.ragged)
+        # the pointwise work on the (…, Y, X, channels) storage order: contiguous slices, and
+        # the three gate blocks that take ∂L/∂c_t multiplied by it in one broadcast product
+        gates_p, dgates_p, tanh_p, cells_p = map(_phys, (gates, dgates, tanh_cells, cells))
+        dc_p = dc.permute(0, 2, 3, 1)  # (B, Y, X, H)
+        one = gates.new_ones(())
         for t in reversed(range(schedule.steps)):
             n = schedule.batch_sizes[t]
-            i, f, g, o = gates[t, :n].chunk(4, dim=1)
-            tanh_c = tanh_cells[t, :n]
-            c_prev = c0p[:n] if t == 0 else cells[t - 1, :n]
-            d_i, d_f, d_g, d_o = dgates[t, :n].chunk(4, dim=1)
-            dh_t = dh[:n] + dout[t, :n]  # error from output t and from state t+1
-            torch.mul(dh_t, tanh_c, out=d_o).mul_(o - o * o)
-            dc_t = dc[:n].addcmul_(dh_t.mul_(o), 1 - tanh_c * tanh_c)  # ∂L/∂c_t
-            torch.mul(dc_t, g, out=d_i).mul_(i - i * i)
-            torch.mul(dc_t, c_prev, out=d_f).mul_(f - f * f)
-            torch.mul(dc_t, i, out=d_g).mul_(1 - g * g)
+            pre, dpre = gates_p[t, :n], dgates_p[t, :n]  # (n, Y, X, 4H)
+            i, f, g, o = pre.chunk(4, dim=-1)
+            d_i, d_f, d_g, d_o = dpre.chunk(4, dim=-1)
+            tanh_c = tanh_p[t, :n]
+            c_prev = c0p.permute(0, 2, 3, 1)[:n] if t == 0 else cells_p[t - 1, :n]
+            dc_t = dc_p[:n]
+            dh_t = torch.add(dh.permute(0, 2, 3, 1)[:n], dout[t, :n])  # from output t, state t+1
+            torch.addcmul(pre, pre, pre, value=-1, out=dpre)  # σ' = s − s² (i, f, o)
+            torch.addcmul(one, g, g, value=-1, out=d_g)  # tanh' = 1 − g²
+            d_o.mul_(dh_t).mul_(tanh_c)
+            dh_t.mul_(o)  # ∂L/∂(tanh c_t)
+            dc_t.add_(dh_t)
+            dc_t.addcmul_(dh_t.mul_(tanh_c), tanh_c, value=-1)  # ∂L/∂c_t: + (1 − tanh² c_t) ⋅
+            d_i.mul_(g)
+            d_f.mul_(c_prev)
+            d_g.mul_(i)
+            dpre[..., : 3 * size].unflatten(-1, (3, size)).mul_(dc_t.unsqueeze(-2))  # i, f, g
             dc_t.mul_(f)  # → ∂L/∂c_{t-1}
             if t or need[1]:  # ∂L/∂h_{t-1}; for t = 0 only when h0 wants it
-                dh[:n] = nnf.conv2d(dgates[t, :n], w_back, padding=pad)
+                back = nnf.conv2d(dgates[t, :n], w_back, padding=pad)
+                if n == batch:
+                    dh = back
+                else:
+                    dh[:n] = back
         h_prev = _previous(h0p, hidden, ctx.zero_start)
         dx, dweight, dbias = _input_and_weight_grads(dgates, dgates, x, h_prev, weight,
                                                      bias is not None, schedule, need[0])
+        workspace.give(dgates)  # nothing returned refers to it
+        if not workspace.graph_kept():  # no later backward reads the saved buffers
+            workspace.give_all(gates, cells, tanh_cells)
         dh0 = _state_out(schedule, dh) if need[1] else None
-        return dx, dh0, _state_out(schedule, dc), dweight, dbias, None, None
+        return dx, dh0, _state_out(schedule, dc), dweight, dbias, None, None, None
+
+
+def _records(*tensors: Tensor | None) -> bool:
+    """Whether autograd records a call on ``tensors`` (then the layer saves for a backward)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def conv_lstm(x: Tensor, h0: Tensor, c0: Tensor, weight: Tensor, bias: Tensor | None,
@@ -376,87 +457,112 @@ def conv_lstm(x: Tensor, h0: Tensor, c0: Tensor, weight: Tensor, bias: Tensor | 
     ``(4H, C + H, kh, kw)``, bias ``(4H,)`` or None → (output ``(T, B, H, Y, X)``, h_n, c_n), in
     batch order. ``zero_start=True`` promises that h0 is all zeros (the layer's default
     state): the first step's state convolution and its share of the backward are skipped."""
-    return ConvLSTMFunction.apply(x, h0, c0, weight, bias, schedule, zero_start)
+    graph = _records(x, h0, c0, weight, bias)
+    return ConvLSTMFunction.apply(x, h0, c0, weight, bias, schedule, zero_start, graph)
 
 
 # ---------------------------------------------------------------------- ConvGRU
 
 
 class ConvGRUFunction(torch.autograd.Function):
-    """One ConvGRU layer over a whole sequence with hand-written BPTT (see the module)."""
+    """One ConvGRU layer over a whole sequence with hand-written BPTT (see the module). Its
+    saved gates, ``W_hn * h_{t-1}`` and ``h_{t-1} − n_t`` and the backward's two gradient
+    sequences are :mod:`_workspace` buffers, handed back as :class:`ConvLSTMFunction`'s. n is
+    computed as ``tanh a = 2σ(2a) − 1`` (see the module)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, x, h0, weight, bias, schedule, zero_start=False):
+    def forward(ctx, x, h0, weight, bias, schedule, zero_start=False, graph=True):
         steps, batch, channels = x.shape[:3]
         size = weight.shape[0] // 3
         pad = _padding(weight)
         w_h = weight[:, channels:].contiguous(memory_format=_CL)
-        gates = _input_conv(x, weight[:, :channels], bias, schedule)  # becomes (r, z, n)
+        w_x = weight[:, :channels].contiguous(memory_format=_CL)
+        gates, x_steps = _gates_and_input(x, weight.shape[0], schedule)  # becomes (r, z, n)
         state_shape = (steps, batch, size, *x.shape[3:])
         ragged = schedule.ragged
-        hn_conv = _empty_last(x, state_shape, ragged or zero_start)  # W_hn * h_{t-1}
-        hidden = _empty_last(x, state_shape, ragged)
+        hn_conv = _take_last(x, state_shape, ragged or zero_start)  # W_hn * h_{t-1}
+        h_minus_n = _take_last(x, state_shape, ragged)  # h_{t-1} − n_t, for ∂L/∂z
+        hidden = _empty_last(x, state_shape, ragged)  # returned: never a kept buffer
         h0p = _state_in(schedule, h0)
         h_prev = h0p
+        minus_one = x.new_full((), -1.0)
         for t, n in enumerate(schedule.batch_sizes):
             pre = gates[t, :n]
             r, z, new = pre.chunk(3, dim=1)
+            a = nnf.conv2d(x_steps[t, :n], w_x, bias, padding=pad)  # W_x * x_t + b
             if t or not zero_start:
                 u = nnf.conv2d(h_prev[:n], w_h, padding=pad)
                 hn_conv[t, :n] = u[:, 2 * size :]
-                pre[:, : 2 * size].add_(u[:, : 2 * size]).sigmoid_()  # r, z
-                new.addcmul_(r, u[:, 2 * size :]).tanh_()  # n
+                torch.add(a[:, : 2 * size], u[:, : 2 * size], out=pre[:, : 2 * size]).sigmoid_()
+                torch.addcmul(a[:, 2 * size :], r, u[:, 2 * size :], out=new)
             else:  # W_h * 0 = 0
-                pre[:, : 2 * size].sigmoid_()
-                new.tanh_()
-            h = torch.sub(h_prev[:n], new, out=hidden[t, :n])
-            h.mul_(z).add_(new)  # n + z ⊙ (h_{t-1} − n)
+                torch.sigmoid(a[:, : 2 * size], out=pre[:, : 2 * size])
+                new.copy_(a[:, 2 * size :])
+            common.two_x_minus_one(new.mul_(2).sigmoid_(), new, minus_one)  # n = tanh(·)
+            diff = torch.sub(h_prev[:n], new, out=h_minus_n[t, :n])
+            torch.addcmul(new, z, diff, out=hidden[t, :n])  # n + z ⊙ (h_{t-1} − n)
             h_prev = hidden[t]
         h_n = _state_out(schedule, _last(schedule, hidden))
-        ctx.save_for_backward(x, h0, weight, bias, h0p, gates, hn_conv, hidden)
-        ctx.schedule, ctx.zero_start = schedule, zero_start
+        if graph:
+            ctx.save_for_backward(x, h0, weight, bias, h0p, gates, hn_conv, h_minus_n, hidden)
+            ctx.schedule, ctx.zero_start = schedule, zero_start
+        else:
+            workspace.give_all(gates, hn_conv, h_minus_n)
         return _unproc_last(schedule, hidden), h_n
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dout, dh_n):
-        x, h0, weight, bias, h0p, gates, hn_conv, hidden = ctx.saved_tensors
+        x, h0, weight, bias, h0p, gates, hn_conv, h_minus_n, hidden = ctx.saved_tensors
         schedule = ctx.schedule
         need = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph=True
             grads = (_grad(dout, hidden), _grad(dh_n, h0))
             return (*_second_order(step_conv_gru, schedule, x, (h0,), weight, bias, grads,
-                                   need[:4]), None, None)
+                                   need[:4]), None, None, None)
         size = weight.shape[0] // 3
+        batch = x.shape[1]
         pad = _padding(weight)
         w_back = _adjoint(weight[:, x.shape[2]:])
-        dout = _proc(schedule, _grad(dout, hidden))
+        dout = _phys(_proc(schedule, _grad(dout, hidden)))  # (T, B, Y, X, H), any strides
         dh = _state_in(schedule, _grad(dh_n, h0)).clone()
         ragged = schedule.ragged
-        dxp = _empty_last(gates, gates.shape, ragged)  # ∂L/∂(W_x * x + b)
-        dhh = _empty_last(gates, gates.shape, ragged)  # ∂L/∂(W_h * h_{t-1})
+        dxp = _take_last(gates, gates.shape, ragged)  # ∂L/∂(W_x * x + b)
+        dhh = _take_last(gates, gates.shape, ragged)  # ∂L/∂(W_h * h_{t-1})
+        # pointwise work on the (…, Y, X, channels) storage order, as the LSTM's
+        gates_p, dxp_p, dhh_p, hn_p, diff_p = map(_phys, (gates, dxp, dhh, hn_conv, h_minus_n))
+        one = gates.new_ones(())
         for t in reversed(range(schedule.steps)):
             n = schedule.batch_sizes[t]
-            r, z, new = gates[t, :n].chunk(3, dim=1)
-            h_prev = h0p[:n] if t == 0 else hidden[t - 1, :n]
-            d_r, d_z, d_n = dxp[t, :n].chunk(3, dim=1)
-            dh_t = dh[:n] + dout[t, :n]
-            torch.mul(dh_t, 1 - z, out=d_n).mul_(1 - new * new)  # into a_n
-            torch.mul(d_n, hn_conv[t, :n], out=d_r).mul_(r - r * r)
-            torch.mul(dh_t, h_prev - new, out=d_z).mul_(z - z * z)
+            pre, dpre = gates_p[t, :n], dxp_p[t, :n]  # (n, Y, X, 3H)
+            r, z, new = pre.chunk(3, dim=-1)
+            d_r, d_z, d_n = dpre.chunk(3, dim=-1)
+            dh_t = torch.add(dh.permute(0, 2, 3, 1)[:n], dout[t, :n])
+            rz = pre[..., : 2 * size]
+            torch.addcmul(rz, rz, rz, value=-1, out=dpre[..., : 2 * size])  # σ' = s − s²
+            torch.addcmul(one, new, new, value=-1, out=d_n)  # tanh' = 1 − n²
+            d_n.mul_(dh_t).addcmul_(d_n, z, value=-1)  # into a_n: ⋅ (1 − z) ∂L/∂h_t
+            d_r.mul_(d_n).mul_(hn_p[t, :n])
+            d_z.mul_(dh_t).mul_(diff_p[t, :n])
+            if t or need[1] or not ctx.zero_start:  # ∂L/∂W_h (and ∂L/∂h_{t-1}) need step t
+                dhh_p[t, :n, ..., : 2 * size] = dpre[..., : 2 * size]
+                torch.mul(d_n, r, out=dhh_p[t, :n, ..., 2 * size :])  # into u_n = W_hn * h_{t-1}
             if t or need[1]:  # ∂L/∂h_{t-1}; for t = 0 only when h0 wants it
-                dhh[t, :n, : 2 * size] = dxp[t, :n, : 2 * size]
-                torch.mul(d_n, r, out=dhh[t, :n, 2 * size :])  # into u_n = W_hn * h_{t-1}
-                dh[:n] = nnf.conv2d(dhh[t, :n], w_back, padding=pad).addcmul_(dh_t, z)
-            elif not ctx.zero_start:  # ∂L/∂W_h still needs the first step
-                dhh[t, :n, : 2 * size] = dxp[t, :n, : 2 * size]
-                torch.mul(d_n, r, out=dhh[t, :n, 2 * size :])
+                back = nnf.conv2d(dhh[t, :n], w_back, padding=pad).addcmul_(dh_t.permute(
+                    0, 3, 1, 2), z.permute(0, 3, 1, 2))
+                if n == batch:
+                    dh = back
+                else:
+                    dh[:n] = back
         h_prev = _previous(h0p, hidden, ctx.zero_start)
         dx, dweight, dbias = _input_and_weight_grads(dxp, dhh, x, h_prev, weight,
                                                      bias is not None, schedule, need[0])
+        workspace.give_all(dxp, dhh)  # nothing returned refers to them
+        if not workspace.graph_kept():  # no later backward reads the saved buffers
+            workspace.give_all(gates, hn_conv, h_minus_n)
         dh0 = _state_out(schedule, dh) if need[1] else None
-        return dx, dh0, dweight, dbias, None, None
+        return dx, dh0, dweight, dbias, None, None, None
 
 
 def conv_gru(x: Tensor, h0: Tensor, weight: Tensor, bias: Tensor | None,
@@ -464,4 +570,5 @@ def conv_gru(x: Tensor, h0: Tensor, weight: Tensor, bias: Tensor | None,
     """One ConvGRU layer: x ``(T, B, C, Y, X)``, h0 ``(B, H, Y, X)``, weight
     ``(3H, C + H, kh, kw)``, bias ``(3H,)`` or None → (output ``(T, B, H, Y, X)``, h_n), in batch
     order. ``zero_start``: as :func:`conv_lstm`."""
-    return ConvGRUFunction.apply(x, h0, weight, bias, schedule, zero_start)
+    graph = _records(x, h0, weight, bias)
+    return ConvGRUFunction.apply(x, h0, weight, bias, schedule, zero_start, graph)
