@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3", help="classifier seeds (comma-separated)")
     parser.add_argument("--lm-minutes", type=float, default=30.0)
     parser.add_argument("--lm-threads", type=int, default=2)
+    parser.add_argument("--lm-epochs", type=int, default=2, help="the mixed-corpus LM's epoch "
+                        "limit (with --lm-minutes, whichever comes first; 2 suited a loaded "
+                        "machine, where 30 minutes bought under one epoch)")
     parser.add_argument("--lm-corpus", choices=("mixed", "sst"), default="mixed",
                         help="mixed: Brown + Multi30k en + SST-2 train text; sst: SST-2 train "
                              "text only")
@@ -173,7 +176,8 @@ def main() -> None:
         lm_data, lm_flags = ["--valid-fraction", "0.1"], SST_LM_FLAGS
     else:
         lm_train, lm_valid = make_corpus(out, 1)
-        lm_data, lm_flags = ["--valid", str(lm_valid)], LM_FLAGS
+        lm_data, lm_flags = ["--valid", str(lm_valid)], [*LM_FLAGS, "--max-epochs",
+                                                           str(args.lm_epochs)]
     if "lm" in stages and not (args.reuse and finished(lm_dir)):
         log(f"LM pretraining, {args.lm_minutes} min budget, {args.lm_threads} threads")
         seconds = run(["lm", "train", "--train", str(lm_train), *lm_data,
