@@ -23,7 +23,8 @@ import threading
 import torch
 from torch import Tensor
 
-__all__ = ["take", "give", "give_all", "graph_kept", "clear", "MAX_KEPT", "MIN_BYTES"]
+__all__ = ["take", "give", "give_all", "records_graph", "graph_kept", "clear", "MAX_KEPT",
+           "MIN_BYTES"]
 
 MAX_KEPT = 16
 MIN_BYTES = 1 << 20  # smaller blocks come from malloc's free lists without page faults anyway
@@ -71,6 +72,12 @@ def give_all(*tensors: Tensor | None) -> None:
     for t in tensors:
         if t is not None:
             give(t)
+
+
+def records_graph(*inputs: Tensor | None) -> bool:
+    """Whether autograd records a call on ``inputs``: then the layer saves its buffers for the
+    backward; otherwise it may give them back as soon as its forward is done."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
 
 
 def graph_kept() -> bool:

@@ -168,12 +168,6 @@ def _proc(schedule: Schedule, seq: Tensor) -> Tensor:
     return schedule.to_processing(seq.reshape(*seq.shape[:2], -1)).view(seq.shape)
 
 
-def _proc_last(schedule: Schedule, seq: Tensor) -> Tensor:
-    """As :func:`_proc` for a channels-last sequence; the result is channels-last too."""
-    phys = _phys(seq)
-    return schedule.to_processing(phys.flatten(2)).view(phys.shape).permute(0, 1, 4, 2, 3)
-
-
 def _unproc_last(schedule: Schedule, seq: Tensor) -> Tensor:
     phys = _phys(seq)
     return schedule.from_processing(phys.flatten(2)).view(phys.shape).permute(0, 1, 4, 2, 3)
@@ -446,18 +440,13 @@ class ConvLSTMFunction(torch.autograd.Function):
         return dx, dh0, _state_out(schedule, dc), dweight, dbias, None, None, None
 
 
-def _records(*tensors: Tensor | None) -> bool:
-    """Whether autograd records a call on ``tensors`` (then the layer saves for a backward)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 def conv_lstm(x: Tensor, h0: Tensor, c0: Tensor, weight: Tensor, bias: Tensor | None,
               schedule: Schedule, zero_start: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """One ConvLSTM layer: x ``(T, B, C, Y, X)``, h0 and c0 ``(B, H, Y, X)``, weight
     ``(4H, C + H, kh, kw)``, bias ``(4H,)`` or None → (output ``(T, B, H, Y, X)``, h_n, c_n), in
     batch order. ``zero_start=True`` promises that h0 is all zeros (the layer's default
     state): the first step's state convolution and its share of the backward are skipped."""
-    graph = _records(x, h0, c0, weight, bias)
+    graph = workspace.records_graph(x, h0, c0, weight, bias)
     return ConvLSTMFunction.apply(x, h0, c0, weight, bias, schedule, zero_start, graph)
 
 
@@ -570,5 +559,5 @@ def conv_gru(x: Tensor, h0: Tensor, weight: Tensor, bias: Tensor | None,
     """One ConvGRU layer: x ``(T, B, C, Y, X)``, h0 ``(B, H, Y, X)``, weight
     ``(3H, C + H, kh, kw)``, bias ``(3H,)`` or None → (output ``(T, B, H, Y, X)``, h_n), in batch
     order. ``zero_start``: as :func:`conv_lstm`."""
-    graph = _records(x, h0, weight, bias)
+    graph = workspace.records_graph(x, h0, weight, bias)
     return ConvGRUFunction.apply(x, h0, weight, bias, schedule, zero_start, graph)

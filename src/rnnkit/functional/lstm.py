@@ -267,7 +267,5 @@ def lstm(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer, one direction. x ``(T, B, I)``, h0 ``(B, P)``, c0 ``(B, H)`` →
     (output ``(T, B, P)``, h_n ``(B, P)``, c_n ``(B, H)``), in batch order."""
-    graph = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    )
+    graph = workspace.records_graph(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     return LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, schedule, backend, graph)
