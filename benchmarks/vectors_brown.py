@@ -5,8 +5,11 @@ The corpus is lower-cased into --work (outside the repository) and tokenized as 
 tokenizer does (regex ``\\w+|[^\\w\\s]``); every method keeps the words seen at least --min-freq
 times in ``train.txt``, so all have the same vocabulary and the same coverage.
 
-- rnnkit (embedding): ``rnnkit vectors train`` (a word LSTM LM, adaptive softmax) for --minutes,
-  its input embedding at the best validation loss; or the run given as --run.
+- rnnkit (embedding): ``rnnkit vectors train`` (a word LSTM LM) for --minutes, its input
+  embedding at the best validation loss; or the run given as --run. The output layer is
+  --softmax: ``sampled`` with the embedding tied to the output layer (the default: each word's
+  vector also learns from the contexts that predict it), or ``adaptive`` (untied; the
+  recipe before 2 December 2026).
 - rnnkit (hidden-mean): the same LM's top-layer state averaged over each word's occurrences in
   the first --hidden-tokens tokens of ``train.txt``.
 - PPMI-SVD: :func:`rnnkit.models.wordvec.ppmi_svd` (window 5, weighted; context smoothing 0.75;
@@ -61,6 +64,8 @@ def train_rnnkit(data: Path, out: Path, args) -> float:
     code = main(["vectors", "train", "--train", str(data / "train.txt"), "--valid",
                  str(data / "valid.txt"), "--out", str(out), "--overwrite",
                  "--embedding-size", str(args.dim), "--hidden-size", str(args.hidden_size),
+                 "--softmax", args.softmax, "--softmax-samples", str(args.softmax_samples),
+                 *(["--tie-weights"] if args.softmax != "adaptive" else []),
                  "--batch-size", "64", "--min-freq", str(args.min_freq),
                  "--max-minutes", str(args.minutes), "--threads", str(args.threads),
                  "--max-valid-tokens", "20000", "--eval-every", "0",
@@ -89,6 +94,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--dim", type=int, default=200)
     parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--softmax", choices=("sampled", "adaptive", "full"), default="sampled",
+                        help="the LM's output layer (sampled and full: tied to the embedding)")
+    parser.add_argument("--softmax-samples", type=int, default=1024)
     parser.add_argument("--min-freq", type=int, default=3)
     parser.add_argument("--hidden-tokens", type=int, default=400000)
     parser.add_argument("--sg-epochs", type=int, default=5)

@@ -1,5 +1,6 @@
 """rnnkit vectors: the word-vector file formats, the similarity/analogy maths, the PPMI-SVD
-baseline, the word-LM options (adaptive softmax, bidirectional) and the command line."""
+baseline, the word-LM options (adaptive and sampled softmax, bidirectional) and the command
+line."""
 
 from __future__ import annotations
 
@@ -469,6 +470,105 @@ def test_adaptive_softmax_scores_are_log_probabilities_and_train():
         LMConfig(300, softmax="adaptive", tie_weights=True)
     with pytest.raises(ValueError, match="--cutoffs"):
         LMConfig(300, softmax="adaptive", cutoffs=(200, 100))
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_sampled_softmax_over_every_word_is_the_full_softmax(tie):
+    """With every word drawn once and no correction, the sampled loss (and its gradient) is the
+    full softmax's: the scoring, the masking of the target among the drawn and the bridge of a
+    tied model are checked exactly; eval mode always gives the full loss."""
+    import torch
+
+    from rnnkit.models.lm import LanguageModel, LMConfig
+
+    torch.manual_seed(0)
+    vocab = 40
+    cfg = LMConfig(vocab, embedding_size=8, hidden_size=12, num_layers=1, dropout=0.0,
+                   softmax="sampled", softmax_samples=vocab - 1, tie_weights=tie)
+    model = LanguageModel(cfg).double()
+    x, y = torch.randint(0, vocab, (5, 3)), torch.randint(0, vocab, (5, 3))
+    model._draw = lambda device: torch.arange(vocab, device=device)
+    model._log_expected = lambda ids: torch.zeros(ids.shape, dtype=torch.float64)
+    sampled, _ = model(x, targets=y)
+    grads = torch.autograd.grad(sampled, list(model.parameters()))
+    logits, _ = model(x)
+    full = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+    assert sampled.item() == pytest.approx(full.item(), rel=1e-12)
+    for got, want in zip(grads, torch.autograd.grad(full, list(model.parameters()))):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    model.eval()  # the full softmax (its loss is summed in float32)
+    assert model(x, targets=y)[0].item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_sampled_softmax_draws_log_uniform_and_learns():
+    import torch
+
+    from rnnkit.models.lm import LanguageModel, LMConfig
+
+    torch.manual_seed(0)
+    vocab, count = 300, 50
+    model = LanguageModel(LMConfig(vocab, embedding_size=16, hidden_size=24, num_layers=1,
+                                   dropout=0.0, softmax="sampled", softmax_samples=count))
+    ids = torch.arange(vocab)
+    q = model._log_expected(ids).exp() / count  # the distribution _draw should follow
+    assert q.sum().item() == pytest.approx(1.0, rel=1e-5)
+    assert bool((q[1:] < q[:-1]).all())  # frequent (low) ids more often
+    draws = torch.cat([model._draw(torch.device("cpu")) for _ in range(4000)])  # 200,000
+    seen = torch.bincount(draws, minlength=vocab).double() / len(draws)
+    for block in (slice(0, 1), slice(1, 2), slice(2, 10), slice(10, 100), slice(100, vocab)):
+        want = q[block].sum().item()
+        sigma = (want * (1 - want) / len(draws)) ** 0.5
+        assert abs(seen[block].sum().item() - want) < 5 * sigma + 1e-9, block
+    # it learns: the full-softmax loss of a batch it trains on falls far below uniform
+    x, y = torch.randint(0, vocab, (6, 4)), torch.randint(0, vocab, (6, 4))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def full_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            loss = model(x, targets=y)[0].item() / y.numel()
+        model.train()
+        return loss
+
+    first = full_loss()
+    for _ in range(200):
+        total, _ = model(x, targets=y)
+        optimizer.zero_grad()
+        (total / y.numel()).backward()
+        optimizer.step()
+    assert full_loss() < 0.3 * first
+    with pytest.raises(ValueError, match="--softmax-samples: expected 1 to 299"):
+        LMConfig(vocab, softmax="sampled", softmax_samples=300)
+    with pytest.raises(ValueError, match="--cutoffs"):
+        LMConfig(vocab, softmax="sampled", cutoffs=(100,))
+
+
+def test_lm_cli_sampled_tied(tmp_path, capsys):
+    import json
+
+    from rnnkit.cli.main import main
+
+    _, sentences = _planted(300, seed=3)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(" ".join(s) for s in sentences) + "\n")
+    out = tmp_path / "sampled"
+    assert main(["lm", "train", "--train", str(corpus), "--out", str(out), "--tokenizer",
+                 "word", "--softmax", "sampled", "--softmax-samples", "8", "--tie-weights",
+                 "--embedding-size", "8", "--hidden-size", "16", "--num-layers", "1",
+                 "--bptt", "10", "--batch-size", "4", "--max-epochs", "3", "--no-progress",
+                 "--no-tensorboard", "--no-plot", "--threads", "1"]) == 0
+    saved = json.loads((out / "best" / "config.json").read_text())["model"]
+    assert saved["softmax"] == "sampled" and saved["softmax_samples"] == 8
+    capsys.readouterr()
+    assert main(["lm", "eval", "--checkpoint", str(out), "--data", str(corpus), "--json"]) == 0
+    assert 1 < json.loads(capsys.readouterr().out)["perplexity"] < 25
+    target = tmp_path / "tied.txt"
+    assert main(["vectors", "export", "--checkpoint", str(out), "--output", str(target)]) == 0
+    assert read_vectors(target).dim == 8
+    err = _cli_error(capsys, ["lm", "train", "--train", str(corpus), "--out",
+                              str(tmp_path / "x"), "--tokenizer", "word", "--softmax",
+                              "sampled", "--softmax-samples", "0"])
+    assert "--softmax-samples: expected 1 to" in err
 
 
 def test_lm_cli_adaptive_and_bidirectional(tmp_path, capsys):

@@ -64,13 +64,16 @@ class LMModel(CellOptions):
     num_layers: int = option(2, "recurrent layers")
     dropout: float = option(0.2, "dropout on embeddings, between layers and before the output")
     tie_weights: bool = option(False, "share the embedding matrix with the output layer")
-    softmax: str = option("full", "output layer: full softmax, or adaptive (faster for large "
-                                  "word vocabularies)", SOFTMAX)
+    softmax: str = option("full", "output layer: full softmax; adaptive or sampled (faster for "
+                                  "large word vocabularies; sampled: full softmax at evaluation)",
+                          SOFTMAX)
     cutoffs: str = option("", "adaptive softmax: comma-separated cluster boundaries in the "
                               "frequency-sorted vocabulary (default: 2000,10000,50000 below its "
                               "size)")
     bidirectional: bool = option(False, "also train a backward LM (ELMo-style contextual "
                                         "vectors); perplexity is the forward LM's")
+    softmax_samples: int = option(1024, "sampled softmax: words drawn per batch (log-uniform "
+                                        "over the frequency-sorted vocabulary)")
 
     def __post_init__(self) -> None:
         check_cell_options(self, "--")  # before the run directory is made
@@ -237,9 +240,9 @@ class LM(Application):
         from rnnkit.models.exportable import LMStep, outputs_of
 
         model, cfg = loaded.model.cpu().eval(), loaded.model.config
-        if cfg.softmax != "full":
+        if cfg.softmax == "adaptive":
             raise RnnkitError("rnnkit export: a language model with --softmax adaptive has no "
-                              "fixed-graph export (only --softmax full)")
+                              "fixed-graph export (--softmax full or sampled)")
         lstm = cfg.cell == "lstm"
         generator = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, cfg.vocab_size, (3, 2), generator=generator)  # (T, B)

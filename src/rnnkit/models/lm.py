@@ -15,10 +15,22 @@ every consumer of logits (cross-entropy, softmax sampling) reads the same way. `
 adds a backward LM (its own recurrent stack over the reversed chunk, sharing the embedding and
 the output layer, as ELMo does): it trains with the forward one; generation, perplexity and
 export use the forward LM; :meth:`LanguageModel.contextual` gives both directions' states.
+
+``softmax="sampled"`` keeps the full output layer but trains it with a sampled softmax (Jean et
+al., 2015): each batch scores its targets against ``softmax_samples`` words drawn once for the
+whole batch from a log-uniform (Zipf) distribution over the frequency-sorted vocabulary,
+``q(k) = log((k + 2) / (k + 1)) / log(V + 1)``, every score corrected by ``− log(S · q)`` (S the
+number drawn) and a drawn word equal to the target masked out (TensorFlow's
+``sampled_softmax_loss``). The cost of the output layer falls from V to S words per token, and
+every row of the output matrix that is scored, the targets' and the drawn ones', gets a
+gradient: with ``tie_weights`` that matrix is the embedding, so each word's vector also learns
+from the contexts that predict it, not only from what follows it. In eval mode (validation,
+perplexity, generation) the loss is the exact full softmax.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -33,7 +45,7 @@ from rnnkit.models._config import (
 __all__ = ["LMConfig", "LanguageModel", "CELLS", "SOFTMAX", "default_cutoffs"]
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-SOFTMAX = ("full", "adaptive")
+SOFTMAX = ("full", "adaptive", "sampled")
 
 
 def default_cutoffs(vocab_size: int) -> tuple[int, ...]:
@@ -58,6 +70,7 @@ class LMConfig(CellOptions):
     softmax: str = "full"  # "adaptive": torch's AdaptiveLogSoftmaxWithLoss (large vocabularies)
     cutoffs: tuple[int, ...] = ()  # adaptive: class boundaries (empty: chosen from vocab_size)
     bidirectional: bool = False  # also a backward LM (ELMo): shared embedding and output layer
+    softmax_samples: int = 1024  # sampled: words drawn per batch for the sampled softmax
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -76,9 +89,13 @@ class LMConfig(CellOptions):
             raise ValueError(f"--softmax: expected one of {', '.join(SOFTMAX)}, "
                              f"got {self.softmax!r}")
         self.cutoffs = tuple(int(c) for c in self.cutoffs)
-        if self.softmax == "full":
-            if self.cutoffs:
-                raise ValueError("--cutoffs: only with --softmax adaptive")
+        if self.softmax != "adaptive" and self.cutoffs:
+            raise ValueError("--cutoffs: only with --softmax adaptive")
+        if self.softmax == "sampled" and not 0 < self.softmax_samples < self.vocab_size:
+            raise ValueError(f"--softmax-samples: expected 1 to {self.vocab_size - 1} (below the "
+                             f"vocabulary size; use --softmax full otherwise), "
+                             f"got {self.softmax_samples}")
+        if self.softmax != "adaptive":
             return
         if self.tie_weights:
             raise ValueError("--tie-weights: not with --softmax adaptive (it has its own output "
@@ -157,11 +174,39 @@ class LanguageModel(nn.Module):
         return self.decoder(output)
 
     def _loss_sum(self, output: Tensor, targets: Tensor) -> Tensor:
+        if self.config.softmax == "sampled" and self.training:
+            return self._sampled_loss_sum(output, targets)
         if self.decoder is None:
             out = self.adaptive(output.flatten(0, 1).float(), targets.flatten())
             return out.loss * targets.numel()
         return nn.functional.cross_entropy(self._scores(output).flatten(0, 1).float(),
                                            targets.flatten(), reduction="sum")
+
+    def _sampled_loss_sum(self, output: Tensor, targets: Tensor) -> Tensor:
+        """Summed sampled-softmax loss of ``targets`` ``(T, B)`` (module docstring)."""
+        weight, bias = self.decoder.weight, self.decoder.bias
+        hidden = output.flatten(0, 1).to(weight.dtype)  # (N, H); float32 under autocast
+        if self.bridge is not None:
+            hidden = self.bridge(hidden)  # (N, E)
+        flat = targets.flatten()  # (N,)
+        drawn = self._draw(hidden.device)  # (S,)
+        true = (hidden * weight[flat]).sum(-1) + bias[flat] - self._log_expected(flat)  # (N,)
+        scores = torch.addmm(bias[drawn] - self._log_expected(drawn), hidden, weight[drawn].t())
+        scores = scores.masked_fill(drawn[None, :] == flat[:, None], float("-inf"))  # (N, S)
+        logits = torch.cat([true[:, None], scores], dim=1)  # the target is class 0
+        return -torch.log_softmax(logits, dim=1)[:, 0].sum()
+
+    def _draw(self, device: torch.device) -> Tensor:
+        """``softmax_samples`` word ids, drawn with replacement from the log-uniform q."""
+        log_range = math.log(self.config.vocab_size + 1)
+        drawn = torch.rand(self.config.softmax_samples, device=device).mul_(log_range).exp_()
+        return drawn.sub_(1).long().clamp_(0, self.config.vocab_size - 1)
+
+    def _log_expected(self, ids: Tensor) -> Tensor:
+        """``log(S · q(id))``: the log of how often ``_draw`` is expected to draw each id."""
+        log_range = math.log(self.config.vocab_size + 1)
+        q = torch.log1p(1 / (ids.to(self.decoder.weight.dtype) + 1)) / log_range
+        return torch.log(q * self.config.softmax_samples)
 
     def contextual(self, tokens: Tensor) -> list[Tensor]:
         """Contextual vectors of each token of ``tokens`` ``(T, B)`` from zero states (ELMo's
