@@ -66,6 +66,8 @@ def train_rnnkit(data: Path, out: Path, args) -> float:
                  "--embedding-size", str(args.dim), "--hidden-size", str(args.hidden_size),
                  "--softmax", args.softmax, "--softmax-samples", str(args.softmax_samples),
                  *(["--tie-weights"] if args.softmax != "adaptive" else []),
+                 *(["--bidirectional"] if args.bidirectional else []),
+                 "--max-epochs", str(args.max_epochs),
                  "--batch-size", "64", "--min-freq", str(args.min_freq),
                  "--max-minutes", str(args.minutes), "--threads", str(args.threads),
                  "--max-valid-tokens", "20000", "--eval-every", "0",
@@ -97,6 +99,9 @@ def main() -> None:
     parser.add_argument("--softmax", choices=("sampled", "adaptive", "full"), default="sampled",
                         help="the LM's output layer (sampled and full: tied to the embedding)")
     parser.add_argument("--softmax-samples", type=int, default=1024)
+    parser.add_argument("--bidirectional", action="store_true",
+                        help="also a backward LM (ELMo): the embedding learns from both sides")
+    parser.add_argument("--max-epochs", type=int, default=10)
     parser.add_argument("--min-freq", type=int, default=3)
     parser.add_argument("--hidden-tokens", type=int, default=400000)
     parser.add_argument("--sg-epochs", type=int, default=5)

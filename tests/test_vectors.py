@@ -430,6 +430,18 @@ def test_export_from_classify_tag_translate_and_without_vocabulary(tmp_path, cap
 # ---------------------------------------------------------------------- word-LM options
 
 
+def _fit(model, x, y, steps: int) -> None:
+    """``steps`` Adam steps (lr 0.01) on the model's own mean loss of one batch."""
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        total, _ = model(x, targets=y)
+        optimizer.zero_grad()
+        (total / y.numel()).backward()
+        optimizer.step()
+
+
 def test_adaptive_softmax_scores_are_log_probabilities_and_train():
     import torch
 
@@ -448,17 +460,12 @@ def test_adaptive_softmax_scores_are_log_probabilities_and_train():
     manual = -scores.gather(-1, y.unsqueeze(-1)).sum()
     assert torch.allclose(total, manual, rtol=1e-5)
     # it learns: the loss of a batch it is trained on falls far below uniform (ln 300 = 5.7)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     def batch_loss() -> float:
         with torch.no_grad():
             return model(x, targets=y)[0].item() / y.numel()
 
     first = batch_loss()
-    for _ in range(60):
-        total, _ = model(x, targets=y)
-        optimizer.zero_grad()
-        (total / y.numel()).backward()
-        optimizer.step()
+    _fit(model, x, y, 60)
     assert batch_loss() < 0.3 * first
     tokens = np.tile(np.arange(0, 300, 7), 5)
     model.eval()
@@ -521,7 +528,6 @@ def test_sampled_softmax_draws_log_uniform_and_learns():
         assert abs(seen[block].sum().item() - want) < 5 * sigma + 1e-9, block
     # it learns: the full-softmax loss of a batch it trains on falls far below uniform
     x, y = torch.randint(0, vocab, (6, 4)), torch.randint(0, vocab, (6, 4))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
 
     def full_loss() -> float:
         model.eval()
@@ -531,11 +537,7 @@ def test_sampled_softmax_draws_log_uniform_and_learns():
         return loss
 
     first = full_loss()
-    for _ in range(200):
-        total, _ = model(x, targets=y)
-        optimizer.zero_grad()
-        (total / y.numel()).backward()
-        optimizer.step()
+    _fit(model, x, y, 200)  # on the sampled loss
     assert full_loss() < 0.3 * first
     with pytest.raises(ValueError, match="--softmax-samples: expected 1 to 299"):
         LMConfig(vocab, softmax="sampled", softmax_samples=300)
@@ -543,25 +545,41 @@ def test_sampled_softmax_draws_log_uniform_and_learns():
         LMConfig(vocab, softmax="sampled", cutoffs=(100,))
 
 
-def test_lm_cli_sampled_tied(tmp_path, capsys):
+def _word_lm(tmp_path, name: str, seed: int, *flags: str) -> tuple:
+    """A tiny word LM trained by ``rnnkit lm train`` with ``flags`` on planted sentences:
+    (corpus file, run directory, its saved model options)."""
     import json
 
     from rnnkit.cli.main import main
 
-    _, sentences = _planted(300, seed=3)
+    _, sentences = _planted(300, seed=seed)
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(" ".join(s) for s in sentences) + "\n")
-    out = tmp_path / "sampled"
+    out = tmp_path / name
     assert main(["lm", "train", "--train", str(corpus), "--out", str(out), "--tokenizer",
-                 "word", "--softmax", "sampled", "--softmax-samples", "8", "--tie-weights",
-                 "--embedding-size", "8", "--hidden-size", "16", "--num-layers", "1",
-                 "--bptt", "10", "--batch-size", "4", "--max-epochs", "3", "--no-progress",
+                 "word", *flags, "--embedding-size", "8", "--hidden-size", "16",
+                 "--num-layers", "1", "--bptt", "10", "--batch-size", "4", "--no-progress",
                  "--no-tensorboard", "--no-plot", "--threads", "1"]) == 0
-    saved = json.loads((out / "best" / "config.json").read_text())["model"]
-    assert saved["softmax"] == "sampled" and saved["softmax_samples"] == 8
+    return corpus, out, json.loads((out / "best" / "config.json").read_text())["model"]
+
+
+def _perplexity(capsys, run, corpus) -> float:
+    import json
+
+    from rnnkit.cli.main import main
+
     capsys.readouterr()
-    assert main(["lm", "eval", "--checkpoint", str(out), "--data", str(corpus), "--json"]) == 0
-    assert 1 < json.loads(capsys.readouterr().out)["perplexity"] < 25
+    assert main(["lm", "eval", "--checkpoint", str(run), "--data", str(corpus), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["perplexity"]
+
+
+def test_lm_cli_sampled_tied(tmp_path, capsys):
+    from rnnkit.cli.main import main
+
+    corpus, out, saved = _word_lm(tmp_path, "sampled", 3, "--softmax", "sampled",
+                                  "--softmax-samples", "8", "--tie-weights", "--max-epochs", "3")
+    assert saved["softmax"] == "sampled" and saved["softmax_samples"] == 8
+    assert 1 < _perplexity(capsys, out, corpus) < 25  # 22 words + newline + <unk>: below uniform
     target = tmp_path / "tied.txt"
     assert main(["vectors", "export", "--checkpoint", str(out), "--output", str(target)]) == 0
     assert read_vectors(target).dim == 8
@@ -572,28 +590,15 @@ def test_lm_cli_sampled_tied(tmp_path, capsys):
 
 
 def test_lm_cli_adaptive_and_bidirectional(tmp_path, capsys):
-    import json
-
     import torch
 
     from rnnkit.apps import registry, runner
     from rnnkit.cli.main import main
 
-    _, sentences = _planted(300, seed=2)
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("\n".join(" ".join(s) for s in sentences) + "\n")
-    out = tmp_path / "bi"
-    assert main(["lm", "train", "--train", str(corpus), "--out", str(out), "--tokenizer",
-                 "word", "--softmax", "adaptive", "--cutoffs", "5,12", "--bidirectional",
-                 "--embedding-size", "8", "--hidden-size", "16", "--num-layers", "1",
-                 "--bptt", "10", "--batch-size", "4", "--max-epochs", "1", "--no-progress",
-                 "--no-tensorboard", "--no-plot", "--threads", "1"]) == 0
-    saved = json.loads((out / "best" / "config.json").read_text())["model"]
+    corpus, out, saved = _word_lm(tmp_path, "bi", 2, "--softmax", "adaptive", "--cutoffs",
+                                  "5,12", "--bidirectional", "--max-epochs", "1")
     assert saved["softmax"] == "adaptive" and saved["bidirectional"] and saved["cutoffs"] == [5, 12]
-    capsys.readouterr()
-    assert main(["lm", "eval", "--checkpoint", str(out), "--data", str(corpus), "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out)
-    assert 1 < metrics["perplexity"] < 25  # 22 words + newline + <unk>: well below uniform
+    assert 1 < _perplexity(capsys, out, corpus) < 25  # 22 words + newline + <unk>: below uniform
     assert main(["lm", "generate", "--checkpoint", str(out), "--prime", "the",
                  "--max-tokens", "5", "--seed", "1"]) == 0
     assert capsys.readouterr().out.strip()
