@@ -60,8 +60,9 @@ class VectorsModel(LMModel):
     hidden_size: int = option(512, "hidden units per layer")
     num_layers: int = option(1, "recurrent layers")
     dropout: float = option(0.3, "dropout on embeddings, between layers and before the output")
-    softmax: str = option("adaptive", "output layer: adaptive (fast for large vocabularies) or "
-                                      "full softmax", SOFTMAX)
+    softmax: str = option("adaptive", "output layer: adaptive or sampled (fast for large "
+                                      "vocabularies; sampled: best with --tie-weights) or full "
+                                      "softmax", SOFTMAX)
 
 
 @dataclass
