@@ -61,8 +61,8 @@ class VectorsModel(LMModel):
     num_layers: int = option(1, "recurrent layers")
     dropout: float = option(0.3, "dropout on embeddings, between layers and before the output")
     softmax: str = option("adaptive", "output layer: adaptive or sampled (fast for large "
-                                      "vocabularies; sampled: best with --tie-weights) or full "
-                                      "softmax", SOFTMAX)
+                                      "vocabularies; sampled: exact full softmax at evaluation) or "
+                                      "full softmax", SOFTMAX)
 
 
 @dataclass
