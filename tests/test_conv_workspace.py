@@ -207,13 +207,17 @@ def test_threads_never_share_a_buffer(cell):
     assert not failures, failures[0]
 
 
+@pytest.mark.parametrize("winograd", ["off", "auto"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_large_buffers_are_reused_at_the_default_size_limit(cell, monkeypatch):
+def test_large_buffers_are_reused_at_the_default_size_limit(cell, winograd, monkeypatch):
     """With the real ``MIN_BYTES`` (1 MB) the blocks of 1 MB and more come back after the
     backward (here the gates and their gradient, 4 MB each, and the cells and ``tanh c``,
     1 MB each, for the LSTM; the gates, their two gradients, ``W_hn * h`` and ``h − n`` for the
-    GRU): the next call's gates lie in memory the first call handed back."""
+    GRU; with Winograd's weight gradient, which "auto" takes for the 32 → 128 / 96 state
+    convolution, its scratch block as well): the next call's gates lie in memory the first call
+    handed back."""
     monkeypatch.setattr(workspace, "MIN_BYTES", 1 << 20)
+    monkeypatch.setattr(F, "WINOGRAD", winograd)
     layer = _layer(cell, channels=1, hidden=32, layers=1, dtype=torch.float32)
     x = torch.randn(4, 8, 1, 16, 16, requires_grad=True)
 
@@ -225,5 +229,6 @@ def test_large_buffers_are_reused_at_the_default_size_limit(cell, monkeypatch):
 
     gates_ptr()
     kept = {buf.data_ptr() for buf in workspace._kept}
-    assert len(kept) == (4 if cell == "lstm" else 5), "the saved buffers and scratch came back"
+    expected = (4 if cell == "lstm" else 5) + (winograd == "auto")
+    assert len(kept) == expected, "the saved buffers and scratch came back"
     assert gates_ptr() in kept

@@ -47,6 +47,21 @@ one batched convolution backward (for few input channels one batched matrix prod
 ``∂L/∂x`` one batched transposed convolution. Every sequence the layer creates is stored
 channels-last (see "shared pieces" below).
 
+What runs where. On the CPU in float32, 3 × 3 convolutions with many channels run by
+Winograd's F(4 × 4, 3 × 3) (:mod:`~rnnkit.functional._winograd`: 36 products per 4 × 4 block
+and channel pair instead of 144; PyTorch's CPU ``conv2d`` uses oneDNN's direct algorithm):
+the loops' per-step convolutions (the LSTM's over ``[x_t, h_{t-1}]``, the GRU's over
+``h_{t-1}``, and the backward's ``δ_t ↦ ∂L/∂h_{t-1}``) where ``C_in ≥ 64`` and ``C_out ≥ 64``
+(:func:`_winograd_plan`), the σ of the LSTM's gates applied on the way into the saved gates;
+and the weight gradients, step by step (``∂L/∂W`` of the LSTM, ``∂L/∂W_x`` and ``∂L/∂W_h``
+of the GRU) where ``C_in ≥ 16`` and ``C_out ≥ 64`` (:func:`_winograd_weight_grad`; oneDNN's
+weight gradient ran at half the speed of its forward here), both only for frames whose sides
+are multiples of 4. Everything else (``∂L/∂x``, the GRU's per-step input convolution, the
+first step's input-only convolution with ``zero_start``, other kernel sizes, dtypes and
+devices, and the few-channel cases) stays on ``conv2d`` / ``aten.convolution_backward`` as
+described above. :data:`WINOGRAD` ("auto", "on", "off") switches it; both give the same sums
+up to rounding (float32: about 5e-6 of the output's scale against 2e-6).
+
 Memory. The large sequences the layer keeps only for itself (the saved gates, cells and
 ``tanh c_t``, or the GRU's gates and ``W_hn * h_{t-1}``; the backward's gate gradients) are
 :mod:`~rnnkit.functional._workspace` buffers, reused from one call to the next: freshly
@@ -66,6 +81,7 @@ from torch import Tensor
 from torch.nn import functional as nnf
 
 from rnnkit.functional import _common as common
+from rnnkit.functional import _winograd as winograd
 from rnnkit.functional import _workspace as workspace
 from rnnkit.functional.schedule import Schedule
 
@@ -248,6 +264,83 @@ def _adjoint(weight: Tensor) -> Tensor:
     return weight.transpose(0, 1).flip(2, 3).contiguous(memory_format=_CL)
 
 
+#: Where 3 × 3 convolutions run by Winograd (:mod:`._winograd`): the loops' per-step ones and
+#: the weight gradients. ``"auto"``: float32 on the CPU where it measured faster (see
+#: :func:`_winograd_plan` and :func:`_winograd_weight_grad`); ``"on"``: every 3 × 3 one on the
+#: CPU in float32 or float64, whatever the size (for tests); ``"off"``: ``conv2d`` and
+#: ``aten.convolution_backward`` as before. Both compute the same sums, up to rounding.
+WINOGRAD = "auto"
+WINOGRAD_MIN_IN = 64  # "auto", per-step convolutions: at least this many input channels …
+WINOGRAD_MIN_OUT = 64  # … and this many output channels (the weight gradients: the same)
+WINOGRAD_MIN_IN_GRAD = 16  # "auto", weight gradients: at least this many input channels
+
+
+def _winograd_ok(weight: Tensor, batch: int, height: int, width: int, min_in: int,
+                 min_out: int) -> bool:
+    """Whether a 3 × 3 convolution with ``weight`` ``(C_out, C_in, kh, kw)`` runs by Winograd
+    (:data:`WINOGRAD`): "auto" asks float32 on the CPU, ``C_in ≥ min_in``, ``C_out ≥ min_out``
+    and a frame whose height and width are multiples of 4 (whole 4 × 4 tiles: with partial ones,
+    10 × 10 frames, it gained 1.0–1.3× at most)."""
+    if (WINOGRAD == "off" or weight.device.type != "cpu" or tuple(weight.shape[2:]) != (3, 3)
+            or batch == 0):
+        return False
+    if WINOGRAD == "on":
+        return weight.dtype in (torch.float32, torch.float64)
+    out_ch, in_ch = weight.shape[:2]
+    return (weight.dtype == torch.float32 and in_ch >= min_in and out_ch >= min_out
+            and height % 4 == 0 and width % 4 == 0)
+
+
+def _winograd_plan(weight: Tensor, bias: Tensor | None, batch: int, height: int,
+                   width: int) -> winograd.Plan | None:
+    """A Winograd plan (:class:`._winograd.Plan`) for the loop's per-step convolution with
+    ``weight`` ``(C_out, C_in, 3, 3)``, or None for ``conv2d`` (:func:`_winograd_ok` with
+    ``C_in ≥ 64``, ``C_out ≥ 64``: with 32 channels it won alone against ``conv2d`` but lost
+    inside the layers; docs/benchmarks.md, "ConvLSTM speed")."""
+    if not _winograd_ok(weight, batch, height, width, WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT):
+        return None
+    out_ch, in_ch = weight.shape[:2]
+    return winograd.Plan(in_ch, out_ch, batch, height, width, weight,
+                         winograd.transform_weight(weight), bias)
+
+
+def _winograd_weight_grad(weight: Tensor, dy: Tensor, schedule: Schedule, first: int,
+                          x: Tensor | None = None, h0: Tensor | None = None,
+                          hidden: Tensor | None = None) -> Tensor | None:
+    """``∂L/∂W`` for ``weight`` ``(C_out, C_in, 3, 3)`` by Winograd (:meth:`._winograd.Plan.
+    add_weight_grad`), step by step over ``t = first … T−1`` (the first ``batch_sizes[t]``
+    rows of each), or None where :func:`_winograd_ok` (``C_in ≥ 16``, ``C_out ≥ 64``) says no.
+    What was convolved at step t: ``x_t`` (x in batch order), ``h_{t-1}`` (h0, then
+    ``hidden[t-1]``, in processing order) or both stacked along the channels, as given;
+    ``dy``: ∂L/∂(that convolution), ``(T, B, C_out, Y, X)`` in processing order. (oneDNN's
+    weight gradient ran at about half the speed of its forward convolution here, so this
+    gains even at 16 input channels; docs/benchmarks.md, "ConvLSTM speed".)"""
+    steps, batch, _, height, width = dy.shape
+    if not _winograd_ok(weight, batch, height, width, WINOGRAD_MIN_IN_GRAD, WINOGRAD_MIN_OUT):
+        return None
+    out_ch, in_ch = weight.shape[:2]
+    x_proc = None if x is None else _proc(schedule, x)
+    plan = winograd.Plan(in_ch, out_ch, batch, height, width, weight)
+    acc = workspace.take((winograd.POSITIONS, in_ch, out_ch), weight, zero=True)
+    for t in range(first, steps):
+        n = schedule.batch_sizes[t]
+        frames, start = plan.input(n), 0
+        parts = ([] if x_proc is None else [x_proc[t]]) + (
+            [] if hidden is None else [h0 if t == 0 else hidden[t - 1]])
+        for part in parts:
+            frames[:, start:start + part.shape[1]] = part[:n]
+            start += part.shape[1]
+        plan.add_weight_grad(n, dy[t, :n], acc)
+    plan.release()
+    grad = winograd.weight_grad(acc)
+    workspace.give(acc)
+    return grad
+
+
+def _sigmoid_into(src: Tensor, dst: Tensor) -> None:
+    torch.sigmoid(src, out=dst)
+
+
 def _previous(h0: Tensor, hidden: Tensor, zero_start: bool) -> Tensor:
     """``h_{t-1}`` for the steps that can add to ``∂L/∂W_h``, ``(T', B, H, Y, X)`` channels-last:
     h0, then the states but the last; without h0 when it is known to be zero (``zero_start``)."""
@@ -258,7 +351,8 @@ def _previous(h0: Tensor, hidden: Tensor, zero_start: bool) -> Tensor:
 
 
 def _input_and_weight_grads(dxp_proc: Tensor, dhh_proc: Tensor, x: Tensor, h_prev: Tensor,
-                            weight: Tensor, has_bias: bool, schedule: Schedule, need_x: bool):
+                            weight: Tensor, has_bias: bool, schedule: Schedule, need_x: bool,
+                            dw_x: Tensor | None = None, dw_h: Tensor | None = None):
     """After the loop, over all T·B steps at once: ``∂L/∂W_x`` and ``∂L/∂b`` from one batched
     convolution backward (few input channels: a batched product of the unfolded input with
     δ, see :func:`_unfolds`), ``∂L/∂W_h`` from another (``∂L/∂W`` = ``[∂L/∂W_x | ∂L/∂W_h]``),
@@ -269,7 +363,8 @@ def _input_and_weight_grads(dxp_proc: Tensor, dhh_proc: Tensor, x: Tensor, h_pre
     h_prev ``(T', B, H, Y, X)`` in processing order, where T' ≤ T counts the last steps: the
     steps whose ``h_{t-1}`` is known to be zero (an initial state of zeros) add nothing to
     ``∂L/∂W_h`` and are left out. ``aten.convolution_backward`` is what
-    ``torch.nn.grad.conv2d_weight`` calls.
+    ``torch.nn.grad.conv2d_weight`` calls. ``dw_x`` / ``dw_h`` when already computed (by
+    Winograd, :func:`_winograd_weight_grad`); the bias gradient is then a plain sum.
     """
     channels = x.shape[2]
     pad = list(_padding(weight))
@@ -277,7 +372,9 @@ def _input_and_weight_grads(dxp_proc: Tensor, dhh_proc: Tensor, x: Tensor, h_pre
     w_x = weight[:, :channels].contiguous(memory_format=_CL)
     w_h = weight[:, channels:].contiguous(memory_format=_CL)
     common = ([1, 1], pad, [1, 1], False, [0, 0], 1)
-    if _unfolds(w_x, channels):  # Σ_n cols_n · δ_n: a batched product (oneDNN's weight
+    if dw_x is not None:
+        db = dxp.sum((0, 2, 3)) if has_bias else None
+    elif _unfolds(w_x, channels):  # Σ_n cols_n · δ_n: a batched product (oneDNN's weight
         # gradient ran at a fraction of its usual speed with so few input channels)
         rows = dxp.permute(0, 2, 3, 1).reshape(dxp.shape[0], -1, dxp.shape[1])  # (N, Y·X, G·H)
         cols = nnf.unfold(x.flatten(0, 1), w_x.shape[2:], padding=pad)  # (N, C·kh·kw, Y·X)
@@ -287,11 +384,11 @@ def _input_and_weight_grads(dxp_proc: Tensor, dhh_proc: Tensor, x: Tensor, h_pre
         _, dw_x, db = torch.ops.aten.convolution_backward(
             dxp, x.flatten(0, 1).contiguous(memory_format=_CL), w_x,
             [weight.shape[0]] if has_bias else None, *common, [False, True, has_bias])
-    if len(h_prev):
+    if dw_h is None and len(h_prev):
         dhh = dhh_proc[len(dhh_proc) - len(h_prev):]
         _, dw_h, _ = torch.ops.aten.convolution_backward(
             dhh.flatten(0, 1), h_prev.flatten(0, 1), w_h, None, *common, [False, True, False])
-    else:
+    elif dw_h is None:
         dw_h = torch.zeros_like(w_h)
     dx = _input_grad(dxp, x, w_x) if need_x else None
     return dx, torch.cat([dw_x, dw_h], dim=1).contiguous(), db
@@ -352,16 +449,24 @@ class ConvLSTMFunction(torch.autograd.Function):
         h0p, c0p = _state_in(schedule, h0), _state_in(schedule, c0)
         h_prev, c_prev = h0p, c0p
         minus_one = x.new_full((), -1.0)
-        xh_buf = x.new_empty(batch, *x.shape[3:], channels + size).permute(0, 3, 1, 2)
+        plan = _winograd_plan(w_in, b_in, batch, *x.shape[3:])  # or conv2d
+        if plan is None:
+            xh_buf = x.new_empty(batch, *x.shape[3:], channels + size).permute(0, 3, 1, 2)
         for t, n in enumerate(schedule.batch_sizes):
             pre = gates[t, :n]
-            if t or not zero_start:  # one conv2d over [x_t, h_{t-1}] (ran 10–20 % faster than
-                # two, summed); W_h * 0 = 0
-                xh = torch.cat([x_steps[t, :n], h_prev[:n]], dim=1, out=xh_buf[:n])
-                u = nnf.conv2d(xh, w_in, b_in, padding=pad)
+            if (t or not zero_start) and plan is not None:  # [x_t, h_{t-1}] into its input
+                xh = plan.input(n)
+                xh[:, :channels] = x_steps[t, :n]
+                xh[:, channels:] = h_prev[:n]
+                plan.run(n, pre, _sigmoid_into)  # σ on the way into the saved gates
             else:
-                u = nnf.conv2d(x_steps[t, :n], w_x, b_in, padding=pad)
-            torch.sigmoid(u, out=pre)
+                if t or not zero_start:  # one conv2d over [x_t, h_{t-1}] (ran 10–20 % faster
+                    # than two, summed); W_h * 0 = 0
+                    xh = torch.cat([x_steps[t, :n], h_prev[:n]], dim=1, out=xh_buf[:n])
+                    u = nnf.conv2d(xh, w_in, b_in, padding=pad)
+                else:
+                    u = nnf.conv2d(x_steps[t, :n], w_x, b_in, padding=pad)
+                torch.sigmoid(u, out=pre)
             i, f, g, o = pre.chunk(4, dim=1)
             common.two_x_minus_one(g, g, minus_one)  # tanh of the g pre-activation
             c = torch.mul(f, c_prev[:n], out=cells[t, :n]).addcmul_(i, g)
@@ -369,6 +474,8 @@ class ConvLSTMFunction(torch.autograd.Function):
             common.two_x_minus_one(tanh_c, tanh_c, minus_one)
             torch.mul(o, tanh_c, out=hidden[t, :n])
             h_prev, c_prev = hidden[t], cells[t]
+        if plan is not None:
+            plan.release()
         h_n = _state_out(schedule, _last(schedule, hidden))
         c_n = _state_out(schedule, _last(schedule, cells))
         if _shares(c_n, cells):  # a view of a buffer that is handed back
@@ -404,6 +511,7 @@ class ConvLSTMFunction(torch.autograd.Function):
         gates_p, dgates_p, tanh_p, cells_p = map(_phys, (gates, dgates, tanh_cells, cells))
         dc_p = dc.permute(0, 2, 3, 1)  # (B, Y, X, H)
         one = gates.new_ones(())
+        plan = _winograd_plan(w_back, None, batch, *x.shape[3:])  # or conv2d
         for t in reversed(range(schedule.steps)):
             n = schedule.batch_sizes[t]
             pre, dpre = gates_p[t, :n], dgates_p[t, :n]  # (n, Y, X, 4H)
@@ -424,15 +532,24 @@ class ConvLSTMFunction(torch.autograd.Function):
             d_g.mul_(i)
             dpre[..., : 3 * size].unflatten(-1, (3, size)).mul_(dc_t.unsqueeze(-2))  # i, f, g
             dc_t.mul_(f)  # → ∂L/∂c_{t-1}
-            if t or need[1]:  # ∂L/∂h_{t-1}; for t = 0 only when h0 wants it
+            if (t or need[1]) and plan is not None:  # ∂L/∂h_{t-1}, into dh (read above)
+                plan.input(n).copy_(dgates[t, :n])
+                plan.run(n, dh[:n])
+            elif t or need[1]:  # ∂L/∂h_{t-1}; for t = 0 only when h0 wants it
                 back = nnf.conv2d(dgates[t, :n], w_back, padding=pad)
                 if n == batch:
                     dh = back
                 else:
                     dh[:n] = back
+        if plan is not None:
+            plan.release()
         h_prev = _previous(h0p, hidden, ctx.zero_start)
+        # ∂L/∂W over [x_t, h_{t-1}] by Winograd where it pays (h0p is zero with zero_start)
+        dw = _winograd_weight_grad(weight, dgates, schedule, 0, x, h0p, hidden)
+        dw_x, dw_h = (None, None) if dw is None else (dw[:, : x.shape[2]], dw[:, x.shape[2]:])
         dx, dweight, dbias = _input_and_weight_grads(dgates, dgates, x, h_prev, weight,
-                                                     bias is not None, schedule, need[0])
+                                                     bias is not None, schedule, need[0],
+                                                     dw_x, dw_h)
         workspace.give(dgates)  # nothing returned refers to it
         if not workspace.graph_kept():  # no later backward reads the saved buffers
             workspace.give_all(gates, cells, tanh_cells)
@@ -476,12 +593,19 @@ class ConvGRUFunction(torch.autograd.Function):
         h0p = _state_in(schedule, h0)
         h_prev = h0p
         minus_one = x.new_full((), -1.0)
+        plan = _winograd_plan(w_h, None, batch, *x.shape[3:])  # or conv2d
+        if plan is not None:  # W_h * h_{t-1} goes here
+            u_buf = workspace.take((batch, *x.shape[3:], weight.shape[0]), x).permute(0, 3, 1, 2)
         for t, n in enumerate(schedule.batch_sizes):
             pre = gates[t, :n]
             r, z, new = pre.chunk(3, dim=1)
             a = nnf.conv2d(x_steps[t, :n], w_x, bias, padding=pad)  # W_x * x_t + b
             if t or not zero_start:
-                u = nnf.conv2d(h_prev[:n], w_h, padding=pad)
+                if plan is not None:
+                    plan.input(n).copy_(h_prev[:n])
+                    u = plan.run(n, u_buf[:n])
+                else:
+                    u = nnf.conv2d(h_prev[:n], w_h, padding=pad)
                 hn_conv[t, :n] = u[:, 2 * size :]
                 torch.add(a[:, : 2 * size], u[:, : 2 * size], out=pre[:, : 2 * size]).sigmoid_()
                 torch.addcmul(a[:, 2 * size :], r, u[:, 2 * size :], out=new)
@@ -492,6 +616,10 @@ class ConvGRUFunction(torch.autograd.Function):
             diff = torch.sub(h_prev[:n], new, out=h_minus_n[t, :n])
             torch.addcmul(new, z, diff, out=hidden[t, :n])  # n + z ⊙ (h_{t-1} − n)
             h_prev = hidden[t]
+        if plan is not None:
+            plan.release()
+            if not u_buf.is_inference():  # (an inference tensor: no later call could write it)
+                workspace.give(u_buf)
         h_n = _state_out(schedule, _last(schedule, hidden))
         if graph:
             ctx.save_for_backward(x, h0, weight, bias, h0p, gates, hn_conv, h_minus_n, hidden)
@@ -522,6 +650,7 @@ class ConvGRUFunction(torch.autograd.Function):
         # pointwise work on the (…, Y, X, channels) storage order, as the LSTM's
         gates_p, dxp_p, dhh_p, hn_p, diff_p = map(_phys, (gates, dxp, dhh, hn_conv, h_minus_n))
         one = gates.new_ones(())
+        plan = _winograd_plan(w_back, None, batch, *x.shape[3:])  # or conv2d
         for t in reversed(range(schedule.steps)):
             n = schedule.batch_sizes[t]
             pre, dpre = gates_p[t, :n], dxp_p[t, :n]  # (n, Y, X, 3H)
@@ -537,16 +666,27 @@ class ConvGRUFunction(torch.autograd.Function):
             if t or need[1] or not ctx.zero_start:  # ∂L/∂W_h (and ∂L/∂h_{t-1}) need step t
                 dhh_p[t, :n, ..., : 2 * size] = dpre[..., : 2 * size]
                 torch.mul(d_n, r, out=dhh_p[t, :n, ..., 2 * size :])  # into u_n = W_hn * h_{t-1}
-            if t or need[1]:  # ∂L/∂h_{t-1}; for t = 0 only when h0 wants it
+            if (t or need[1]) and plan is not None:  # ∂L/∂h_{t-1}, into dh (read above)
+                plan.input(n).copy_(dhh[t, :n])
+                plan.run(n, dh[:n]).addcmul_(dh_t.permute(0, 3, 1, 2), z.permute(0, 3, 1, 2))
+            elif t or need[1]:  # ∂L/∂h_{t-1}; for t = 0 only when h0 wants it
                 back = nnf.conv2d(dhh[t, :n], w_back, padding=pad).addcmul_(dh_t.permute(
                     0, 3, 1, 2), z.permute(0, 3, 1, 2))
                 if n == batch:
                     dh = back
                 else:
                     dh[:n] = back
+        if plan is not None:
+            plan.release()
         h_prev = _previous(h0p, hidden, ctx.zero_start)
+        channels = x.shape[2]  # ∂L/∂W_x, ∂L/∂W_h by Winograd where it pays; with
+        # zero_start, step 0's share of dhh is not computed (h0 = 0 adds nothing)
+        dw_x = _winograd_weight_grad(weight[:, :channels], dxp, schedule, 0, x=x)
+        dw_h = _winograd_weight_grad(weight[:, channels:], dhh, schedule, int(ctx.zero_start),
+                                     h0=h0p, hidden=hidden)
         dx, dweight, dbias = _input_and_weight_grads(dxp, dhh, x, h_prev, weight,
-                                                     bias is not None, schedule, need[0])
+                                                     bias is not None, schedule, need[0],
+                                                     dw_x, dw_h)
         workspace.give_all(dxp, dhh)  # nothing returned refers to them
         if not workspace.graph_kept():  # no later backward reads the saved buffers
             workspace.give_all(gates, hn_conv, h_minus_n)
