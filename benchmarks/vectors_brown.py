@@ -7,9 +7,9 @@ times in ``train.txt``, so all have the same vocabulary and the same coverage.
 
 - rnnkit (embedding): ``rnnkit vectors train`` (a word LSTM LM) for --minutes, its input
   embedding at the best validation loss; or the run given as --run. The output layer is
-  --softmax: ``sampled`` with the embedding tied to the output layer (the default: each word's
-  vector also learns from the contexts that predict it), or ``adaptive`` (untied; the
-  recipe before 2 December 2026).
+  --softmax: ``adaptive`` (untied, the default: the best embedding scores so far), or
+  ``sampled`` / ``full`` with the embedding tied to the output layer (each word's vector also
+  learns from the contexts that predict it; docs/benchmarks.md has both runs).
 - rnnkit (hidden-mean): the same LM's top-layer state averaged over each word's occurrences in
   the first --hidden-tokens tokens of ``train.txt``.
 - PPMI-SVD: :func:`rnnkit.models.wordvec.ppmi_svd` (window 5, weighted; context smoothing 0.75;
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--dim", type=int, default=200)
     parser.add_argument("--hidden-size", type=int, default=256)
-    parser.add_argument("--softmax", choices=("sampled", "adaptive", "full"), default="sampled",
+    parser.add_argument("--softmax", choices=("sampled", "adaptive", "full"), default="adaptive",
                         help="the LM's output layer (sampled and full: tied to the embedding)")
     parser.add_argument("--softmax-samples", type=int, default=1024)
     parser.add_argument("--bidirectional", action="store_true",
