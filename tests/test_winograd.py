@@ -1,8 +1,12 @@
-"""Winograd F(4 × 4, 3 × 3) (:mod:`rnnkit.functional._winograd`) against ``conv2d``, and the
+"""Winograd F(4 × 4, 3 × 3) and F(4 × 4, 5 × 5) (:mod:`rnnkit.functional._winograd`) against
+``conv2d``, their matrices exactly, and the
 ConvLSTM / ConvGRU loops with it on and off (:data:`rnnkit.functional.conv.WINOGRAD`): the same
 outputs and gradients, gradcheck (float64) through the Winograd path, and where "auto" uses it."""
 
 from __future__ import annotations
+
+import random
+from fractions import Fraction
 
 import pytest
 import torch
@@ -17,46 +21,79 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 DOUBLE = torch.float64
 BLOCKS = {"lstm": 4, "gru": 3}
+KERNELS = pytest.mark.parametrize("kernel", [3, 5])
 
 
 # ---------------------------------------------------------------------- the convolution alone
 
 
+@pytest.mark.parametrize("kernel,points", [(3, "0 1 -1 2 -2"),
+                                           (5, "0 1 -1 2 -2 1/2 -1/2")])
+def test_matrices_are_exact(kernel, points):
+    """:func:`cook_toom` from the points (then ∞) gives the matrices in use (the hand-typed
+    3 × 3 ones, Lavin & Gray's, to the last bit), and in exact arithmetic the 4 outputs of
+    the correlation of a random rational signal with a random rational kernel equal
+    ``Aᵀ [(G g) ⊙ (Bᵀ d)]``."""
+    bt, g, at = winograd.cook_toom(winograd.TILE, kernel, [Fraction(p) for p in points.split()])
+
+    def rounded(matrices):
+        return [[[float(v) for v in row] for row in m] for m in matrices]
+
+    assert rounded((bt, g, at)) == rounded(winograd.KERNELS[kernel])
+    side = winograd.TILE + kernel - 1
+    assert (len(bt), len(bt[0]), len(g), len(g[0]), len(at), len(at[0])) == (
+        side, side, side, kernel, winograd.TILE, side)
+    rng = random.Random(kernel)
+    for _ in range(5):
+        d = [Fraction(rng.randint(-9, 9), rng.randint(1, 7)) for _ in range(side)]
+        w = [Fraction(rng.randint(-9, 9), rng.randint(1, 7)) for _ in range(kernel)]
+        gw = [sum(gj[k] * w[k] for k in range(kernel)) for gj in g]
+        bd = [sum(row[i] * d[i] for i in range(side)) for row in bt]
+        got = [sum(row[j] * gw[j] * bd[j] for j in range(side)) for row in at]
+        assert got == [sum(w[k] * d[i + k] for k in range(kernel)) for i in range(winograd.TILE)]
+    assert [row[1] for row in at] == [1] * winograd.TILE  # the bias's tile position (1, 1)
+
+
+@KERNELS
 @pytest.mark.parametrize("frame", [(5, 7), (16, 16), (1, 1), (4, 8), (6, 9)])
 @pytest.mark.parametrize("batch", [0, 1, 3])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype,tol", [(DOUBLE, 1e-10), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv3x3_matches_conv2d(frame, batch, channels_last, dtype, tol, bias):
-    """Odd and even frame sizes (whole and partial 4 × 4 tiles, a frame smaller than one
-    tile), empty and single batches, both layouts; error relative to the output's scale."""
+def test_conv_matches_conv2d(kernel, frame, batch, channels_last, dtype, tol, bias):
+    """3 × 3 and 5 × 5; odd and even frame sizes (whole and partial 4 × 4 tiles, a frame
+    smaller than one tile), empty and single batches, both layouts; error relative to the
+    output's scale."""
     gen = torch.Generator().manual_seed(sum(frame) + batch)
     x = torch.randn(batch, 5, *frame, generator=gen, dtype=dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(7, 5, 3, 3, generator=gen, dtype=dtype) / 4
+    weight = torch.randn(7, 5, kernel, kernel, generator=gen, dtype=dtype) / kernel
     b = torch.randn(7, generator=gen, dtype=dtype) if bias else None
-    ref = nnf.conv2d(x.double(), weight.double(), None if b is None else b.double(), padding=1)
-    got = winograd.conv3x3(x, weight, b)
+    ref = nnf.conv2d(x.double(), weight.double(), None if b is None else b.double(),
+                     padding=kernel // 2)
+    got = winograd.conv(x, weight, b)
     assert got.shape == ref.shape and got.dtype == dtype
     if batch:
         scale = max(float(ref.abs().max()), 1.0)
         assert float((got.double() - ref).abs().max()) / scale <= tol
 
 
-def test_plan_reused_for_row_prefixes_with_an_epilogue():
+@KERNELS
+def test_plan_reused_for_row_prefixes_with_an_epilogue(kernel):
     """One plan serves calls on the first n frames (the loops' ragged steps): the padded
     buffer's border stays zero across calls; ``epilogue`` sees every output once."""
     gen = torch.Generator().manual_seed(0)
-    weight, b = torch.randn(6, 4, 3, 3, generator=gen, dtype=DOUBLE), torch.randn(6, dtype=DOUBLE)
-    plan = winograd.Plan(4, 6, 4, 6, 9, weight, winograd.transform_weight(weight), b)
+    weight = torch.randn(6, 4, kernel, kernel, generator=gen, dtype=DOUBLE)
+    b = torch.randn(6, dtype=DOUBLE)
+    plan = winograd.Plan(4, 6, 4, 6, 9, weight, winograd.transform_weight(weight), b, kernel)
     try:
         for n in (4, 2, 3, 1):
             x = torch.randn(n, 4, 6, 9, generator=gen, dtype=DOUBLE) * 10
             plan.input(n).copy_(x)
             out = torch.full((n, 9, 6, 6), float("nan"), dtype=DOUBLE).permute(0, 3, 2, 1)
             plan.run(n, out, lambda src, dst: torch.sigmoid(src, out=dst))
-            ref = torch.sigmoid(nnf.conv2d(x, weight, b, padding=1))
+            ref = torch.sigmoid(nnf.conv2d(x, weight, b, padding=kernel // 2))
             torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
     finally:
         plan.release()
@@ -65,7 +102,7 @@ def test_plan_reused_for_row_prefixes_with_an_epilogue():
 # ---------------------------------------------------------------------- in the layers
 
 
-def _problem(cell, batch, steps, channels, hidden, frame, dtype, seed):
+def _problem(cell, batch, steps, channels, hidden, frame, dtype, seed, kernel=3):
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -73,7 +110,7 @@ def _problem(cell, batch, steps, channels, hidden, frame, dtype, seed):
 
     x = rand(steps, batch, channels, *frame)
     states = tuple(rand(batch, hidden, *frame) for _ in range(2 if cell == "lstm" else 1))
-    weight = rand(BLOCKS[cell] * hidden, channels + hidden, 3, 3)
+    weight = rand(BLOCKS[cell] * hidden, channels + hidden, kernel, kernel)
     return x, states, weight, rand(BLOCKS[cell] * hidden)
 
 
@@ -120,15 +157,16 @@ def _agree(on, off, output_atol: float) -> None:
         torch.testing.assert_close(a / scale, b / scale, atol=1e-4, rtol=0)
 
 
+@KERNELS
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("lengths", [None, [3, 1, 4, 2]])
 @pytest.mark.parametrize("zero_start", [False, True])
-def test_layers_same_with_winograd_on_and_off(cell, lengths, zero_start, monkeypatch,
+def test_layers_same_with_winograd_on_and_off(kernel, cell, lengths, zero_start, monkeypatch,
                                               winograd_calls):
-    """float32, given h0 / c0 (or h0 = 0 with ``zero_start``), ragged and full batches,
-    a 6 × 8 frame (partial tiles): outputs, final states and all gradients agree (outputs
-    2e-5 absolute, gradients 1e-4 relative to their largest entry)."""
-    problem = _problem(cell, 4, 4, 3, 5, (6, 8), torch.float32, seed=1)
+    """float32, 3 × 3 and 5 × 5, given h0 / c0 (or h0 = 0 with ``zero_start``), ragged and
+    full batches, a 6 × 8 frame (partial tiles): outputs, final states and all gradients agree
+    (outputs 2e-5 absolute, gradients 1e-4 relative to their largest entry)."""
+    problem = _problem(cell, 4, 4, 3, 5, (6, 8), torch.float32, seed=1, kernel=kernel)
     if zero_start:
         problem = (problem[0], (torch.zeros_like(problem[1][0]), *problem[1][1:]), *problem[2:])
     off = _run_and_grads(cell, "off", monkeypatch, problem, lengths, zero_start)
@@ -145,35 +183,42 @@ def test_layers_same_with_winograd_on_and_off(cell, lengths, zero_start, monkeyp
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_auto_takes_winograd_at_a_benchmark_shape_and_agrees(cell, monkeypatch,
+@pytest.mark.parametrize("kernel,channels,hidden,frame", [(3, 16, 64, 16), (5, 1, 32, 32)])
+def test_auto_takes_winograd_at_a_benchmark_shape_and_agrees(cell, kernel, channels, hidden,
+                                                             frame, monkeypatch,
                                                              winograd_calls):
-    """16 → 64 channels on 16 × 16 frames (benchmarks/convlstm_speed.py's shape): "auto"
-    runs the per-step convolutions by Winograd (the GRU's input convolution, 16 → 192,
-    stays ``conv2d``) and the weight gradients too, and agrees with "off" within float32
-    rounding (F(4 × 4, 3 × 3) rounds about 5e-6 of the output's scale at 80 input channels,
-    ``conv2d`` 2e-6: outputs 1e-4 absolute, gradients 1e-4 relative)."""
-    problem = _problem(cell, 2, 3, 16, 64, (16, 16), torch.float32, seed=2)
+    """benchmarks/convlstm_speed.py's shapes, 16 → 64 channels 3 × 3 on 16 × 16 frames and
+    1 → 32 5 × 5 on 32 × 32: "auto" runs the per-step convolutions over ``[x_t, h_{t-1}]`` or
+    ``h_{t-1}`` and the backward's adjoint by Winograd (the GRU's input convolution stays
+    ``conv2d``) and their weight gradients too, the GRU's ``∂L/∂W_x`` from 16 input channels
+    but not from 1; it agrees with "off" within float32 rounding (outputs 1e-4 absolute,
+    gradients 1e-4 relative)."""
+    problem = _problem(cell, 2, 3, channels, hidden, (frame, frame), torch.float32, seed=2,
+                       kernel=kernel)
     off = _run_and_grads(cell, "off", monkeypatch, problem, [3, 2], False)
     on = _run_and_grads(cell, "auto", monkeypatch, problem, [3, 2], False)
     blocks = BLOCKS[cell]
-    forward = (16 + 64, blocks * 64) if cell == "lstm" else (64, blocks * 64)
+    forward = ((channels + hidden, blocks * hidden) if cell == "lstm"
+               else (hidden, blocks * hidden))
     assert _count(winograd_calls, "run", forward) == 3
-    assert _count(winograd_calls, "run", (blocks * 64, 64)) == 3  # the backward's adjoint
+    assert _count(winograd_calls, "run", (blocks * hidden, hidden)) == 3  # the adjoint
     assert _count(winograd_calls, "run") == 6
     assert _count(winograd_calls, "grad", forward) == 3
-    assert _count(winograd_calls, "grad") == (3 if cell == "lstm" else 6)  # GRU: W_x too
+    w_x = 3 if cell == "gru" and channels >= 16 else 0
+    assert _count(winograd_calls, "grad") == 3 + w_x
     _agree(on, off, output_atol=1e-4)
 
 
+@KERNELS
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("lengths,zero_start", [([2, 3, 1], False), (None, False),
                                                 ([3, 1, 2], True)])
-def test_gradcheck_float64_through_winograd(cell, lengths, zero_start, monkeypatch,
+def test_gradcheck_float64_through_winograd(kernel, cell, lengths, zero_start, monkeypatch,
                                             winograd_calls):
     """gradcheck with every per-step convolution on the Winograd path ("on": float64 too),
-    a 5 × 4 frame (a whole and a partial tile)."""
+    3 × 3 and 5 × 5, a 5 × 4 frame (a whole and a partial tile)."""
     monkeypatch.setattr(F, "WINOGRAD", "on")
-    x, states, weight, bias = _problem(cell, 3, 3, 2, 2, (5, 4), DOUBLE, seed=3)
+    x, states, weight, bias = _problem(cell, 3, 3, 2, 2, (5, 4), DOUBLE, seed=3, kernel=kernel)
     run = _functional(cell, lengths, 3, 3, zero_start)
     if zero_start:
         h0 = torch.zeros_like(states[0])
@@ -185,8 +230,9 @@ def test_gradcheck_float64_through_winograd(cell, lengths, zero_start, monkeypat
 
 
 def test_auto_rule(monkeypatch):
-    """"auto": float32 on the CPU, 3 × 3, C_in ≥ 64, C_out ≥ 64, whole 4 × 4 tiles; "on":
-    every 3 × 3 float32 / float64 convolution; "off": none."""
+    """"auto": float32 on the CPU, whole 4 × 4 tiles, 3 × 3 with C_in ≥ 64, C_out ≥ 64, 5 × 5
+    with C_in ≥ 32, C_out ≥ 32; "on": every 3 × 3 / 5 × 5 float32 / float64 convolution;
+    "off": none."""
 
     def taken(out_ch, in_ch, dtype=torch.float32, frame=(16, 16), kernel=3, batch=8):
         plan = F._winograd_plan(torch.zeros(out_ch, in_ch, kernel, kernel, dtype=dtype), None,
@@ -201,42 +247,53 @@ def test_auto_rule(monkeypatch):
     assert not taken(128, 33) and not taken(96, 32) and not taken(32, 128)
     assert not taken(192, 16) and not taken(96, 1)
     assert not taken(256, 80, frame=(10, 10)) and not taken(256, 80, dtype=DOUBLE)
-    assert not taken(256, 80, kernel=5) and not taken(256, 80, batch=0)
+    assert not taken(256, 80, kernel=7) and not taken(256, 80, batch=0)
+    assert taken(128, 33, kernel=5) and taken(96, 32, kernel=5) and taken(256, 80, kernel=5)
+    assert taken(32, 128, kernel=5) and taken(32, 96, kernel=5)  # the adjoints
+    assert not taken(64, 17, kernel=5) and not taken(16, 128, kernel=5)
+    assert not taken(128, 33, kernel=5, frame=(10, 10))
+    assert not taken(128, 33, kernel=5, dtype=DOUBLE)
     monkeypatch.setattr(F, "WINOGRAD", "on")
     assert taken(2, 3, dtype=DOUBLE, frame=(5, 7)) and taken(2, 3, frame=(1, 1))
-    assert not taken(2, 3, kernel=5) and not taken(2, 3, dtype=torch.float16)
+    assert taken(2, 3, kernel=5, dtype=DOUBLE, frame=(5, 7))
+    assert not taken(2, 3, kernel=7) and not taken(2, 3, dtype=torch.float16)
+    assert F._winograd_plan(torch.zeros(2, 3, 5, 3), None, 8, 16, 16) is None  # not square
     monkeypatch.setattr(F, "WINOGRAD", "off")
     assert not taken(256, 80)
 
 
-def test_auto_rule_for_weight_gradients(monkeypatch):
-    """"auto" computes ∂L/∂W by Winograd for C_in ≥ 16, C_out ≥ 64 (float32, whole tiles)."""
+@KERNELS
+def test_auto_rule_for_weight_gradients(kernel, monkeypatch):
+    """"auto" computes ∂L/∂W by Winograd for C_in ≥ 16, C_out ≥ 64 (float32, whole tiles),
+    3 × 3 and 5 × 5."""
     monkeypatch.setattr(F, "WINOGRAD", "auto")
 
     def taken(out_ch, in_ch, dtype=torch.float32, frame=(16, 16)):
-        weight = torch.zeros(out_ch, in_ch, 3, 3, dtype=dtype)
-        return F._winograd_ok(weight, 8, *frame, F.WINOGRAD_MIN_IN_GRAD, F.WINOGRAD_MIN_OUT)
+        weight = torch.zeros(out_ch, in_ch, kernel, kernel, dtype=dtype)
+        return F._winograd_ok(weight, 8, *frame, grad=True)
 
-    assert taken(192, 16) and taken(256, 80) and taken(96, 32)
+    assert taken(192, 16) and taken(256, 80) and taken(96, 32) and taken(128, 33)
     assert not taken(96, 1) and not taken(32, 128) and not taken(192, 16, frame=(6, 16))
     assert not taken(192, 16, dtype=DOUBLE)
 
 
+@KERNELS
 @pytest.mark.parametrize("frame", [(5, 7), (8, 8), (1, 1)])
 @pytest.mark.parametrize("dtype,tol", [(DOUBLE, 1e-10), (torch.float32, 2e-5)])
-def test_weight_grad_matches_convolution_backward(frame, dtype, tol):
+def test_weight_grad_matches_convolution_backward(kernel, frame, dtype, tol):
     """:meth:`Plan.add_weight_grad` over batches of 3, 1 and 2 frames (prefixes of the plan's
     4), then :func:`weight_grad`, against ``aten.convolution_backward`` over all 6 frames
     (error relative to the gradient's largest entry)."""
     gen = torch.Generator().manual_seed(sum(frame))
     x = torch.randn(6, 5, *frame, generator=gen, dtype=dtype)
     dy = torch.randn(6, 7, *frame, generator=gen, dtype=dtype)
-    weight = torch.zeros(7, 5, 3, 3, dtype=DOUBLE)
+    weight = torch.zeros(7, 5, kernel, kernel, dtype=DOUBLE)
+    pad = [kernel // 2] * 2
     _, ref, _ = torch.ops.aten.convolution_backward(
-        dy.double(), x.double(), weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+        dy.double(), x.double(), weight, None, [1, 1], pad, [1, 1], False, [0, 0], 1,
         [False, True, False])
-    plan = winograd.Plan(5, 7, 4, *frame, x)
-    acc = torch.zeros(winograd.POSITIONS, 5, 7, dtype=dtype)
+    plan = winograd.Plan(5, 7, 4, *frame, x, kernel=kernel)
+    acc = torch.zeros(plan.positions, 5, 7, dtype=dtype)
     try:
         for start, n in ((0, 3), (3, 1), (4, 2)):
             plan.input(n).copy_(x[start:start + n])

@@ -1,4 +1,5 @@
-r"""Winograd minimal filtering for 3 × 3 convolutions (stride 1, padding 1) on the CPU.
+r"""Winograd minimal filtering for 3 × 3 and 5 × 5 convolutions (stride 1, padding k // 2) on the
+CPU.
 
 Why. The per-step convolutions of :mod:`rnnkit.functional.conv` ran on oneDNN's direct
 algorithm (what PyTorch's CPU ``conv2d`` uses) near the core's peak, and still took most of a
@@ -32,16 +33,22 @@ weight gradient ran at about half the speed of its forward convolution here, so 
 than the forward does (:meth:`Plan.add_weight_grad`, :func:`weight_grad`).
 
 How it runs (all torch operations, float32 or float64). The input is copied into a zero-padded
-``(N, 4·⌈Y/4⌉ + 2, 4·⌈X/4⌉ + 2, C)`` buffer (channels innermost, the layout the layers keep);
-the overlapping tiles are gathered into a ``(6, 6, N, tiles_y, tiles_x, C)`` block; ``Bᵀ · B``
-is two products with the 6 × 6 matrix (rows, then columns: ran 25 % faster than one product with
-the 36 × 36 Kronecker matrix ``Bᵀ ⊗ Bᵀ``), then the ``bmm``, then ``Aᵀ · A`` the same way, and
-the 4 × 4 blocks are written into the caller's output (through ``epilogue``, so that a
-following elementwise operation can read them in place). F(2 × 2, 3 × 3) (4 × 4 tiles, 2.25
-times fewer products) measured slower than ``conv2d`` here on most of the layers' shapes, so only
-F(4 × 4, 3 × 3) is kept. Accuracy: float32 errors stayed below 1e-5 of the output's scale on the
-layers' shapes (``conv2d``: about 2e-6; weight gradients about 7e-6 of their largest entry),
-float64 about 1e-14.
+``(N, 4·⌈Y/4⌉ + k − 1, 4·⌈X/4⌉ + k − 1, C)`` buffer (channels innermost, the layout the layers
+keep); the overlapping tiles are gathered into a ``(6, 6, N, tiles_y, tiles_x, C)`` block;
+``Bᵀ · B`` is two products with the 6 × 6 matrix (rows, then columns: ran 25 % faster than one
+product with the 36 × 36 Kronecker matrix ``Bᵀ ⊗ Bᵀ``), then the ``bmm``, then ``Aᵀ · A`` the
+same way, and the 4 × 4 blocks are written into the caller's output (through ``epilogue``, so
+that a following elementwise operation can read them in place). F(2 × 2, 3 × 3) (4 × 4 tiles,
+2.25 times fewer products) measured slower than ``conv2d`` here on most of the layers' shapes,
+so only F(4 × 4, 3 × 3) is kept. Accuracy: float32 errors stayed below 1e-5 of the output's
+scale on the layers' shapes (``conv2d``: about 2e-6; weight gradients about 7e-6 of their
+largest entry), float64 about 1e-14.
+
+5 × 5 kernels run by F(4 × 4, 5 × 5): 8 × 8 tiles, 64 products per block and channel pair
+instead of 16 · 25 = 400, the same steps with 8 × 8 transforms. Its matrices come from the
+Cook–Toom construction (Lavin & Gray, §4) with the points 0, ±1, ±2, ±1/2, ∞, computed exactly
+in :func:`cook_toom` (which also gives the 3 × 3 ones above). F(2 × 2, 5 × 5) measured slower
+than ``conv2d``. F(4 × 4, 5 × 5) rounds about 1e-5 of the output's scale in float32.
 
 The scratch memory (a :mod:`~rnnkit.functional._workspace` block, handed back by
 :meth:`Plan.release`) is taken once per layer call and reused for every step.
@@ -50,17 +57,17 @@ The scratch memory (a :mod:`~rnnkit.functional._workspace` block, handed back by
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 
 import torch
 from torch import Tensor
 
 from rnnkit.functional import _workspace as workspace
 
-__all__ = ["TILE", "POSITIONS", "transform_weight", "Plan", "weight_grad", "conv3x3"]
+__all__ = ["TILE", "KERNELS", "cook_toom", "positions", "transform_weight", "Plan",
+           "weight_grad", "conv"]
 
-TILE = 4  # outputs per tile side: F(4 × 4, 3 × 3)
-_SIDE = TILE + 2  # input tile side
-POSITIONS = _SIDE * _SIDE  # products per (input, output) channel pair and tile
+TILE = 4  # outputs per tile side: F(4 × 4, k × k)
 
 _BT = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
        [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
@@ -69,16 +76,59 @@ _G = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 _AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
 
 
+def cook_toom(m: int, r: int, points: list[Fraction]) -> tuple[list, list, list]:
+    """Exact ``(Bᵀ, G, Aᵀ)`` of F(m, r) for the correlation ``y_i = Σ_k g_k d_{i+k}`` from the
+    ``m + r − 2`` finite interpolation points (then ∞): ``Aᵀ[i][j] = p_jⁱ``,
+    ``G[j][k] = p_jᵏ / Π_{l≠j}(p_j − p_l)``, row j of ``Bᵀ`` the coefficients of
+    ``Π_{l≠j}(x − p_l)``; the ∞ column / rows pick the leading coefficients."""
+
+    def times(poly: list, root: Fraction) -> list:  # poly · (x − root), coefficients upwards
+        return [a - root * b for a, b in zip([0, *poly], [*poly, 0])]
+
+    assert len(points) == m + r - 2
+    bt, g = [], []
+    for j, p in enumerate(points):
+        poly, scale = [Fraction(1)], Fraction(1)
+        for q in points[:j] + points[j + 1:]:
+            poly, scale = times(poly, q), scale * (p - q)
+        bt.append([*poly, Fraction(0)])
+        g.append([p ** k / scale for k in range(r)])
+    full = [Fraction(1)]
+    for q in points:
+        full = times(full, q)
+    bt.append(full)
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    at = [[p ** i for p in points] + [Fraction(int(i == m - 1))] for i in range(m)]
+    return bt, g, at
+
+
+_HALF = Fraction(1, 2)
+#: ``(Bᵀ, G, Aᵀ)`` of F(4 × 4, k × k) per kernel size k; point 1 comes second in both, so tile
+#: position (1, 1) reaches every output once (the bias).
+KERNELS = {3: (_BT, _G, _AT),
+           5: cook_toom(TILE, 5, [Fraction(p) for p in (0, 1, -1, 2, -2)] + [_HALF, -_HALF])}
+
+
+def positions(kernel: int) -> int:
+    """Products per (input, output) channel pair and tile: ``(4 + k − 1)²``."""
+    return (TILE + kernel - 1) ** 2
+
+
+def _matrix(kernel: int, which: int, like: Tensor) -> Tensor:
+    rows = [[float(v) for v in row] for row in KERNELS[kernel][which]]  # exact, then rounded
+    return torch.tensor(rows, dtype=torch.float64, device=like.device).to(like.dtype)
+
+
 def transform_weight(weight: Tensor) -> Tensor:
-    """``G g Gᵀ`` of a ``(C_out, C_in, 3, 3)`` weight, as ``(36, C_in, C_out)`` (the right-hand
-    side of the ``bmm``), in the weight's dtype."""
-    out_ch, in_ch = weight.shape[:2]
-    g = torch.tensor(_G, dtype=weight.dtype, device=weight.device)
-    w = weight.detach().permute(2, 3, 1, 0).reshape(3, -1)  # (i, (j, C_in, C_out))
-    gw = torch.mm(g, w).view(_SIDE, 3, in_ch * out_ch)  # G g (over the kernel's rows)
-    u = torch.matmul(g, gw)  # … Gᵀ (over its columns): (6, 6, C_in·C_out); two products ran
+    """``G g Gᵀ`` of a ``(C_out, C_in, k, k)`` weight, as ``((4 + k − 1)², C_in, C_out)`` (the
+    right-hand side of the ``bmm``), in the weight's dtype."""
+    out_ch, in_ch, k = weight.shape[:3]
+    g = _matrix(k, 1, weight)
+    w = weight.detach().permute(2, 3, 1, 0).reshape(k, -1)  # (i, (j, C_in, C_out))
+    gw = torch.mm(g, w).view(TILE + k - 1, k, in_ch * out_ch)  # G g (over the kernel's rows)
+    u = torch.matmul(g, gw)  # … Gᵀ (over its columns): (a, a, C_in·C_out); two products ran
     # far faster than one einsum here
-    return u.view(POSITIONS, in_ch, out_ch)
+    return u.view(positions(k), in_ch, out_ch)
 
 
 def _pieces(size: int) -> list[tuple[int, int, int, int, int]]:
@@ -92,8 +142,9 @@ def _pieces(size: int) -> list[tuple[int, int, int, int, int]]:
 
 
 class Plan:
-    """The scratch of 3 × 3 convolutions by Winograd between ``in_ch`` and ``out_ch`` channels
-    for up to ``batch`` frames of ``height × width`` (dtype and device of ``like``).
+    """The scratch of ``kernel × kernel`` convolutions (3 or 5) by Winograd between ``in_ch``
+    and ``out_ch`` channels for up to ``batch`` frames of ``height × width`` (dtype and device
+    of ``like``).
 
     A convolution: fill :meth:`input` ``(n)``, then :meth:`run` ``(n, out)`` (needs ``u``, the
     :func:`transform_weight` of the weight, and the bias if any). A weight gradient: fill
@@ -101,32 +152,35 @@ class Plan:
     frames, then :func:`weight_grad` ``(acc)``. :meth:`release` hands the scratch back."""
 
     def __init__(self, in_ch: int, out_ch: int, batch: int, height: int, width: int,
-                 like: Tensor, u: Tensor | None = None, bias: Tensor | None = None):
+                 like: Tensor, u: Tensor | None = None, bias: Tensor | None = None,
+                 kernel: int = 3):
         self.u = u
+        self.kernel, self.side = kernel, TILE + kernel - 1  # input tile side
+        self.positions = positions(kernel)
         self.bias = None if bias is None else bias.detach()
         self.in_ch, self.out_ch = in_ch, out_ch
         self.height, self.width = height, width
         self.tiles_y, self.tiles_x = -(-height // TILE), -(-width // TILE)
-        self.pad_shape = (batch, self.tiles_y * TILE + 2, self.tiles_x * TILE + 2, in_ch)
+        self.pad_shape = (batch, self.tiles_y * TILE + kernel - 1,
+                          self.tiles_x * TILE + kernel - 1, in_ch)
         tiles = batch * self.tiles_y * self.tiles_x
-        a2, m2 = _SIDE * _SIDE, TILE * TILE
+        a2, m2 = self.positions, TILE * TILE
         padded = batch * self.pad_shape[1] * self.pad_shape[2] * in_ch
         sizes = [padded, a2 * tiles * in_ch, a2 * tiles * in_ch, a2 * tiles * out_ch,
-                 _SIDE * TILE * tiles * out_ch, 0 if u is not None else m2 * tiles * out_ch]
+                 self.side * TILE * tiles * out_ch, 0 if u is not None else m2 * tiles * out_ch]
         self._flat = workspace.take((sum(sizes),), like)
         # padded input | tiles, then Bᵀ d B | Bᵀ d | product, then the output | Aᵀ P | the
         # output gradient's tiles (weight gradients only)
         self._parts = list(self._flat.split(sizes))
         self._parts[0].zero_()  # the border stays zero; each call writes the interior
         self.padded = self._parts[0].view(self.pad_shape)
-        bt = torch.tensor(_BT, dtype=torch.float64, device=like.device)
-        at = torch.tensor(_AT, dtype=torch.float64, device=like.device)
-        self.bt, self.at = bt.to(like.dtype), at.to(like.dtype)
+        self.bt, self.at = _matrix(kernel, 0, like), _matrix(kernel, 2, like)
 
     def input(self, n: int) -> Tensor:
         """Where the next input goes: the padded buffer's interior for the first ``n`` frames,
         an ``(n, C_in, Y, X)`` view (channels-last strides)."""
-        return self.padded[:n, 1:self.height + 1, 1:self.width + 1].permute(0, 3, 1, 2)
+        p = self.kernel // 2
+        return self.padded[:n, p:self.height + p, p:self.width + p].permute(0, 3, 1, 2)
 
     def _blocks(self, tiled: Tensor, frames: Tensor):
         """(block of ``tiled``, the matching view of ``frames``) pairs: ``tiled`` an
@@ -138,8 +192,8 @@ class Plan:
                        dst[:, y0:y1, x0:x1].unflatten(1, (nt, my)).unflatten(3, (ns, mx)))
 
     def _transformed_input(self, n: int) -> Tensor:
-        """``Bᵀ d B`` of every tile of the first ``n`` frames, ``(36, tiles, C_in)``."""
-        a, m = _SIDE, TILE
+        """``Bᵀ d B`` of every tile of the first ``n`` frames, ``(a², tiles, C_in)``."""
+        a, m = self.side, TILE
         ty, tx, c = self.tiles_y, self.tiles_x, self.in_ch
         _, hp, wp, _ = self.pad_shape
         rows = n * ty * tx
@@ -161,7 +215,7 @@ class Plan:
         ``(n, C_out, Y, X)`` (any strides). ``epilogue(src, dst)`` writes each block of results
         ``src`` into ``dst`` (a view of ``out`` of the same shape); default ``dst.copy_(src)``,
         e.g. ``torch.sigmoid(src, out=dst)`` to apply σ on the way."""
-        a, m = _SIDE, TILE
+        a, m = self.side, TILE
         ty, tx, o = self.tiles_y, self.tiles_x, self.out_ch
         rows = n * ty * tx
         v = self._transformed_input(n)
@@ -183,11 +237,11 @@ class Plan:
         return out
 
     def add_weight_grad(self, n: int, dy: Tensor, acc: Tensor) -> None:
-        """Add to ``acc`` ``(36, C_in, C_out)`` the Winograd-domain gradient of the weight for
+        """Add to ``acc`` ``(a², C_in, C_out)`` the Winograd-domain gradient of the weight for
         the first ``n`` frames of :meth:`input` and ``dy = ∂L/∂(output)`` ``(n, C_out, Y,
         X)``: ``Σ_tiles (Bᵀ d B)ᵀ (A dy Aᵀ)`` per tile position (the forward's transforms
         taken backwards; :func:`weight_grad` finishes it)."""
-        a, m = _SIDE, TILE
+        a, m = self.side, TILE
         ty, tx, o = self.tiles_y, self.tiles_x, self.out_ch
         rows = n * ty * tx
         v = self._transformed_input(n)
@@ -213,21 +267,24 @@ class Plan:
 
 
 def weight_grad(acc: Tensor) -> Tensor:
-    """``∂L/∂g = Gᵀ (∂L/∂U) G`` from :meth:`Plan.add_weight_grad`'s sum ``(36, C_in, C_out)``:
-    the weight's gradient ``(C_out, C_in, 3, 3)``."""
+    """``∂L/∂g = Gᵀ (∂L/∂U) G`` from :meth:`Plan.add_weight_grad`'s sum ``(a², C_in, C_out)``:
+    the weight's gradient ``(C_out, C_in, k, k)``."""
     in_ch, out_ch = acc.shape[1:]
-    gt = torch.tensor(_G, dtype=acc.dtype, device=acc.device).t()
-    gdu = torch.mm(gt, acc.view(_SIDE, -1)).view(3, _SIDE, in_ch * out_ch)  # Gᵀ ∂L/∂U
-    dw = torch.matmul(gt, gdu)  # … G: (3, 3, C_in·C_out)
-    return dw.view(3, 3, in_ch, out_ch).permute(3, 2, 0, 1).contiguous()
+    a = round(acc.shape[0] ** 0.5)
+    k = a - TILE + 1
+    gt = _matrix(k, 1, acc).t()
+    gdu = torch.mm(gt, acc.view(a, -1)).view(k, a, in_ch * out_ch)  # Gᵀ ∂L/∂U
+    dw = torch.matmul(gt, gdu)  # … G: (k, k, C_in·C_out)
+    return dw.view(k, k, in_ch, out_ch).permute(3, 2, 0, 1).contiguous()
 
 
-def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``conv2d(x, weight, bias, padding=1)`` for a ``(C_out, C_in, 3, 3)`` weight by Winograd,
-    in one call (x ``(N, C_in, Y, X)``, any layout; the result is channels-last)."""
+def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``conv2d(x, weight, bias, padding=k // 2)`` for a ``(C_out, C_in, k, k)`` weight (k = 3
+    or 5) by Winograd, in one call (x ``(N, C_in, Y, X)``, any layout; the result is
+    channels-last)."""
     batch, _, height, width = x.shape
     plan = Plan(weight.shape[1], weight.shape[0], batch, height, width, x,
-                transform_weight(weight), bias)
+                transform_weight(weight), bias, weight.shape[-1])
     try:
         plan.input(batch).copy_(x)
         out = x.new_empty(batch, height, width, weight.shape[0]).permute(0, 3, 1, 2)

@@ -47,20 +47,21 @@ one batched convolution backward (for few input channels one batched matrix prod
 ``∂L/∂x`` one batched transposed convolution. Every sequence the layer creates is stored
 channels-last (see "shared pieces" below).
 
-What runs where. On the CPU in float32, 3 × 3 convolutions with many channels run by
-Winograd's F(4 × 4, 3 × 3) (:mod:`~rnnkit.functional._winograd`: 36 products per 4 × 4 block
-and channel pair instead of 144; PyTorch's CPU ``conv2d`` uses oneDNN's direct algorithm):
-the loops' per-step convolutions (the LSTM's over ``[x_t, h_{t-1}]``, the GRU's over
-``h_{t-1}``, and the backward's ``δ_t ↦ ∂L/∂h_{t-1}``) where ``C_in ≥ 64`` and ``C_out ≥ 64``
-(:func:`_winograd_plan`), the σ of the LSTM's gates applied on the way into the saved gates;
-and the weight gradients, step by step (``∂L/∂W`` of the LSTM, ``∂L/∂W_x`` and ``∂L/∂W_h``
-of the GRU) where ``C_in ≥ 16`` and ``C_out ≥ 64`` (:func:`_winograd_weight_grad`; oneDNN's
-weight gradient ran at half the speed of its forward here), both only for frames whose sides
-are multiples of 4. Everything else (``∂L/∂x``, the GRU's per-step input convolution, the
-first step's input-only convolution with ``zero_start``, other kernel sizes, dtypes and
-devices, and the few-channel cases) stays on ``conv2d`` / ``aten.convolution_backward`` as
+What runs where. On the CPU in float32, 3 × 3 and 5 × 5 convolutions with many channels run
+by Winograd's F(4 × 4, k × k) (:mod:`~rnnkit.functional._winograd`: 36 products per 4 × 4
+block and channel pair instead of 144, 5 × 5: 64 instead of 400; PyTorch's CPU ``conv2d`` uses
+oneDNN's direct algorithm): the loops' per-step convolutions (the LSTM's over
+``[x_t, h_{t-1}]``, the GRU's over ``h_{t-1}``, and the backward's ``δ_t ↦ ∂L/∂h_{t-1}``)
+where ``C_in ≥ 64`` and ``C_out ≥ 64`` (5 × 5: 32 and 32; :func:`_winograd_plan`), the σ of
+the LSTM's gates applied on the way into the saved gates; and the weight gradients, step by
+step (``∂L/∂W`` of the LSTM, ``∂L/∂W_x`` and ``∂L/∂W_h`` of the GRU) where ``C_in ≥ 16``
+and ``C_out ≥ 64`` (:func:`_winograd_weight_grad`; oneDNN's weight gradient ran at half the
+speed of its forward here), both only for frames whose sides are multiples of 4. Everything
+else (``∂L/∂x``, the GRU's per-step input convolution, the first step's input-only
+convolution with ``zero_start``, other kernel sizes, dtypes and devices, and the few-channel
+cases) stays on ``conv2d`` / ``aten.convolution_backward`` as
 described above. :data:`WINOGRAD` ("auto", "on", "off") switches it; both give the same sums
-up to rounding (float32: about 5e-6 of the output's scale against 2e-6).
+up to rounding (float32: about 5e-6 of the output's scale against 2e-6; 5 × 5: 1e-5).
 
 Memory. The large sequences the layer keeps only for itself (the saved gates, cells and
 ``tanh c_t``, or the GRU's gates and ``W_hn * h_{t-1}``; the backward's gate gradients) are
@@ -264,29 +265,34 @@ def _adjoint(weight: Tensor) -> Tensor:
     return weight.transpose(0, 1).flip(2, 3).contiguous(memory_format=_CL)
 
 
-#: Where 3 × 3 convolutions run by Winograd (:mod:`._winograd`): the loops' per-step ones and
-#: the weight gradients. ``"auto"``: float32 on the CPU where it measured faster (see
-#: :func:`_winograd_plan` and :func:`_winograd_weight_grad`); ``"on"``: every 3 × 3 one on the
-#: CPU in float32 or float64, whatever the size (for tests); ``"off"``: ``conv2d`` and
-#: ``aten.convolution_backward`` as before. Both compute the same sums, up to rounding.
+#: Where 3 × 3 and 5 × 5 convolutions run by Winograd (:mod:`._winograd`): the loops' per-step
+#: ones and the weight gradients. ``"auto"``: float32 on the CPU where it measured faster (see
+#: :data:`WINOGRAD_MIN`); ``"on"``: every 3 × 3 / 5 × 5 one on the CPU in float32 or float64,
+#: whatever the size (for tests); ``"off"``: ``conv2d`` and ``aten.convolution_backward`` as
+#: before. Both compute the same sums, up to rounding.
 WINOGRAD = "auto"
-WINOGRAD_MIN_IN = 64  # "auto", per-step convolutions: at least this many input channels …
-WINOGRAD_MIN_OUT = 64  # … and this many output channels (the weight gradients: the same)
-WINOGRAD_MIN_IN_GRAD = 16  # "auto", weight gradients: at least this many input channels
+#: "auto", per kernel size: the least (C_in, C_out) of the per-step convolutions (3 × 3: with
+#: 32 channels it won alone against ``conv2d`` but lost inside the layers; 5 × 5 won there) …
+WINOGRAD_MIN = {3: (64, 64), 5: (32, 32)}
+#: … and of the weight gradients (oneDNN's ran at about half its forward speed here)
+WINOGRAD_MIN_GRAD = {3: (16, 64), 5: (16, 64)}
 
 
-def _winograd_ok(weight: Tensor, batch: int, height: int, width: int, min_in: int,
-                 min_out: int) -> bool:
-    """Whether a 3 × 3 convolution with ``weight`` ``(C_out, C_in, kh, kw)`` runs by Winograd
-    (:data:`WINOGRAD`): "auto" asks float32 on the CPU, ``C_in ≥ min_in``, ``C_out ≥ min_out``
-    and a frame whose height and width are multiples of 4 (whole 4 × 4 tiles: with partial ones,
-    10 × 10 frames, it gained 1.0–1.3× at most)."""
-    if (WINOGRAD == "off" or weight.device.type != "cpu" or tuple(weight.shape[2:]) != (3, 3)
-            or batch == 0):
+def _winograd_ok(weight: Tensor, batch: int, height: int, width: int, grad: bool = False
+                 ) -> bool:
+    """Whether a convolution with ``weight`` ``(C_out, C_in, kh, kw)`` runs by Winograd
+    (:data:`WINOGRAD`): "auto" asks float32 on the CPU, a 3 × 3 or 5 × 5 kernel, channels as
+    :data:`WINOGRAD_MIN` (``grad``: :data:`WINOGRAD_MIN_GRAD`) and a frame whose height and
+    width are multiples of 4 (whole 4 × 4 tiles: with partial ones, 10 × 10 frames, 3 × 3
+    gained 1.0–1.3× at most)."""
+    kernel = weight.shape[-1]
+    if (WINOGRAD == "off" or weight.device.type != "cpu" or weight.shape[-2] != kernel
+            or kernel not in winograd.KERNELS or batch == 0):
         return False
     if WINOGRAD == "on":
         return weight.dtype in (torch.float32, torch.float64)
     out_ch, in_ch = weight.shape[:2]
+    min_in, min_out = (WINOGRAD_MIN_GRAD if grad else WINOGRAD_MIN)[kernel]
     return (weight.dtype == torch.float32 and in_ch >= min_in and out_ch >= min_out
             and height % 4 == 0 and width % 4 == 0)
 
@@ -294,34 +300,33 @@ def _winograd_ok(weight: Tensor, batch: int, height: int, width: int, min_in: in
 def _winograd_plan(weight: Tensor, bias: Tensor | None, batch: int, height: int,
                    width: int) -> winograd.Plan | None:
     """A Winograd plan (:class:`._winograd.Plan`) for the loop's per-step convolution with
-    ``weight`` ``(C_out, C_in, 3, 3)``, or None for ``conv2d`` (:func:`_winograd_ok` with
-    ``C_in ≥ 64``, ``C_out ≥ 64``: with 32 channels it won alone against ``conv2d`` but lost
-    inside the layers; docs/benchmarks.md, "ConvLSTM speed")."""
-    if not _winograd_ok(weight, batch, height, width, WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT):
+    ``weight`` ``(C_out, C_in, k, k)``, or None for ``conv2d`` (:func:`_winograd_ok`;
+    docs/benchmarks.md, "ConvLSTM speed")."""
+    if not _winograd_ok(weight, batch, height, width):
         return None
-    out_ch, in_ch = weight.shape[:2]
+    out_ch, in_ch, kernel = weight.shape[:3]
     return winograd.Plan(in_ch, out_ch, batch, height, width, weight,
-                         winograd.transform_weight(weight), bias)
+                         winograd.transform_weight(weight), bias, kernel)
 
 
 def _winograd_weight_grad(weight: Tensor, dy: Tensor, schedule: Schedule, first: int,
                           x: Tensor | None = None, h0: Tensor | None = None,
                           hidden: Tensor | None = None) -> Tensor | None:
-    """``∂L/∂W`` for ``weight`` ``(C_out, C_in, 3, 3)`` by Winograd (:meth:`._winograd.Plan.
+    """``∂L/∂W`` for ``weight`` ``(C_out, C_in, k, k)`` by Winograd (:meth:`._winograd.Plan.
     add_weight_grad`), step by step over ``t = first … T−1`` (the first ``batch_sizes[t]``
-    rows of each), or None where :func:`_winograd_ok` (``C_in ≥ 16``, ``C_out ≥ 64``) says no.
+    rows of each), or None where :func:`_winograd_ok` (:data:`WINOGRAD_MIN_GRAD`) says no.
     What was convolved at step t: ``x_t`` (x in batch order), ``h_{t-1}`` (h0, then
     ``hidden[t-1]``, in processing order) or both stacked along the channels, as given;
     ``dy``: ∂L/∂(that convolution), ``(T, B, C_out, Y, X)`` in processing order. (oneDNN's
     weight gradient ran at about half the speed of its forward convolution here, so this
     gains even at 16 input channels; docs/benchmarks.md, "ConvLSTM speed".)"""
     steps, batch, _, height, width = dy.shape
-    if not _winograd_ok(weight, batch, height, width, WINOGRAD_MIN_IN_GRAD, WINOGRAD_MIN_OUT):
+    if not _winograd_ok(weight, batch, height, width, grad=True):
         return None
-    out_ch, in_ch = weight.shape[:2]
+    out_ch, in_ch, kernel = weight.shape[:3]
     x_proc = None if x is None else _proc(schedule, x)
-    plan = winograd.Plan(in_ch, out_ch, batch, height, width, weight)
-    acc = workspace.take((winograd.POSITIONS, in_ch, out_ch), weight, zero=True)
+    plan = winograd.Plan(in_ch, out_ch, batch, height, width, weight, kernel=kernel)
+    acc = workspace.take((plan.positions, in_ch, out_ch), weight, zero=True)
     for t in range(first, steps):
         n = schedule.batch_sizes[t]
         frames, start = plan.input(n), 0
