@@ -301,7 +301,7 @@ def _winograd_plan(weight: Tensor, bias: Tensor | None, batch: int, height: int,
                    width: int) -> winograd.Plan | None:
     """A Winograd plan (:class:`._winograd.Plan`) for the loop's per-step convolution with
     ``weight`` ``(C_out, C_in, k, k)``, or None for ``conv2d`` (:func:`_winograd_ok`;
-    docs/benchmarks.md, "ConvLSTM speed")."""
+    docs/frames.md, "Speed")."""
     if not _winograd_ok(weight, batch, height, width):
         return None
     out_ch, in_ch, kernel = weight.shape[:3]
@@ -319,7 +319,7 @@ def _winograd_weight_grad(weight: Tensor, dy: Tensor, schedule: Schedule, first:
     ``hidden[t-1]``, in processing order) or both stacked along the channels, as given;
     ``dy``: ∂L/∂(that convolution), ``(T, B, C_out, Y, X)`` in processing order. (oneDNN's
     weight gradient ran at about half the speed of its forward convolution here, so this
-    gains even at 16 input channels; docs/benchmarks.md, "ConvLSTM speed".)"""
+    gains even at 16 input channels; docs/frames.md, "Speed".)"""
     steps, batch, _, height, width = dy.shape
     if not _winograd_ok(weight, batch, height, width, grad=True):
         return None
