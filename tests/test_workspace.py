@@ -31,6 +31,24 @@ def test_take_reuses_a_given_buffer_that_fits():
     assert other.data_ptr() != pointer
 
 
+def test_inference_mode_buffers_are_not_kept_and_training_follows():
+    """A buffer made under ``torch.inference_mode`` is an inference tensor: a later call
+    outside that mode could not save it for the backward, so ``give`` does not keep it; the
+    LSTM trains after an inference-mode call."""
+    with torch.inference_mode():
+        made = workspace.take((4, 5), torch.zeros(()))
+    workspace.give(made)
+    assert not workspace._kept
+    lstm = rnnkit.LSTM(4, 6)
+    x = torch.randn(5, 3, 4)
+    with torch.inference_mode():
+        expected, _ = lstm(x)
+    assert not any(buf.is_inference() for buf in workspace._kept)
+    out, _ = lstm(x.requires_grad_())
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), expected, atol=0, rtol=0)
+
+
 def test_too_large_a_buffer_is_not_used_for_a_small_request():
     like = torch.zeros(())
     big = workspace.take((100,), like)

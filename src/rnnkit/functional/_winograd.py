@@ -258,11 +258,8 @@ class Plan:
         acc.baddbmm_(v.transpose(1, 2), z.view(a * a, rows, o))
 
     def release(self) -> None:
-        """Hand the scratch back (:func:`~rnnkit.functional._workspace.give`), unless it was
-        made under ``torch.inference_mode`` (an inference tensor: no later call outside that
-        mode could write into it)."""
-        if not self._flat.is_inference():
-            workspace.give(self._flat)
+        """Hand the scratch back (:func:`~rnnkit.functional._workspace.give`)."""
+        workspace.give(self._flat)
         self._parts = []
 
 

@@ -52,9 +52,11 @@ def take(shape: tuple[int, ...], like: Tensor, zero: bool = False) -> Tensor:
 
 
 def give(t: Tensor) -> None:
-    """Hand back a tensor from :func:`take` that nothing else refers to any more."""
+    """Hand back a tensor from :func:`take` that nothing else refers to any more. One made
+    under ``torch.inference_mode`` is not kept: a later call outside that mode could neither
+    write into it nor save it for the backward."""
     flat = t if t._base is None else t._base
-    if flat.device.type != "cpu" or not flat.is_contiguous():
+    if flat.device.type != "cpu" or not flat.is_contiguous() or flat.is_inference():
         return
     if flat.numel() * flat.element_size() < MIN_BYTES:
         return

@@ -623,8 +623,7 @@ class ConvGRUFunction(torch.autograd.Function):
             h_prev = hidden[t]
         if plan is not None:
             plan.release()
-            if not u_buf.is_inference():  # (an inference tensor: no later call could write it)
-                workspace.give(u_buf)
+            workspace.give(u_buf)
         h_n = _state_out(schedule, _last(schedule, hidden))
         if graph:
             ctx.save_for_backward(x, h0, weight, bias, h0p, gates, hn_conv, h_minus_n, hidden)
