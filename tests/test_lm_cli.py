@@ -173,9 +173,9 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert (tmp_path / "demo/best/model.safetensors").exists()
     assert (tmp_path / "demo/loss.png").exists()
     # a second demo replaces the first; a demo never replaces another run
-    assert main(["demo", "--minutes", "0.1", "--out", str(tmp_path / "demo"),
+    assert main(["demo", "--minutes", "0.02", "--out", str(tmp_path / "demo"),
                  "--no-progress"]) == 0
-    assert main(["demo", "--minutes", "0.1", "--out", str(tmp_path / "demo2"),
+    assert main(["demo", "--minutes", "0.02", "--out", str(tmp_path / "demo2"),
                  "--no-progress"]) == 0
     (tmp_path / "demo2" / "DEMO").unlink()  # now an ordinary run
     assert main(["demo", "--minutes", "0.1", "--out", str(tmp_path / "demo2"),

@@ -267,13 +267,41 @@ def test_failed_compile_is_reported_and_leaves_nothing(fresh_build, monkeypatch)
     assert leftovers == []
 
 
-def test_built_library_is_reused(fresh_build):
+@pytest.fixture
+def copying_compiler(fresh_build, monkeypatch):
+    """A stand-in for the C++ compiler that copies the library this session already built to
+    its ``-o`` target, and counts its builds: the cache tests below check where libraries go
+    and when they are rebuilt, which needs no real compile (8 s each here);
+    ``test_the_avx2_build_agrees`` and the session's own build compile for real."""
+    native._load.cache_clear()
+    monkeypatch.delenv("RNNKIT_CACHE_DIR")
+    ours_kwargs("lstm_native")  # skips where nothing can be built (unless CI requires it)
+    real = native._build()  # the session's library (built once, or found in its cache)
+    log = fresh_build / "builds.log"
+    script = fresh_build / "copying-c++"
+    script.write_text(f"""#!/bin/sh
+[ "$1" = --version ] && {{ echo copying-c++ 1; exit 0; }}
+while [ $# -gt 1 ]; do
+  if [ "$1" = -o ]; then echo "$2" >> '{log}'; exec cp '{real}' "$2"; fi
+  shift
+done
+exit 1
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("CXX", str(script))
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(fresh_build / "cache"))
+    native._load.cache_clear()
+    return lambda: len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_built_library_is_reused(copying_compiler):
     ours_kwargs("lstm_native")
     first = native._build()
+    assert copying_compiler() == 1
     stamp = os.stat(first).st_mtime_ns
     native._load.cache_clear()
     assert native._build() == first
-    assert os.stat(first).st_mtime_ns == stamp
+    assert os.stat(first).st_mtime_ns == stamp and copying_compiler() == 1
     assert native.library() is not None and native.problem() is None
 
 
@@ -393,7 +421,8 @@ def test_mismatched_buffers_are_refused_before_any_raw_read():
         _forward(library(), xp, h0, h0, torch.zeros(8, 2), torch.tensor([2, 2, 2]), False)
 
 
-def test_read_only_cache_falls_back_to_the_temporary_directory(fresh_build, monkeypatch):
+def test_read_only_cache_falls_back_to_the_temporary_directory(fresh_build, copying_compiler,
+                                                               monkeypatch):
     blocked = fresh_build / "not-a-folder"
     blocked.write_text("a file where the cache folder would go")
     monkeypatch.setenv("RNNKIT_CACHE_DIR", str(blocked / "cache"))
@@ -403,7 +432,8 @@ def test_read_only_cache_falls_back_to_the_temporary_directory(fresh_build, monk
     assert str(path).startswith(str(fresh_build / "tmp"))
 
 
-def test_a_cache_folder_others_can_write_is_refused(fresh_build, monkeypatch):
+def test_a_cache_folder_others_can_write_is_refused(fresh_build, copying_compiler,
+                                                    monkeypatch):
     """Code is loaded from the cache: a folder writable by others, a symbolic link, or a folder
     of another user (a planted library) is refused; a library whose recorded hash differs is
     rebuilt (issue 24, item 14)."""
@@ -420,7 +450,7 @@ def test_a_cache_folder_others_can_write_is_refused(fresh_build, monkeypatch):
     stamp = path.stat().st_mtime_ns
     record.write_text("0" * 64)  # not what was built here: rebuilt, not loaded
     rebuilt = native._build()
-    assert rebuilt == path and path.stat().st_mtime_ns != stamp
+    assert rebuilt == path and path.stat().st_mtime_ns != stamp and copying_compiler() == 2
     link = fresh_build / "link"
     link.symlink_to(cache, target_is_directory=True)
     monkeypatch.setenv("RNNKIT_CACHE_DIR", str(link))
