@@ -421,6 +421,20 @@ def test_mismatched_buffers_are_refused_before_any_raw_read():
         _forward(library(), xp, h0, h0, torch.zeros(8, 2), torch.tensor([2, 2, 2]), False)
 
 
+def test_another_cpu_gets_its_own_build(copying_compiler, monkeypatch):
+    """A cache shared by machines of different kinds (a network home folder) never hands one
+    CPU the ``-march=native`` library built for another: the CPU is part of the build's key."""
+    ours_kwargs("lstm_native")
+    first = native._build()
+    assert native._build() == first and copying_compiler() == 1
+    cpu = native._cpu()
+    assert "flags" in cpu or "Features" in cpu or not os.path.exists("/proc/cpuinfo")
+    monkeypatch.setattr(native, "_cpu", lambda: cpu.replace("avx2", "") + " another kind")
+    other = native._build()
+    assert other != first and other.parent.parent == first.parent.parent
+    assert copying_compiler() == 2 and first.exists()
+
+
 def test_read_only_cache_falls_back_to_the_temporary_directory(fresh_build, copying_compiler,
                                                                monkeypatch):
     blocked = fresh_build / "not-a-folder"

@@ -8,7 +8,9 @@ compile as one unit. The first call builds it with ``$CXX`` (or ``c++``) and
 ``-O3 -march=native -fopenmp`` into the user's cache (``$RNNKIT_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``; a per-user folder under the temporary
 directory where none of those can be written), in a folder named by a hash of the sources, the
-compiler's version and the flags, and loads it with ctypes (its functions are declared in
+compiler's version, the flags and the CPU (``-march=native`` code for one CPU can stop another
+with "Illegal instruction": a home folder shared by machines of different kinds), and loads it
+with ctypes (its functions are declared in
 :mod:`rnnkit.native._ffi`). Later processes load the built library directly.
 
 Where it cannot be built or loaded (no compiler, no writable folder, ``RNNKIT_NATIVE=0`` in the
@@ -129,17 +131,38 @@ def _compiler_version(cxx: str) -> str:
     return done.stdout.strip()
 
 
+def _cpu() -> str:
+    """What ``-march=native`` compiles for: the CPU's model and instruction-set flags (Linux:
+    ``/proc/cpuinfo``'s first processor, ``flags`` on x86, ``Features`` on Arm), else what
+    :mod:`platform` knows."""
+    import platform
+
+    keep = ("model name", "flags", "features", "cpu part", "cpu implementer")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            lines = []
+            for line in info:
+                if not line.strip():
+                    break  # the first processor is enough
+                if line.split(":", 1)[0].strip().lower() in keep:
+                    lines.append(line.strip())
+    except OSError:
+        lines = []
+    return "\n".join([platform.machine(), platform.processor(), *lines])
+
+
 def _build() -> Path:
     """Compile :data:`SOURCE` (or find it compiled); raises RuntimeError with the reason."""
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
     source = b"\0".join(path.read_bytes() for path in (SOURCE, *PARTS, *HEADERS))
-    version = _compiler_version(cxx)
+    version, cpu = _compiler_version(cxx), _cpu()
     errors = []
     for flags in _FLAG_SETS:
         key = hashlib.sha256(
-            b"\0".join([source, version.encode(), " ".join(_COMMON + flags).encode()])
+            b"\0".join([source, version.encode(), " ".join(_COMMON + flags).encode(),
+                        cpu.encode()])
         ).hexdigest()[:16]
         target = _writable_cache() / f"native-{key}" / "librnnkit_lstm.so"
         if target.exists() and _verified(target):
