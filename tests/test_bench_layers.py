@@ -37,6 +37,8 @@ def test_tiny_run_prints_both_tables(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "| lstm | 2 | 8 |" in out and "Mixed lengths" in out
+    # the machine line names the CPU's vector level, which decides the ratios
+    assert f"({torch.backends.cpu.get_cpu_capability()})," in out.splitlines()[0]
 
 
 def test_bad_arguments_are_named(capsys):

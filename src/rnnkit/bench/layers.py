@@ -184,8 +184,11 @@ def describe_machine(device: str) -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return (f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"mkldnn {'on' if torch.backends.mkldnn.is_available() else 'off'}")
+    # the vector width decides the ratios (docs/benchmarks.md: without AVX-512 the LSTM loses)
+    capability = torch.backends.cpu.get_cpu_capability()
+    mkldnn = "on" if torch.backends.mkldnn.is_available() else "off"
+    return (f"{cpu} ({capability}), {torch.get_num_threads()} torch threads, torch "
+            f"{torch.__version__}, mkldnn {mkldnn}")
 
 
 def main(argv: list[str]) -> int:
