@@ -10,8 +10,8 @@ compile as one unit. The first call builds it with ``$CXX`` (or ``c++``) and
 directory where none of those can be written), in a folder named by a hash of the sources, the
 compiler's version, the flags and the CPU (``-march=native`` code for one CPU can stop another
 with "Illegal instruction": a home folder shared by machines of different kinds), and loads it
-with ctypes (its functions are declared in
-:mod:`rnnkit.native._ffi`). Later processes load the built library directly.
+with ctypes (its functions are declared in :mod:`rnnkit.native._ffi`). Later processes load the
+built library directly.
 
 Where it cannot be built or loaded (no compiler, no writable folder, ``RNNKIT_NATIVE=0`` in the
 environment), or where its answer on a small problem disagrees with the reference math, the
