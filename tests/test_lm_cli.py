@@ -166,7 +166,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
 
 
 def test_demo_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--minutes", "0.2", "--out", str(tmp_path / "demo"),
+    assert main(["demo", "--minutes", "0.1", "--out", str(tmp_path / "demo"),
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "--- sample at step" in out and "checkpoint:" in out
