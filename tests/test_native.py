@@ -345,17 +345,40 @@ def test_one_pass_weight_gradients_of_any_row_count(gates, threads):
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def _has_avx512() -> bool:
+    return "avx512f" in native._cpu()
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 only")
+def test_the_avx512_path_compiles():
+    """On a CPU without AVX-512 the session's library is the 32-byte-vector path (4 × 2 tiles),
+    and the 64-byte one cannot run: it must still compile (templates instantiated, the tile's
+    register-budget static_assert). On an AVX-512 CPU test_the_avx2_build_agrees runs both."""
+    import subprocess
+
+    if _has_avx512():
+        pytest.skip("this CPU has AVX-512: test_the_avx2_build_agrees runs both paths")
+    done = subprocess.run(
+        [native._compiler(), "-march=x86-64-v4", "-std=c++17", "-fopenmp", "-fsyntax-only",
+         str(native.SOURCE)], capture_output=True, text=True)
+    if done.returncode != 0 and any(k in done.stderr.lower() for k in ("x86-64-v4", "openmp")):
+        pytest.skip(f"this compiler cannot build it so: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 only")
 def test_the_avx2_build_agrees(tmp_path):
-    """The code path for CPUs without AVX-512 (32-byte vectors, 2-row tiles), built here with
-    -march=x86-64-v3, against the library this machine uses: forward, backward and the weight
-    gradients, on a ragged batch with vector tails."""
+    """The code path for CPUs without AVX-512 (32-byte vectors, 4 × 2 tiles), built here with
+    -march=x86-64-v3, against the library this machine uses (the AVX-512 path where the CPU has
+    it): forward, backward and the weight gradients, on a ragged batch with vector tails."""
     ours_kwargs("lstm_native")
     import ctypes
     import subprocess
 
     from rnnkit.native.lstm import _backward, _forward, self_check
 
+    if not _has_avx512():
+        pytest.skip("no AVX-512 here: the session's own library is the AVX2 path")
     cxx = native._compiler()
     target = tmp_path / "avx2.so"
     done = subprocess.run(

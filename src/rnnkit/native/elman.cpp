@@ -80,7 +80,7 @@ void elman_forward(const T* xp, const T* h0, const T* w_hh, const int64_t* batch
     const bool zero_h0 = all_zero(h0, batch * H);
     run_team(count, [&](int p, int team) {
         for (int s = p; s < count; s += team)  // the tiles read whole 4-vector column tiles
-            pack_gate_groups(w_hh, H, 1, slices[s], slices[s].cols);
+            pack_gate_groups(w_hh, H, 1, slices[s], slices[s].cols, W);
         ProductBlock pb;  // this thread's
         for (int64_t t = 0; t < steps; ++t) {
             const int64_t rows = batch_sizes[t];
@@ -90,12 +90,12 @@ void elman_forward(const T* xp, const T* h0, const T* w_hh, const int64_t* batch
                 const Slice<T>& sl = slices[s];
                 for (int64_t c = 0; c < sl.nj; c += W) {
                     const int64_t n = std::min<int64_t>(W, sl.nj - c), j = sl.j0 + c;
-                    const T* bp = sl.packed->p + c;  // (H, cols)
+                    const T* bp = sl.packed->p + c * H;  // the panel (H, W) of units c … c + W
                     for (int64_t b = 0; b < rows; b += RK_ROWS) {
                         const T* x = xp + (t * batch + b) * H + j;
                         const T* hp = t == 0 && zero_h0 ? nullptr : h_prev + b * H;
                         T* ho = hidden + (t * batch + b) * H + j;
-                        const int64_t ld = sl.cols;
+                        const int64_t ld = W;
                         switch (std::min<int64_t>(RK_ROWS, rows - b)) {
                             case 4: elman_tile<T, 4>(hp, H, bp, ld, x, ho, n, relu, pb); break;
                             case 3: elman_tile<T, 3>(hp, H, bp, ld, x, ho, n, relu, pb); break;
@@ -118,7 +118,7 @@ void elman_backward(const T* hidden, const T* w_hh, const T* dout, const T* dh_n
     auto slices = make_slices<T>(H, std::max(threads, 1), H, true, batch);
     const int count = int(slices.size());
     run_team(count, [&](int p, int team) {
-        // packed (H, cols): W_hh's columns of the slice
+        // packed (H, cols) in panels: W_hh's columns of the slice (pack_columns)
         for (int s = p; s < count; s += team) pack_columns(w_hh, H, H, slices[s]);
         for (int64_t t = steps - 1; t >= 0; --t) {
             const int64_t rows = batch_sizes[t];
@@ -129,7 +129,7 @@ void elman_backward(const T* hidden, const T* w_hh, const T* dout, const T* dh_n
                 const int64_t j0 = sl.j0, nj = sl.nj, cols = sl.cols;
                 T* from_below = sl.scratch->p;  // δ_{t+1} W_hh on this slice, (next, cols)
                 if (next > 0)
-                    product<T>(dpre + (t + 1) * batch * H, H, next, sl.packed->p, cols, H, cols,
+                    product<T>(dpre + (t + 1) * batch * H, H, next, sl.packed->p, H, cols,
                                from_below, cols);
                 for (int64_t b = 0; b < rows; ++b) {
                     const int64_t o = (t * batch + b) * H + j0;
@@ -149,7 +149,7 @@ void elman_backward(const T* hidden, const T* w_hh, const T* dout, const T* dh_n
             const Slice<T>& sl = slices[s];
             T* from_below = sl.scratch->p;
             if (rows > 0)
-                product<T>(dpre, H, rows, sl.packed->p, sl.cols, H, sl.cols, from_below, sl.cols);
+                product<T>(dpre, H, rows, sl.packed->p, H, sl.cols, from_below, sl.cols);
             for (int64_t b = 0; b < batch; ++b) {
                 const T* src = b < rows ? from_below + b * sl.cols : dh_n + b * H + sl.j0;
                 std::memcpy(dh0 + b * H + sl.j0, src, sl.nj * sizeof(T));

@@ -99,7 +99,7 @@ void gru_forward(T* xp, const T* h0, const T* w_hh, const T* b_hn, const int64_t
     const int count = int(slices.size());
     const bool zero_h0 = all_zero(h0, batch * H);
     run_team(count, [&](int p, int team) {
-        for (int s = p; s < count; s += team) pack_gate_groups(w_hh, H, 3, slices[s], 0);
+        for (int s = p; s < count; s += team) pack_gate_groups(w_hh, H, 3, slices[s], 0, 3 * L);
         ProductBlock pb;  // this thread's
         for (int64_t t = 0; t < steps; ++t) {
             const int64_t rows = batch_sizes[t];
@@ -109,7 +109,7 @@ void gru_forward(T* xp, const T* h0, const T* w_hh, const T* b_hn, const int64_t
                 const Slice<T>& sl = slices[s];
                 for (int64_t u = 0; u * L < sl.nj; ++u) {
                     const int64_t j = sl.j0 + u * L, n = std::min<int64_t>(L, sl.nj - u * L);
-                    const T* bp = sl.packed->p + u * 3 * L;  // (H, cols): this group's 3 gates
+                    const T* bp = sl.packed->p + u * H * 3 * L;  // (H, 3L): this group's 3 gates
                     const T* bias = b_hn ? b_hn + j : nullptr;
                     for (int64_t b = 0; b < rows; b += RK_ROWS) {
                         T* x = xp + (t * batch + b) * H3 + j;
@@ -117,7 +117,7 @@ void gru_forward(T* xp, const T* h0, const T* w_hh, const T* b_hn, const int64_t
                         const T* hp = t == 0 && zero_h0 ? nullptr : h_prev + b * H;
                         T* hn = hn_lin + (t * batch + b) * H + j;
                         T* ho = hidden + (t * batch + b) * H + j;
-                        const int64_t ld = sl.cols;
+                        const int64_t ld = 3 * L;
                         switch (std::min<int64_t>(RK_ROWS, rows - b)) {
                             case 4:
                                 gru_tile<T, 4>(hp, hv, H, bp, ld, x, bias, hn, ho, n, pb);
@@ -151,8 +151,8 @@ void gru_backward(const T* gates, const T* hn_lin, const T* hidden, const T* h0,
     auto slices = make_slices<T>(H, std::max(threads, 1), H3, true, batch);
     const int count = int(slices.size());
     run_team(count, [&](int p, int team) {
-        // packed (3H, cols): W_hh's columns of the slice. (The carry (B, nj), z ⊙ dh, is only
-        // read for rows that ran at t + 1: it needs no start.)
+        // packed (3H, cols) in panels: W_hh's columns of the slice. (The carry (B, nj), z ⊙ dh,
+        // is only read for rows that ran at t + 1: it needs no start.)
         for (int s = p; s < count; s += team) pack_columns(w_hh, H, H3, slices[s]);
         for (int64_t t = steps - 1; t >= 0; --t) {
             const int64_t rows = batch_sizes[t];
@@ -164,8 +164,8 @@ void gru_backward(const T* gates, const T* hn_lin, const T* hidden, const T* h0,
                 const int64_t j0 = sl.j0, nj = sl.nj, cols = sl.cols;
                 T* from_below = sl.scratch->p;  // dhh_{t+1} W_hh on this slice, (next, cols)
                 if (next > 0)
-                    product<T>(dhh + (t + 1) * batch * H3, H3, next, sl.packed->p, cols, H3,
-                               cols, from_below, cols);
+                    product<T>(dhh + (t + 1) * batch * H3, H3, next, sl.packed->p, H3, cols,
+                               from_below, cols);
                 for (int64_t b = 0; b < rows; ++b) {
                     const T* g = gates + (t * batch + b) * H3 + j0;
                     T* d = dhh + (t * batch + b) * H3 + j0;
@@ -193,8 +193,7 @@ void gru_backward(const T* gates, const T* hn_lin, const T* hidden, const T* h0,
             const Slice<T>& sl = slices[s];
             T* from_below = sl.scratch->p;
             if (rows > 0)
-                product<T>(dhh, H3, rows, sl.packed->p, sl.cols, H3, sl.cols, from_below,
-                           sl.cols);
+                product<T>(dhh, H3, rows, sl.packed->p, H3, sl.cols, from_below, sl.cols);
             for (int64_t b = 0; b < batch; ++b)
                 for (int64_t jj = 0; jj < sl.nj; ++jj)
                     dh0[b * H + sl.j0 + jj] = b < rows

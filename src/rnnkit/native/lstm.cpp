@@ -106,7 +106,7 @@ void forward(T* xp, const T* h0, const T* c0, const T* w_hh, const int64_t* batc
     const int count = int(slices.size());
     const bool zero_h0 = all_zero(h0, batch * H);
     run_team(count, [&](int p, int team) {
-        for (int s = p; s < count; s += team) pack_gate_groups(w_hh, H, 4, slices[s], 0);
+        for (int s = p; s < count; s += team) pack_gate_groups(w_hh, H, 4, slices[s], 0, 4 * L);
         ProductBlock pb;  // this thread's
         for (int64_t t = 0; t < steps; ++t) {
             const int64_t rows = batch_sizes[t];
@@ -117,14 +117,14 @@ void forward(T* xp, const T* h0, const T* c0, const T* w_hh, const int64_t* batc
                 const Slice<T>& sl = slices[s];
                 for (int64_t u = 0; u * L < sl.nj; ++u) {
                     const int64_t j = sl.j0 + u * L, n = std::min<int64_t>(L, sl.nj - u * L);
-                    const T* bp = sl.packed->p + u * 4 * L;  // (H, cols): this group's 4 gates
+                    const T* bp = sl.packed->p + u * H * 4 * L;  // (H, 4L): this group's 4 gates
                     for (int64_t b = 0; b < rows; b += RK_ROWS) {
                         T* x = xp + (t * batch + b) * H4 + j;
                         const T* hp = t == 0 && zero_h0 ? nullptr : h_prev + b * H;
                         const T* cp = c_prev + b * H + j;
                         T* co = cells + (t * batch + b) * H + j;
                         T* ho = hidden + (t * batch + b) * H + j;
-                        const int64_t ld = sl.cols;
+                        const int64_t ld = 4 * L;
                         switch (std::min<int64_t>(RK_ROWS, rows - b)) {
                             case 4:
                                 forward_tile<T, 4>(hp, H, bp, ld, x, H4, cp, co, ho, n, pb);
@@ -160,7 +160,7 @@ void backward(const T* gates, const T* cells, const T* c0, const T* w_hh,
     const int count = int(slices.size());
     run_team(count, [&](int p, int team) {
         for (int s = p; s < count; s += team) {
-            Slice<T>& sl = slices[s];  // packed (4H, cols): W_hh's columns of the slice
+            Slice<T>& sl = slices[s];  // packed (4H, cols), panels: W_hh's slice columns
             pack_columns(w_hh, H, H4, sl);
             for (int64_t b = 0; b < batch; ++b)  // carry (B, nj): ∂L/∂c, from dc_n
                 std::memcpy(sl.carry->p + b * sl.nj, dc_n + b * H + sl.j0, sl.nj * sizeof(T));
@@ -176,7 +176,7 @@ void backward(const T* gates, const T* cells, const T* c0, const T* w_hh,
                 // ∂L/∂h_t's part from step t+1: dpre_{t+1} W_hh on this slice, (next, cols)
                 T* from_below = sl.scratch->p;
                 if (next > 0)
-                    product<T>(dpre + (t + 1) * batch * H4, H4, next, sl.packed->p, cols, H4,
+                    product<T>(dpre + (t + 1) * batch * H4, H4, next, sl.packed->p, H4,
                                cols, from_below, cols);
                 for (int64_t b = 0; b < rows; ++b) {
                     const T* gt = gates + (t * batch + b) * H4 + j0;
@@ -203,7 +203,7 @@ void backward(const T* gates, const T* cells, const T* c0, const T* w_hh,
             const Slice<T>& sl = slices[s];
             T* from_below = sl.scratch->p;
             if (rows > 0 && dh0)
-                product<T>(dpre, H4, rows, sl.packed->p, sl.cols, H4, sl.cols, from_below,
+                product<T>(dpre, H4, rows, sl.packed->p, H4, sl.cols, from_below,
                            sl.cols);
             for (int64_t b = 0; b < batch; ++b) {
                 const T* src = b < rows ? from_below + b * sl.cols : dh_n + b * H + sl.j0;

@@ -34,13 +34,17 @@
 #endif
 
 // Vector width: a whole AVX-512 register where the CPU has them, else 32 bytes (two SSE/NEON
-// registers or one AVX register); the register tiles below are sized for 32 registers.
+// registers or one AVX register). A register tile holds RK_ROWS rows × RK_TILE_VECS vectors of
+// accumulators, RK_TILE_VECS weights and one broadcast: 4 × 4 + 4 + 1 of AVX-512's 32
+// registers, 4 × 2 + 2 + 1 of AVX2's 16 (NEON: 21 of 32, two per vector); tile() runs a wider
+// product in such pieces.
+#define RK_ROWS 4
 #if defined(__AVX512F__)
 #define RK_VBYTES 64
-#define RK_ROWS 4  // rows per register tile: 4 × 4 accumulators + 4 weights of 32 registers
+#define RK_TILE_VECS 4
 #else
 #define RK_VBYTES 32
-#define RK_ROWS 2  // 16 registers (AVX2), or two NEON registers per vector
+#define RK_TILE_VECS 2
 #endif
 
 // Keeps a loaded vector in a register. Without it GCC folds each load into every FMA that uses
@@ -205,10 +209,13 @@ template <class T> struct Buffer {  // 64-byte aligned scratch from the pool, un
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // C[r, :width] = Σ_k A[r, k] B[k, :width] for R rows (R ≤ 4) and one tile of C columns,
-// width = VECS vectors. A row-major with stride lda, B row-major with stride ldb.
+// width = VECS vectors (VECS ≤ RK_TILE_VECS). A row-major with stride lda, B row-major with
+// stride ldb.
 template <class T, int R, int VECS>
 __attribute__((noinline))  // inlined into a larger loop nest, GCC spills the accumulators
-void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t k_len, T* c, int64_t ldc) {
+void tile_part(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t k_len, T* c,
+               int64_t ldc) {
+    static_assert(VECS <= RK_TILE_VECS, "more accumulators than registers");
     typedef typename Vec<T>::type V;
     constexpr int L = Vec<T>::n;
     V acc[R][VECS];
@@ -230,22 +237,37 @@ void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t k_len, T* c,
         for (int v = 0; v < VECS; ++v) store(c + r * ldc + v * L, acc[r][v]);
 }
 
-// C[:rows, :cols] = A[:rows, :k_len] B[:k_len, :cols]; cols a multiple of 4 vectors (B and C
-// padded to it).
+// The same for any VECS: pieces of at most RK_TILE_VECS vectors, each a pass over A and B.
+// With 16 registers (AVX2) a 4 × 4 tile spilled accumulators to the stack, where each step then
+// waits for a store and a load; two 4 × 2 passes ran faster (docs/benchmarks.md).
+template <class T, int R, int VECS>
+inline void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t k_len, T* c,
+                 int64_t ldc) {
+    constexpr int L = Vec<T>::n;
+    constexpr int P = VECS < RK_TILE_VECS ? VECS : RK_TILE_VECS;
+    tile_part<T, R, P>(a, lda, b, ldb, k_len, c, ldc);
+    if constexpr (VECS > P)
+        tile<T, R, VECS - P>(a, lda, b + P * L, ldb, k_len, c + P * L, ldc);
+}
+
+// C[:rows, :cols] = A[:rows, :k_len] B[:k_len, :cols]; cols a multiple of 4 vectors (C padded
+// to it), B packed in panels of W = 4 vectors of columns (pack_columns): panel n0 / W holds
+// B[:k_len, n0 : n0 + W], its k_len × W values contiguous.
 template <class T>
-void product(const T* a, int64_t lda, int64_t rows, const T* b, int64_t ldb, int64_t k_len,
-             int64_t cols, T* c, int64_t ldc) {
+void product(const T* a, int64_t lda, int64_t rows, const T* b, int64_t k_len, int64_t cols,
+             T* c, int64_t ldc) {
     constexpr int W = 4 * Vec<T>::n;
     for (int64_t n0 = 0; n0 < cols; n0 += W) {
+        const T* bp = b + n0 * k_len;  // the panel
         int64_t r0 = 0;
         for (; r0 + RK_ROWS <= rows; r0 += RK_ROWS)
-            tile<T, RK_ROWS, 4>(a + r0 * lda, lda, b + n0, ldb, k_len, c + r0 * ldc + n0, ldc);
+            tile<T, RK_ROWS, 4>(a + r0 * lda, lda, bp, W, k_len, c + r0 * ldc + n0, ldc);
         const T* ar = a + r0 * lda;
         T* cr = c + r0 * ldc + n0;
         switch (rows - r0) {
-            case 3: tile<T, 3, 4>(ar, lda, b + n0, ldb, k_len, cr, ldc); break;
-            case 2: tile<T, 2, 4>(ar, lda, b + n0, ldb, k_len, cr, ldc); break;
-            case 1: tile<T, 1, 4>(ar, lda, b + n0, ldb, k_len, cr, ldc); break;
+            case 3: tile<T, 3, 4>(ar, lda, bp, W, k_len, cr, ldc); break;
+            case 2: tile<T, 2, 4>(ar, lda, bp, W, k_len, cr, ldc); break;
+            case 1: tile<T, 1, 4>(ar, lda, bp, W, k_len, cr, ldc); break;
             default: break;
         }
     }
@@ -368,12 +390,23 @@ inline void transpose_block<float>(const float* src, int64_t lds, int64_t rows, 
 }
 #endif
 
+// The weights a thread packs are stored in panels: its columns in groups of `width`, each
+// group's rows × width values contiguous, so that a register tile, which reads a group's columns
+// one row after the next, walks through memory in order. (Row-major, the rows lay a power of
+// two apart, 1-8 KB, and fell into the same few L1 sets: the tile re-read them from L2.)
+// Where column c of row k of a panelled buffer of `rows` rows lies:
+inline int64_t panelled(int64_t rows, int64_t width, int64_t k, int64_t c) {
+    return (c / width) * rows * width + k * width + c % width;
+}
+
 // Packs the W_hh rows of a slice's units for a forward loop, `gates` row blocks of H
-// (g H + unit): packed[k, u gates L + g L + l] = w_hh[g H + j0 + u L + l, k], unit group u's gates
-// side by side, in transposed 16 × 16 blocks. Columns from gates · round_up(nj, L) up to `read`
-// (those a tile reads past the slice) are zeroed.
+// (g H + unit), in panels of `width` columns (a multiple of L): column (u gates + g) L + l of
+// row k is w_hh[g H + j0 + u L + l, k], unit group u's gates side by side, in transposed
+// 16 × 16 blocks. Columns from gates · round_up(nj, L) up to `read` (those a tile reads past
+// the slice) are zeroed.
 template <class T>
-void pack_gate_groups(const T* w_hh, int64_t H, int gates, Slice<T>& sl, int64_t read) {
+void pack_gate_groups(const T* w_hh, int64_t H, int gates, Slice<T>& sl, int64_t read,
+                      int64_t width) {
     constexpr int L = Vec<T>::n;
     for (int64_t u = 0; u * L < sl.nj; ++u) {
         const int64_t nl = std::min<int64_t>(L, sl.nj - u * L);
@@ -381,22 +414,25 @@ void pack_gate_groups(const T* w_hh, int64_t H, int gates, Slice<T>& sl, int64_t
             for (int64_t kb = 0; kb < H; kb += 16)
                 transpose_block<T>(w_hh + (g * H + sl.j0 + u * L) * H + kb, H, nl,
                                    std::min<int64_t>(16, H - kb),
-                                   sl.packed->p + kb * sl.cols + (u * gates + g) * L, sl.cols);
+                                   sl.packed->p + panelled(H, width, kb, (u * gates + g) * L),
+                                   width);
     }
-    const int64_t written = gates * round_up(sl.nj, L);
-    if (read > written)
-        for (int64_t k = 0; k < H; ++k)
-            std::fill(sl.packed->p + k * sl.cols + written, sl.packed->p + k * sl.cols + read,
-                      T(0));
+    for (int64_t c = gates * round_up(sl.nj, L); c < read; ++c)
+        for (int64_t k = 0; k < H; ++k) sl.packed->p[panelled(H, width, k, c)] = T(0);
 }
 
-// Packs a slice's columns of all `rows` rows of W_hh for a backward loop:
-// packed[q, jj] = w_hh[q, j0 + jj], zero up to the slice's column count.
+// Packs a slice's columns of all `rows` rows of W_hh for a backward loop, in panels of 4
+// vectors (product): column jj of row q is w_hh[q, j0 + jj], zero up to the slice's column
+// count.
 template <class T> void pack_columns(const T* w_hh, int64_t H, int64_t rows, Slice<T>& sl) {
-    for (int64_t q = 0; q < rows; ++q) {
-        T* row = sl.packed->p + q * sl.cols;
-        std::memcpy(row, w_hh + q * H + sl.j0, sl.nj * sizeof(T));
-        std::fill(row + sl.nj, row + sl.cols, T(0));
+    constexpr int64_t W = 4 * Vec<T>::n;
+    for (int64_t c0 = 0; c0 < sl.cols; c0 += W) {
+        const int64_t n = std::max<int64_t>(0, std::min(W, sl.nj - c0));
+        for (int64_t q = 0; q < rows; ++q) {
+            T* row = sl.packed->p + panelled(rows, W, q, c0);
+            std::memcpy(row, w_hh + q * H + sl.j0 + c0, n * sizeof(T));
+            std::fill(row + n, row + W, T(0));
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //     dW_ih = Σ_k dpre_kᵀ x_k,   dW_hh = Σ_k dpre_kᵀ h_{k−B},   db = Σ_k dpre_k
 // over the K = T·B processing-order rows k (h_{k−B} is row k−B of hidden, h0 for the first B).
 // One product dpreᵀ [x | h_prev] (N = I + P columns) on packed panels: the [x | h_prev] rows in
-// strips of SW = 4 vectors of columns, dpreᵀ in strips of 4 rows, blocks of KC along k. Row
+// strips of SW = VECS vectors of columns, dpreᵀ in strips of 4 rows, blocks of KC along k. Row
 // sums of dpreᵀ come with its packing.
 //
 // Buffers (row-major): dpre (K, G); x (K, I); h0 (B, P); hidden (K, P); dw_ih (G, I);
@@ -17,6 +17,10 @@ namespace {
 
 constexpr int64_t KC = 1024;  // k block: a packed strip is KC × SW values (256 KB, AVX-512 float)
 constexpr int64_t MC = 64;   // rows of dpreᵀ (gate units) per task
+// Vectors per strip: the tile's 4 × VECS accumulators must fit the registers (native.h). With
+// AVX2's 16, 4 × 4 spilled five accumulators to the stack and ran slower than two torch.mm
+// calls; 4 × 2 runs faster than they do (docs/benchmarks.md).
+constexpr int VECS = RK_TILE_VECS;
 
 template <class T>
 __attribute__((noinline))  // inlined (as GCC chose once), its loop ran far slower
@@ -24,7 +28,7 @@ void micro_acc(const T* ap, const T* bp, int64_t kc, T* c, int64_t ldc, int rows
                       int64_t cols, bool add) {
     typedef typename Vec<T>::type V;
     constexpr int L = Vec<T>::n;
-    constexpr int VECS = 4, SW = 4 * L;
+    constexpr int SW = VECS * L;
     V acc[4][VECS];
     for (int r = 0; r < 4; ++r)
         for (int v = 0; v < VECS; ++v) acc[r][v] = V{};
@@ -59,7 +63,7 @@ void micro_acc(const T* ap, const T* bp, int64_t kc, T* c, int64_t ldc, int rows
 template <class T>
 void weight_grads(const T* dpre, int64_t K, int64_t G, const T* x, int64_t I, const T* h0,
                   const T* hidden, int64_t B, int64_t P, T* dw_ih, T* dw_hh, T* db, int threads) {
-    constexpr int64_t SW = 4 * Vec<T>::n;  // columns per strip
+    constexpr int64_t SW = VECS * Vec<T>::n;  // columns per strip
     // column strips: first those of x (→ dw_ih), then those of h_prev (→ dw_hh)
     const int64_t x_strips = (I + SW - 1) / SW, h_strips = (P + SW - 1) / SW;
     const int64_t strips = x_strips + h_strips, blocks = (G + MC - 1) / MC;
