@@ -58,7 +58,7 @@ inline void elman_tile(const T* h, int64_t H, const T* bp, int64_t ldb, const T*
     constexpr int64_t KB = 1024 / sizeof(T);  // see lstm.cpp's forward_tile
     T* z = block.place<T>(x, h_out, h);
     if (h)
-        tile<T, R, 4>(h, H, bp, ldb, H, z, KB);
+        tile<T, R, 4>(h, H, bp, ldb, H, z, KB, H * ldb);  // ldb: the panel's width
     else
         for (int r = 0; r < R; ++r) std::memset(z + r * KB, 0, 4 * L * sizeof(T));
     for (int r = 0; r < R; ++r)
@@ -80,7 +80,7 @@ void elman_forward(const T* xp, const T* h0, const T* w_hh, const int64_t* batch
     const bool zero_h0 = all_zero(h0, batch * H);
     run_team(count, [&](int p, int team) {
         for (int s = p; s < count; s += team)  // the tiles read whole 4-vector column tiles
-            pack_gate_groups(w_hh, H, 1, slices[s], slices[s].cols, W);
+            pack_gate_groups(w_hh, H, 1, slices[s], slices[s].cols, RK_PANEL(T));
         ProductBlock pb;  // this thread's
         for (int64_t t = 0; t < steps; ++t) {
             const int64_t rows = batch_sizes[t];
@@ -90,12 +90,12 @@ void elman_forward(const T* xp, const T* h0, const T* w_hh, const int64_t* batch
                 const Slice<T>& sl = slices[s];
                 for (int64_t c = 0; c < sl.nj; c += W) {
                     const int64_t n = std::min<int64_t>(W, sl.nj - c), j = sl.j0 + c;
-                    const T* bp = sl.packed->p + c * H;  // the panel (H, W) of units c … c + W
+                    const T* bp = sl.packed->p + c * H;  // the panels of units c … c + W
                     for (int64_t b = 0; b < rows; b += RK_ROWS) {
                         const T* x = xp + (t * batch + b) * H + j;
                         const T* hp = t == 0 && zero_h0 ? nullptr : h_prev + b * H;
                         T* ho = hidden + (t * batch + b) * H + j;
-                        const int64_t ld = W;
+                        const int64_t ld = RK_PANEL(T);
                         switch (std::min<int64_t>(RK_ROWS, rows - b)) {
                             case 4: elman_tile<T, 4>(hp, H, bp, ld, x, ho, n, relu, pb); break;
                             case 3: elman_tile<T, 3>(hp, H, bp, ld, x, ho, n, relu, pb); break;

@@ -77,7 +77,7 @@ inline void forward_tile(const T* h, int64_t H, const T* bp, int64_t ldb, T* x, 
     constexpr int64_t KB = 1024 / sizeof(T);
     T* z0 = block.place<T>(x, c_prev, h_out);
     if (h)
-        tile<T, R, 4>(h, H, bp, ldb, H, z0, KB);
+        tile<T, R, 4>(h, H, bp, ldb, H, z0, KB, H * ldb);  // ldb: the panel's width
     else
         for (int r = 0; r < R; ++r) std::memset(z0 + r * KB, 0, 4 * L * sizeof(T));
     for (int r = 0; r < R; ++r) {
@@ -106,7 +106,8 @@ void forward(T* xp, const T* h0, const T* c0, const T* w_hh, const int64_t* batc
     const int count = int(slices.size());
     const bool zero_h0 = all_zero(h0, batch * H);
     run_team(count, [&](int p, int team) {
-        for (int s = p; s < count; s += team) pack_gate_groups(w_hh, H, 4, slices[s], 0, 4 * L);
+        for (int s = p; s < count; s += team)
+            pack_gate_groups(w_hh, H, 4, slices[s], 0, RK_PANEL(T));
         ProductBlock pb;  // this thread's
         for (int64_t t = 0; t < steps; ++t) {
             const int64_t rows = batch_sizes[t];
@@ -117,14 +118,14 @@ void forward(T* xp, const T* h0, const T* c0, const T* w_hh, const int64_t* batc
                 const Slice<T>& sl = slices[s];
                 for (int64_t u = 0; u * L < sl.nj; ++u) {
                     const int64_t j = sl.j0 + u * L, n = std::min<int64_t>(L, sl.nj - u * L);
-                    const T* bp = sl.packed->p + u * H * 4 * L;  // (H, 4L): this group's 4 gates
+                    const T* bp = sl.packed->p + u * H * 4 * L;  // this group's 4 gates' panels
                     for (int64_t b = 0; b < rows; b += RK_ROWS) {
                         T* x = xp + (t * batch + b) * H4 + j;
                         const T* hp = t == 0 && zero_h0 ? nullptr : h_prev + b * H;
                         const T* cp = c_prev + b * H + j;
                         T* co = cells + (t * batch + b) * H + j;
                         T* ho = hidden + (t * batch + b) * H + j;
-                        const int64_t ld = 4 * L;
+                        const int64_t ld = RK_PANEL(T);
                         switch (std::min<int64_t>(RK_ROWS, rows - b)) {
                             case 4:
                                 forward_tile<T, 4>(hp, H, bp, ld, x, H4, cp, co, ho, n, pb);

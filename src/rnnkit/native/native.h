@@ -239,35 +239,43 @@ void tile_part(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t k_len, 
 
 // The same for any VECS: pieces of at most RK_TILE_VECS vectors, each a pass over A and B.
 // With 16 registers (AVX2) a 4 × 4 tile spilled accumulators to the stack, where each step then
-// waits for a store and a load; two 4 × 2 passes ran faster (docs/benchmarks.md).
+// waits for a store and a load; two 4 × 2 passes ran faster (docs/benchmarks.md). The next
+// piece of B starts `piece` values on: the next columns of the same rows (the default), or, for
+// weights packed in panels of RK_TILE_VECS vectors (RK_PANEL), the next panel.
 template <class T, int R, int VECS>
 inline void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t k_len, T* c,
-                 int64_t ldc) {
+                 int64_t ldc, int64_t piece = RK_TILE_VECS * Vec<T>::n) {
     constexpr int L = Vec<T>::n;
     constexpr int P = VECS < RK_TILE_VECS ? VECS : RK_TILE_VECS;
     tile_part<T, R, P>(a, lda, b, ldb, k_len, c, ldc);
     if constexpr (VECS > P)
-        tile<T, R, VECS - P>(a, lda, b + P * L, ldb, k_len, c + P * L, ldc);
+        tile<T, R, VECS - P>(a, lda, b + piece, ldb, k_len, c + P * L, ldc, piece);
 }
 
+// Weights are packed in panels of RK_PANEL columns (pack_gate_groups, pack_columns): one
+// register tile piece's width, so that each pass of a tile reads its panel front to back (the
+// GRU's forward: panels of its 3 gates' vectors, read in pieces side by side).
+#define RK_PANEL(T) (RK_TILE_VECS * Vec<T>::n)
+
 // C[:rows, :cols] = A[:rows, :k_len] B[:k_len, :cols]; cols a multiple of 4 vectors (C padded
-// to it), B packed in panels of W = 4 vectors of columns (pack_columns): panel n0 / W holds
-// B[:k_len, n0 : n0 + W], its k_len × W values contiguous.
+// to it), B packed in panels (pack_columns): panel n0 / RK_PANEL holds B[:k_len, n0 : n0 +
+// RK_PANEL], its k_len × RK_PANEL values contiguous.
 template <class T>
 void product(const T* a, int64_t lda, int64_t rows, const T* b, int64_t k_len, int64_t cols,
              T* c, int64_t ldc) {
-    constexpr int W = 4 * Vec<T>::n;
+    constexpr int W = 4 * Vec<T>::n, PW = RK_PANEL(T);
+    const int64_t piece = k_len * PW;  // from one panel to the next
     for (int64_t n0 = 0; n0 < cols; n0 += W) {
-        const T* bp = b + n0 * k_len;  // the panel
+        const T* bp = b + n0 * k_len;  // the first panel of these W columns
         int64_t r0 = 0;
         for (; r0 + RK_ROWS <= rows; r0 += RK_ROWS)
-            tile<T, RK_ROWS, 4>(a + r0 * lda, lda, bp, W, k_len, c + r0 * ldc + n0, ldc);
+            tile<T, RK_ROWS, 4>(a + r0 * lda, lda, bp, PW, k_len, c + r0 * ldc + n0, ldc, piece);
         const T* ar = a + r0 * lda;
         T* cr = c + r0 * ldc + n0;
         switch (rows - r0) {
-            case 3: tile<T, 3, 4>(ar, lda, bp, W, k_len, cr, ldc); break;
-            case 2: tile<T, 2, 4>(ar, lda, bp, W, k_len, cr, ldc); break;
-            case 1: tile<T, 1, 4>(ar, lda, bp, W, k_len, cr, ldc); break;
+            case 3: tile<T, 3, 4>(ar, lda, bp, PW, k_len, cr, ldc, piece); break;
+            case 2: tile<T, 2, 4>(ar, lda, bp, PW, k_len, cr, ldc, piece); break;
+            case 1: tile<T, 1, 4>(ar, lda, bp, PW, k_len, cr, ldc, piece); break;
             default: break;
         }
     }
@@ -421,11 +429,11 @@ void pack_gate_groups(const T* w_hh, int64_t H, int gates, Slice<T>& sl, int64_t
         for (int64_t k = 0; k < H; ++k) sl.packed->p[panelled(H, width, k, c)] = T(0);
 }
 
-// Packs a slice's columns of all `rows` rows of W_hh for a backward loop, in panels of 4
-// vectors (product): column jj of row q is w_hh[q, j0 + jj], zero up to the slice's column
-// count.
+// Packs a slice's columns of all `rows` rows of W_hh for a backward loop, in panels of
+// RK_PANEL columns (product): column jj of row q is w_hh[q, j0 + jj], zero up to the slice's
+// column count.
 template <class T> void pack_columns(const T* w_hh, int64_t H, int64_t rows, Slice<T>& sl) {
-    constexpr int64_t W = 4 * Vec<T>::n;
+    constexpr int64_t W = RK_PANEL(T);
     for (int64_t c0 = 0; c0 < sl.cols; c0 += W) {
         const int64_t n = std::max<int64_t>(0, std::min(W, sl.nj - c0));
         for (int64_t q = 0; q < rows; ++q) {
