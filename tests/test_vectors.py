@@ -477,6 +477,8 @@ def test_adaptive_softmax_scores_are_log_probabilities_and_train():
         LMConfig(300, softmax="adaptive", tie_weights=True)
     with pytest.raises(ValueError, match="--cutoffs"):
         LMConfig(300, softmax="adaptive", cutoffs=(200, 100))
+    with pytest.raises(ValueError, match="--softmax-samples: only with --softmax sampled"):
+        LMConfig(300, softmax="adaptive", softmax_samples=64)  # would be ignored silently
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -587,6 +589,11 @@ def test_lm_cli_sampled_tied(tmp_path, capsys):
                               str(tmp_path / "x"), "--tokenizer", "word", "--softmax",
                               "sampled", "--softmax-samples", "0"])
     assert "--softmax-samples: expected 1 to" in err
+    err = _cli_error(capsys, ["lm", "train", "--train", str(corpus), "--out",
+                              str(tmp_path / "y"), "--tokenizer", "word", "--softmax-samples",
+                              "64"])  # without --softmax sampled it would be ignored
+    assert "--softmax-samples: only with --softmax sampled (got --softmax full)" in err
+    assert not (tmp_path / "y").exists()
 
 
 def test_lm_cli_adaptive_and_bidirectional(tmp_path, capsys):

@@ -24,7 +24,14 @@ from rnnkit.models._config import (
     CellOptions,
     check_cell_options,
 )
-from rnnkit.models.lm import CELLS, SOFTMAX, LanguageModel, LMConfig
+from rnnkit.models.lm import (
+    CELLS,
+    SOFTMAX,
+    SOFTMAX_SAMPLES,
+    LanguageModel,
+    LMConfig,
+    check_samples_flag,
+)
 from rnnkit.tasks import lm
 from rnnkit.tasks.lm_generate import SampleConfig, sample_text, unknown_symbols
 from rnnkit.train.config import option, section
@@ -72,11 +79,13 @@ class LMModel(CellOptions):
                               "size)")
     bidirectional: bool = option(False, "also train a backward LM (ELMo-style contextual "
                                         "vectors); perplexity is the forward LM's")
-    softmax_samples: int = option(1024, "sampled softmax: words drawn per batch (log-uniform "
-                                        "over the frequency-sorted vocabulary)")
+    softmax_samples: int = option(SOFTMAX_SAMPLES, "sampled softmax: words drawn per batch "
+                                                   "(log-uniform over the frequency-sorted "
+                                                   "vocabulary)")
 
     def __post_init__(self) -> None:
         check_cell_options(self, "--")  # before the run directory is made
+        check_samples_flag(self.softmax, self.softmax_samples)
 
 
 @dataclass

@@ -42,10 +42,19 @@ from rnnkit.models._config import (
     recurrent_stack,
 )
 
-__all__ = ["LMConfig", "LanguageModel", "CELLS", "SOFTMAX", "default_cutoffs"]
+__all__ = ["LMConfig", "LanguageModel", "CELLS", "SOFTMAX", "SOFTMAX_SAMPLES", "default_cutoffs"]
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 SOFTMAX = ("full", "adaptive", "sampled")
+SOFTMAX_SAMPLES = 1024  # the sampled softmax's draws per batch unless told otherwise
+
+
+def check_samples_flag(softmax: str, samples: int) -> None:
+    """``--softmax-samples`` other than its default without ``--softmax sampled`` would be
+    ignored: ``ValueError`` instead."""
+    if softmax != "sampled" and samples != SOFTMAX_SAMPLES:
+        raise ValueError(f"--softmax-samples: only with --softmax sampled (got --softmax "
+                         f"{softmax})")
 
 
 def default_cutoffs(vocab_size: int) -> tuple[int, ...]:
@@ -70,7 +79,7 @@ class LMConfig(CellOptions):
     softmax: str = "full"  # "adaptive": torch's AdaptiveLogSoftmaxWithLoss (large vocabularies)
     cutoffs: tuple[int, ...] = ()  # adaptive: class boundaries (empty: chosen from vocab_size)
     bidirectional: bool = False  # also a backward LM (ELMo): shared embedding and output layer
-    softmax_samples: int = 1024  # sampled: words drawn per batch for the sampled softmax
+    softmax_samples: int = SOFTMAX_SAMPLES  # sampled: words drawn per batch
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -91,6 +100,7 @@ class LMConfig(CellOptions):
         self.cutoffs = tuple(int(c) for c in self.cutoffs)
         if self.softmax != "adaptive" and self.cutoffs:
             raise ValueError("--cutoffs: only with --softmax adaptive")
+        check_samples_flag(self.softmax, self.softmax_samples)
         if self.softmax == "sampled" and not 0 < self.softmax_samples < self.vocab_size:
             raise ValueError(f"--softmax-samples: expected 1 to {self.vocab_size - 1} (below the "
                              f"vocabulary size; use --softmax full otherwise), "
