@@ -184,7 +184,7 @@ def describe_machine(device: str) -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    # the vector width decides the ratios (docs/benchmarks.md: without AVX-512 the LSTM loses)
+    # the vector width decides the ratios (docs/benchmarks.md: "without AVX-512")
     capability = torch.backends.cpu.get_cpu_capability()
     mkldnn = "on" if torch.backends.mkldnn.is_available() else "off"
     return (f"{cpu} ({capability}), {torch.get_num_threads()} torch threads, torch "
