@@ -59,9 +59,9 @@ RK_INLINE void gru_backward_point(const T* gate, int64_t H, const T* hn, const T
 }
 
 // One forward step for R rows (R ≤ 4) and one group of L hidden units (n of them exist): the
-// product h_{t-1} W_hhᵀ for the r, z and n rows of those units on a 4 × 3-vector register tile,
-// then gru_point. x: the rows' xp (gates written over it), stride 3H. h null: h_{t-1} = 0, no
-// product (h_prev still gives the values).
+// product h_{t-1} W_hhᵀ for the r, z and n rows of those units on a 4 × 3-vector register tile
+// (4 × 2 and 4 × 1 with AVX2's 16 registers), then gru_point. x: the rows' xp (gates written
+// over it), stride 3H. h null: h_{t-1} = 0, no product (h_prev still gives the values).
 template <class T, int R>
 inline void gru_tile(const T* h, const T* h_prev, int64_t H, const T* bp, int64_t ldb, T* x,
                      const T* b_hn, T* hn_out, T* h_out, int64_t n, ProductBlock& block) {

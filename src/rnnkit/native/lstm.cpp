@@ -57,10 +57,10 @@ RK_INLINE void lstm_backward_point(const T* gate, int64_t H, const T* cell, cons
 }
 
 // One forward step for R rows (R ≤ 4) and one group of L hidden units: the product
-// h_{t-1} W_hhᵀ for the four gates of those units on a 4 × 4-vector register tile (the packed
-// columns of a group are i, f, g, o, one vector each), then lstm_point straight from the
-// registers. n: units of the group that exist (L but at the end of a slice). h null:
-// h_{t-1} = 0, no product.
+// h_{t-1} W_hhᵀ for the four gates of those units on a 4 × 4-vector register tile (two 4 × 2
+// passes with AVX2's 16 registers; the packed columns of a group are i, f, g, o, one vector
+// each, in panels: native.h), then lstm_point. n: units of the group that exist (L but at the
+// end of a slice). h null: h_{t-1} = 0, no product.
 template <class T, int R>
 inline void forward_tile(const T* h, int64_t H, const T* bp, int64_t ldb, T* x, int64_t H4,
                          const T* c_prev, T* c_out, T* h_out, int64_t n, ProductBlock& block) {
