@@ -90,7 +90,7 @@ void elman_forward(const T* xp, const T* h0, const T* w_hh, const int64_t* batch
                 const Slice<T>& sl = slices[s];
                 for (int64_t c = 0; c < sl.nj; c += W) {
                     const int64_t n = std::min<int64_t>(W, sl.nj - c), j = sl.j0 + c;
-                    const T* bp = sl.packed->p + c * H;  // the panels of units c … c + W
+                    const T* bp = sl.packed->p + panelled(H, RK_PANEL(T), 0, c);  // units c …
                     for (int64_t b = 0; b < rows; b += RK_ROWS) {
                         const T* x = xp + (t * batch + b) * H + j;
                         const T* hp = t == 0 && zero_h0 ? nullptr : h_prev + b * H;

@@ -109,7 +109,7 @@ void gru_forward(T* xp, const T* h0, const T* w_hh, const T* b_hn, const int64_t
                 const Slice<T>& sl = slices[s];
                 for (int64_t u = 0; u * L < sl.nj; ++u) {
                     const int64_t j = sl.j0 + u * L, n = std::min<int64_t>(L, sl.nj - u * L);
-                    const T* bp = sl.packed->p + u * H * 3 * L;  // (H, 3L): this group's 3 gates
+                    const T* bp = sl.packed->p + panelled(H, 3 * L, 0, u * 3 * L);  // its r, z, n
                     const T* bias = b_hn ? b_hn + j : nullptr;
                     for (int64_t b = 0; b < rows; b += RK_ROWS) {
                         T* x = xp + (t * batch + b) * H3 + j;

@@ -118,7 +118,7 @@ void forward(T* xp, const T* h0, const T* c0, const T* w_hh, const int64_t* batc
                 const Slice<T>& sl = slices[s];
                 for (int64_t u = 0; u * L < sl.nj; ++u) {
                     const int64_t j = sl.j0 + u * L, n = std::min<int64_t>(L, sl.nj - u * L);
-                    const T* bp = sl.packed->p + u * H * 4 * L;  // this group's 4 gates' panels
+                    const T* bp = sl.packed->p + panelled(H, RK_PANEL(T), 0, u * 4 * L);
                     for (int64_t b = 0; b < rows; b += RK_ROWS) {
                         T* x = xp + (t * batch + b) * H4 + j;
                         const T* hp = t == 0 && zero_h0 ? nullptr : h_prev + b * H;

@@ -252,6 +252,15 @@ inline void tile(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t k_len
         tile<T, R, VECS - P>(a, lda, b + piece, ldb, k_len, c + P * L, ldc, piece);
 }
 
+// The weights a thread packs are stored in panels: its columns in groups of `width`, each
+// group's rows × width values contiguous, so that a register tile, which reads a group's columns
+// one row after the next, walks through memory in order. (Row-major, the rows lay a power of
+// two apart, 1-8 KB, and fell into the same few L1 sets: the tile re-read them from L2.)
+// Where column c of row k of a panelled buffer of `rows` rows lies:
+inline int64_t panelled(int64_t rows, int64_t width, int64_t k, int64_t c) {
+    return (c / width) * rows * width + k * width + c % width;
+}
+
 // Weights are packed in panels of RK_PANEL columns (pack_gate_groups, pack_columns): one
 // register tile piece's width, so that each pass of a tile reads its panel front to back (the
 // GRU's forward: panels of its 3 gates' vectors, read in pieces side by side).
@@ -266,7 +275,7 @@ void product(const T* a, int64_t lda, int64_t rows, const T* b, int64_t k_len, i
     constexpr int W = 4 * Vec<T>::n, PW = RK_PANEL(T);
     const int64_t piece = k_len * PW;  // from one panel to the next
     for (int64_t n0 = 0; n0 < cols; n0 += W) {
-        const T* bp = b + n0 * k_len;  // the first panel of these W columns
+        const T* bp = b + panelled(k_len, PW, 0, n0);  // the first panel of these W columns
         int64_t r0 = 0;
         for (; r0 + RK_ROWS <= rows; r0 += RK_ROWS)
             tile<T, RK_ROWS, 4>(a + r0 * lda, lda, bp, PW, k_len, c + r0 * ldc + n0, ldc, piece);
@@ -397,15 +406,6 @@ inline void transpose_block<float>(const float* src, int64_t lds, int64_t rows, 
     }
 }
 #endif
-
-// The weights a thread packs are stored in panels: its columns in groups of `width`, each
-// group's rows × width values contiguous, so that a register tile, which reads a group's columns
-// one row after the next, walks through memory in order. (Row-major, the rows lay a power of
-// two apart, 1-8 KB, and fell into the same few L1 sets: the tile re-read them from L2.)
-// Where column c of row k of a panelled buffer of `rows` rows lies:
-inline int64_t panelled(int64_t rows, int64_t width, int64_t k, int64_t c) {
-    return (c / width) * rows * width + k * width + c % width;
-}
 
 // Packs the W_hh rows of a slice's units for a forward loop, `gates` row blocks of H
 // (g H + unit), in panels of `width` columns (a multiple of L): column (u gates + g) L + l of
