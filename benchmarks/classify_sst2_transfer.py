@@ -17,7 +17,9 @@ One run, four stages, every number in the table measured by it:
    classifier's embedding and bi-LSTM; discriminative learning rates, gradual unfreezing).
    ``plain`` is ``--init-from`` without that schedule (every layer trained from the first
    step at one rate); ``vectors`` is the from-scratch recipe with only its embedding started
-   from the LM's (``rnnkit vectors export`` of the LM, then ``--init-embeddings``).
+   from the LM's (``rnnkit vectors export`` of the LM, then ``--init-embeddings``);
+   ``features`` is the from-scratch recipe with the frozen LM's states joined to each word's
+   input (``--lm-features``, ELMo-style).
 4. ``eval``: ``rnnkit classify eval`` of every member and of each recipe's ensemble (the mean
    of the class probabilities) on SST-2 dev; one Markdown table, ``results.json``.
 
@@ -191,7 +193,8 @@ def main() -> None:
     recipes = {"scratch": SCRATCH_FLAGS,
                "transfer": [*TRANSFER_FLAGS, "--init-from", str(lm_dir)],
                "plain": [*PLAIN_FLAGS, "--init-from", str(lm_dir)],
-               "vectors": [*VECTORS_FLAGS, "--init-embeddings", str(vectors)]}
+               "vectors": [*VECTORS_FLAGS, "--init-embeddings", str(vectors)],
+               "features": [*SCRATCH_FLAGS, "--lm-features", str(lm_dir)]}
     chosen = [r for r in args.recipes.split(",") if r]
     unknown = [r for r in chosen if r not in recipes]
     if unknown:

@@ -95,8 +95,11 @@ def test_old_model_section_loads_with_its_cell_options(app, tmp_path):
     cls, model_cls, old = OLD_MODELS[app]
     config = saved_model(cls, tmp_path, {"model": old}, rename=renamed)
     assert {name: getattr(config, name) for name in CELL_OPTIONS} == ON
-    # the LM keeps a tuple, and a field added since (sampled softmax) takes its default
-    expected = {**old, "cutoffs": (), "softmax_samples": 1024} if app == "lm" else old
+    # the LM keeps a tuple; fields added since take their defaults (the LM's sampled softmax,
+    # the classifier's and the tagger's LM features: off)
+    added = {"lm": {"cutoffs": (), "softmax_samples": 1024},
+             "classify": {"lm_features": None}, "tag": {"lm_features": None}}
+    expected = {**old, **added.get(app, {})}
     assert dataclasses.asdict(config) == expected
     rnn = _stack(model_cls(config))
     assert type(rnn) in (RegularisedLSTM, RegularisedGRU)

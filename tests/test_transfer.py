@@ -336,9 +336,15 @@ def test_bad_input_one_clear_message(files, tmp_path, capsys, app):
         (["--init-from", str(files / "lm"), "--init-embeddings", str(tmp_path / "v5.txt")],
          "--init-embeddings and --init-from: give one of them"),
         (["--layer-lr-decay", "0.5"], "--layer-lr-decay"),
+        (["--lm-features", str(tmp_path / "nowhere")], "directory not found"),
+        (["--lm-features", str(files / "lm"), "--init-from", str(files / "lm")],
+         "--init-from and --lm-features: give one of them"),
+        (["--lm-features", str(files / "lm-char")],
+         f"--lm-features {files / 'lm-char'}: the language model's tokenizer is 'char'; only "
+         "a word-level LM"),
     ]
-    if app == "tag":  # the same code as classify's: two cases, and the tagger's own
-        cases = [cases[1], cases[4]]
+    if app == "tag":  # the same code as classify's: three cases, and the tagger's own
+        cases = [cases[1], cases[4], cases[-1]]
         cases.append((["--init-from", str(files / "lm"), "--chars"],
                       "the first recurrent layer does not fit the LM's: (weight_ih_l0: (24, 136) "
                       "here, (24, 8) in the LM) (with --chars it is the embedding and the "
@@ -365,3 +371,92 @@ def test_init_embeddings_error_is_rnnkit_error(tmp_path):
     vectors_file(tmp_path / "v.txt", ["a"], dim=3)
     with pytest.raises(RnnkitError, match="3 dimensions, but --embedding-size is 2"):
         init_embeddings(torch.nn.Embedding(2, 2), ["<pad>", "a"], tmp_path / "v.txt")
+
+
+# ---------------------------------------------------------------------- --lm-features
+
+
+def test_lm_features_copy_the_lm_and_map_each_word(files, tmp_path, capsys):
+    lm = runner.load("lm", files / "lm", "cpu")
+    _, _, data, model = build("classify", ClassifyConfig, classify_values(
+        files, lm_features=str(files / "lm")), tmp_path)
+    vocab, lm_vocab, features = data[2], lm.tokenizer.vocab, model.lm_features
+    assert model.config.lm_features == lm.model.config.to_json()
+    mine = features.state_dict()
+    for name, value in lm.model.state_dict().items():
+        if name.split(".")[0] in ("embedding", "rnn", "rnn_backward"):
+            torch.testing.assert_close(mine[name], value, rtol=0, atol=0)
+    expected = [lm_vocab.id_of(w) if w not in vocab.specials else lm_vocab.unk_id
+                for w in vocab.tokens]
+    assert features.ids.tolist() == expected
+    assert features.output_size == 8 + 2 * 6  # the LM's embedding, forward and backward states
+    assert model.rnn.input_size == 8 + features.output_size
+    assert f"--lm-features: {len(vocab) - 2} of {len(vocab) - 2} words found" in \
+        capsys.readouterr().out
+
+
+@pytest.mark.parametrize("lm_dir", ["lm", "lm-forward"])
+def test_lm_features_are_the_lms_contextual_states_whatever_the_padding(files, tmp_path,
+                                                                        lm_dir):
+    lm = runner.load("lm", files / lm_dir, "cpu")
+    _, _, data, model = build("classify", ClassifyConfig, classify_values(
+        files, lm_features=str(files / lm_dir)), tmp_path)
+    vocab, features = data[2], model.lm_features
+    texts = [["the", "good", "film", "not", "very"], ["bad", "plot"], ["a"]]
+    lengths = torch.tensor([len(t) for t in texts])
+    tokens = torch.full((3, 5), vocab.pad_id)
+    for i, text in enumerate(texts):
+        tokens[i, :len(text)] = torch.tensor([vocab.id_of(w) for w in text])
+    model.train()  # the LM runs as in evaluation all the same (its dropout between layers)
+    got = features(tokens, lengths)
+    assert got.shape == (3, 5, features.output_size) and not got.requires_grad
+    lm.model.eval()
+    for i, text in enumerate(texts):
+        ids = torch.tensor([lm.tokenizer.vocab.id_of(w) for w in text]).unsqueeze(1)  # (T, 1)
+        with torch.no_grad():
+            expected = torch.cat(lm.model.contextual(ids), dim=-1)[:, 0]  # (T, F)
+        torch.testing.assert_close(got[i, :len(text)], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_lm_features_stay_frozen_through_the_trainer(files, tmp_path):
+    model, before, trainer = train_classifier(files, tmp_path, 1, lm_features=str(files / "lm"))
+    frozen = {n for n in before if n.startswith("lm_features.")}
+    assert frozen and not frozen & changed(before, model)
+    assert changed(before, model) == set(before) - frozen
+    assert not any(n.startswith("lm_features.") for g in layer_groups(model) for n, _ in g)
+    # with the ULMFiT schedule too: unfreezing never reaches the frozen LM
+    model, before, _ = train_classifier(files, tmp_path, 2, lm_features=str(files / "lm"),
+                                        gradual_unfreezing=True, layer_lr_decay=2.0)
+    assert not {n for n in before if n.startswith("lm_features.")} & changed(before, model)
+
+
+def test_cli_lm_features_checkpoint_keeps_its_copy_of_the_lm(files, tmp_path, capsys):
+    lm = tmp_path / "lm"
+    shutil.copytree(files / "lm", lm)
+    assert main(["classify", "train", "--train", str(files / "train.txt"), "--valid",
+                 str(files / "dev.txt"), "--out", str(tmp_path / "run"), "--embedding-size",
+                 "8", "--hidden-size", "6", "--lm-features", str(lm), "--max-epochs", "2",
+                 "--eval-every", "0", *QUIET]) == 0
+    assert "--lm-features:" in capsys.readouterr().out
+    assert main(["classify", "eval", "--checkpoint", str(tmp_path / "run"), "--data",
+                 str(files / "dev.txt"), "--json"]) == 0
+    before = capsys.readouterr().out
+    shutil.rmtree(lm)  # eval and predict need the classifier's checkpoint only
+    assert main(["classify", "eval", "--checkpoint", str(tmp_path / "run"), "--data",
+                 str(files / "dev.txt"), "--json"]) == 0
+    assert capsys.readouterr().out == before
+    # the exported graph computes the LM's features too (checked against the model by export)
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--format", "torchscript",
+                 "--output", str(tmp_path / "clf.pt")]) == 0
+    assert "largest difference from rnnkit" in capsys.readouterr().out
+
+
+def test_tagger_with_forward_lm_features(files, tmp_path, capsys):
+    _, _, data, model = build("tag", TagConfig, {
+        "train": str(files / "tags.txt"), "embedding_size": 8, "hidden_size": 6,
+        "num_layers": 1, "min_freq": 1, "chars": False,
+        "lm_features": str(files / "lm-forward")}, tmp_path)
+    assert model.lm_features.rnn_backward is None and model.lm_features.output_size == 8 + 6
+    assert "(forward LM only" in capsys.readouterr().out
+    words = torch.tensor([[data[2].words.id_of("good"), data[2].words.id_of("film")]])
+    assert model(words, torch.tensor([2])).shape == (1, 2, len(data[2].tags))

@@ -24,7 +24,12 @@ from rnnkit.models._config import (
     check_cell_options,
 )
 from rnnkit.models.classifier import POOLINGS, ClassifierConfig
-from rnnkit.models.transfer import TransferOptions, initialise, with_schedule
+from rnnkit.models.transfer import (
+    TransferOptions,
+    initialise,
+    lm_feature_config,
+    with_schedule,
+)
 from rnnkit.tasks import classify
 from rnnkit.tasks import metrics as M
 from rnnkit.tasks._labels import UNKNOWN_LABELS, label_vocabulary
@@ -215,7 +220,7 @@ class Classify(Application):
 
         model = Classifier(_model_config(config, data))
         initialise(model, data[2], cell=config.model.cell, vectors=config.transfer.init_embeddings,
-                   lm_path=config.transfer.init_from,
+                   lm_path=config.transfer.init_from, features_path=config.transfer.lm_features,
                    load_lm=load_lm)
         return model
 
@@ -329,6 +334,7 @@ def _model_config(config: ClassifyConfig, data) -> ClassifierConfig:
     _, _, vocab, labels, chars = data
     return ClassifierConfig(vocab_size=len(vocab), num_classes=len(labels), pad_id=vocab.pad_id,
                             char_vocab_size=len(chars.vocab) if chars is not None else 0,
+                            lm_features=lm_feature_config(config.transfer.lm_features, load_lm),
                             **asdict(config.model))
 
 

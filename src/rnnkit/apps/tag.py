@@ -22,7 +22,12 @@ from rnnkit.models._config import (
     renamed,
 )
 from rnnkit.models.tagger import Tagger, TaggerConfig
-from rnnkit.models.transfer import TransferOptions, initialise, with_schedule
+from rnnkit.models.transfer import (
+    TransferOptions,
+    initialise,
+    lm_feature_config,
+    with_schedule,
+)
 from rnnkit.tasks import metrics as M
 from rnnkit.tasks import tag
 from rnnkit.tasks._labels import UNKNOWN_LABELS
@@ -160,7 +165,7 @@ class Tag(Application):
         model = Tagger(_model_config(config, data[2]))
         initialise(model, data[2].words, cell=config.model.cell,
                    vectors=config.transfer.init_embeddings, lm_path=config.transfer.init_from,
-                   load_lm=load_lm)
+                   features_path=config.transfer.lm_features, load_lm=load_lm)
         return model
 
     def task(self, config: TagConfig, data, seed: int) -> tag.TagTask:
@@ -261,7 +266,9 @@ def _model_config(config: TagConfig, vocabs: tag.TagVocabs) -> TaggerConfig:
     return TaggerConfig(
         vocab_size=len(vocabs.words), num_tags=len(vocabs.tags),
         char_vocab_size=len(vocabs.chars) if vocabs.chars is not None else 0,
-        pad_id=vocabs.words.pad_id, **asdict(config.model))
+        pad_id=vocabs.words.pad_id,
+        lm_features=lm_feature_config(config.transfer.lm_features, load_lm),
+        **asdict(config.model))
 
 
 def _file_options(options: FileOptions, data: dict, path: str) -> tuple[str, str | None]:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.models._config import CELLS, recurrent_stack
+from rnnkit.models.lm_features import LMFeatures
 
 __all__ = ["CharEncoder", "CharSizes", "WordCharRNN", "join_chars"]
 
@@ -59,7 +60,8 @@ class CharEncoder(nn.Module):
 
 class WordCharRNN(nn.Module):
     """What the tagger and the classifier build alike: each word's input ``x_t = [E w_t ; c_t]``,
-    its ``embedding`` joined (with a character RNN, ``chars``; None without) by its spelling,
+    its ``embedding`` joined (with a character RNN, ``chars``; None without) by its spelling
+    (and, with ``lm_features``, by a frozen LM's states: :mod:`rnnkit.models.lm_features`),
     the recurrent stack ``rnn`` over ``x_1 … x_T`` and ``dropout``; from a model config's
     ``vocab_size``, ``embedding_size``, ``pad_id``, ``char_vocab_size`` (0: no character RNN),
     ``char_dim``, ``char_hidden``, ``dropout`` and its recurrent options
@@ -73,7 +75,10 @@ class WordCharRNN(nn.Module):
         self.chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
                                   config.cell, config.pad_id)
                       if config.char_vocab_size > 0 else None)
-        input_size = config.embedding_size + (self.chars.output_size if self.chars else 0)
+        saved_lm = getattr(config, "lm_features", None)
+        self.lm_features = LMFeatures(saved_lm, config.vocab_size) if saved_lm else None
+        input_size = (config.embedding_size + (self.chars.output_size if self.chars else 0)
+                      + (self.lm_features.output_size if self.lm_features else 0))
         self.rnn = recurrent_stack(config, input_size, bidirectional=bidirectional)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -37,6 +37,7 @@ from rnnkit.models._config import (
     CellOptions,
     check_model_config,
 )
+from rnnkit.models.lm_features import LMFeatureSizes, join_lm_features
 
 __all__ = ["ClassifierConfig", "Classifier", "POOLINGS"]
 
@@ -44,7 +45,7 @@ POOLINGS = ("last", "mean", "max", "attention")
 
 
 @dataclass
-class ClassifierConfig(CellOptions, CharSizes):
+class ClassifierConfig(CellOptions, CharSizes, LMFeatureSizes):
     """Sizes and options of a :class:`Classifier`. ``char_vocab_size = 0`` (the default) turns
     the character RNN off."""
 
@@ -112,6 +113,7 @@ class Classifier(WordCharRNN):
             embedded = embedded * scale[tokens].unsqueeze(-1)  # whole word types dropped
         embedded = join_chars(embedded, self.chars, chars, char_lengths,
                               "classifier")  # (B, T, E + 2·H_c)
+        embedded = join_lm_features(embedded, self.lm_features, tokens, lengths)  # (B, T, +F)
         embedded = self.dropout(embedded)
         outputs, final = self.rnn(embedded, lengths=lengths)  # (B, T, D·H)
         pooling = self.config.pooling

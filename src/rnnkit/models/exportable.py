@@ -18,6 +18,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from rnnkit.models.lm_features import lm_states
 from rnnkit.models.seq2seq import Memory
 from rnnkit.nn.exportable import PaddedRNN, to_torch
 
@@ -98,14 +99,32 @@ class CharGraph(nn.Module):
         return torch.cat([hidden[0], hidden[1]], dim=-1).reshape(batch, steps, -1)
 
 
+class LMFeaturesGraph(nn.Module):
+    """A frozen LM's features (:class:`~rnnkit.models.lm_features.LMFeatures`): tokens
+    ``(B, T)``, lengths ``(B,)`` → ``(B, T, F)``, its stacks as ``torch.nn`` layers."""
+
+    def __init__(self, features: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+        self.rnn = to_torch(features.rnn)
+        back = features.rnn_backward
+        self.rnn_backward = to_torch(back) if back is not None else None
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return lm_states(self.features, self.rnn, self.rnn_backward, tokens, lengths)
+
+
 class _WordCharGraph(nn.Module):
-    """What the classifier's and the tagger's graphs read alike: ``[E w_t ; c_t]`` through the
-    recurrent stack (:class:`~rnnkit.models._chars.WordCharRNN`)."""
+    """What the classifier's and the tagger's graphs read alike: ``[E w_t ; c_t]`` (and a
+    frozen LM's features) through the recurrent stack
+    (:class:`~rnnkit.models._chars.WordCharRNN`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.chars = CharGraph(model.chars) if model.chars is not None else None
+        self.lm_features = (LMFeaturesGraph(model.lm_features)
+                            if getattr(model, "lm_features", None) is not None else None)
         self.rnn = PaddedRNN(model.rnn, cell_state=False)
 
     def states(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None,
@@ -114,6 +133,8 @@ class _WordCharGraph(nn.Module):
         inputs = self.model.embedding(tokens)  # (B, T, E)
         if self.chars is not None:
             inputs = torch.cat([inputs, self.chars(chars, char_lengths)], dim=-1)
+        if self.lm_features is not None:
+            inputs = torch.cat([inputs, self.lm_features(tokens, lengths)], dim=-1)
         return self.rnn(inputs, lengths)
 
 

@@ -23,12 +23,13 @@ from rnnkit.models._config import (
     CellOptions,
     check_model_config,
 )
+from rnnkit.models.lm_features import LMFeatureSizes, join_lm_features
 
 __all__ = ["TaggerConfig", "Tagger", "CharEncoder", "CELLS"]
 
 
 @dataclass
-class TaggerConfig(CellOptions, CharSizes):
+class TaggerConfig(CellOptions, CharSizes, LMFeatureSizes):
     """Sizes of a :class:`Tagger`. ``char_vocab_size = 0`` turns the character RNN off."""
 
     vocab_size: int
@@ -67,5 +68,6 @@ class Tagger(WordCharRNN):
         a sentence's end are the output layer's bias alone and must be masked by the caller."""
         inputs = join_chars(self.embedding(words), self.chars, chars, char_lengths,
                             "tagger")  # (B, T, E + 2·H_c)
+        inputs = join_lm_features(inputs, self.lm_features, words, lengths)  # (B, T, +F)
         hidden, _ = self.rnn(self.dropout(inputs), lengths=lengths)  # (B, T, 2H)
         return self.output(self.dropout(hidden))  # (B, T, K)

@@ -29,6 +29,7 @@ Used alike by ``classify``, ``tag`` and (embeddings only) ``translate``; see ``d
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ from rnnkit._options import option
 from rnnkit.errors import RnnkitError
 
 __all__ = ["TransferOptions", "initialise", "init_embeddings", "init_from_lm", "word_matcher",
-           "layer_groups", "LayerSchedule", "with_schedule", "LM_CELLS"]
+           "init_lm_features", "lm_feature_config", "layer_groups", "LayerSchedule",
+           "with_schedule", "LM_CELLS"]
 
 # the task models' cell names → the language model's
 LM_CELLS = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}
@@ -67,6 +69,10 @@ class TransferOptions:
     gradual_unfreezing: bool = option(
         False, "gradual unfreezing: train only the head in the first epoch, one more layer "
         "group (top down) in each later epoch")
+    lm_features: str | None = option(
+        None, "a word-level LM checkpoint (best: rnnkit lm train --tokenizer word "
+        "--bidirectional): its frozen states join each word's input, ELMo-style; the model "
+        "keeps a copy of the LM (docs/transfer.md)")
 
 
 def word_matcher(words: Sequence[str]):
@@ -181,28 +187,99 @@ def init_from_lm(model: nn.Module, lm: nn.Module, lm_tokenizer: Any, vocab, *,
             f"recurrent layers copied: {layers} ({directions}){note}")
 
 
+def _open_lm(path: str, load_lm: Callable[[str], Any] | None, option: str) -> Any:
+    """``load_lm(path)`` with its errors named by ``option``."""
+    if load_lm is None:
+        raise ValueError(f"{option}: opening an LM needs load_lm")
+    try:
+        return load_lm(path)
+    except RnnkitError as err:
+        raise RnnkitError(f"{option} {path}: {err}") from None
+
+
+def _word_lm(loaded: Any, where: str) -> None:
+    kind = getattr(loaded.tokenizer, "kind", None)
+    if kind != "word":
+        raise RnnkitError(f"{where}: the language model's tokenizer is {kind!r}; only a "
+                          "word-level LM (rnnkit lm train --tokenizer word) reads words")
+
+
+def lm_feature_config(path: str | None, load_lm: Callable[[str], Any] | None,
+                      option: str = "--lm-features") -> dict | None:
+    """The model config's ``lm_features`` entry for ``--lm-features PATH`` (the LM's own
+    config as a dict; None without a path): what sizes the task model's inputs."""
+    if not path:
+        return None
+    return dict(_feature_config(path, load_lm, option))
+
+
+@functools.lru_cache(maxsize=4)
+def _feature_config(path: str, load_lm: Callable[[str], Any] | None, option: str) -> dict:
+    """The LM's config, read once per path (the model config is built more than once)."""
+    loaded = _open_lm(path, load_lm, option)
+    _word_lm(loaded, f"{option} {path}")
+    return loaded.model.config.to_json()
+
+
+def init_lm_features(model: nn.Module, lm: nn.Module, lm_tokenizer: Any, vocab, *,
+                     source: str, option: str = "--lm-features") -> str:
+    """Copy the LM's embedding and recurrent stacks into ``model.lm_features`` (a
+    :class:`~rnnkit.models.lm_features.LMFeatures` built from the same LM config) and map each
+    word of ``vocab`` to its LM row (the :func:`word_matcher` rule; ``<unk>`` otherwise);
+    returns the log line."""
+    where = f"{option} {source}"
+    features = getattr(model, "lm_features", None)
+    if features is None:
+        raise ValueError(f"{where}: the model was built without lm_features")
+    lm_vocab = lm_tokenizer.vocab
+    find = word_matcher([w if w not in lm_vocab.specials else "" for w in lm_vocab.tokens])
+    unk = lm_vocab.unk_id
+    ids, found = [], 0
+    for word in vocab.tokens:
+        row = None if word in vocab.specials else find(word)
+        found += row is not None
+        ids.append(unk if row is None else row)
+    weights = {name: value for name, value in lm.state_dict().items()
+               if name.split(".")[0] in ("embedding", "rnn", "rnn_backward")}
+    weights["ids"] = torch.tensor(ids, dtype=torch.long)
+    try:
+        features.load_state_dict(weights)
+    except RuntimeError as err:
+        raise RnnkitError(f"{where}: the LM's weights do not fit its own config: {err}") from None
+    total = sum(1 for w in vocab.tokens if w not in vocab.specials)
+    sides = "forward and backward LM" if features.rnn_backward is not None else \
+        "forward LM only (train the LM with --bidirectional for both sides)"
+    return (f"{option}: {found} of {total} words found in the vocabulary of {source}; "
+            f"{features.output_size} frozen features per word ({sides})")
+
+
 def initialise(model: nn.Module, vocab, *, cell: str, vectors: str | None = None,
-               lm_path: str | None = None,
+               lm_path: str | None = None, features_path: str | None = None,
                load_lm: Callable[[str], Any] | None = None,
                report: Callable[[str], None] = print) -> None:
     """``--init-embeddings VECTORS`` or ``--init-from LM_PATH`` (not both) into a classifier
-    or tagger (``model.embedding``, ``model.rnn``) whose word vocabulary is ``vocab``;
-    ``load_lm(path)`` opens the LM checkpoint (what the ``lm`` application's ``load`` returns:
-    ``.model``, ``.tokenizer``); the log line goes to ``report``."""
+    or tagger (``model.embedding``, ``model.rnn``) whose word vocabulary is ``vocab``, and
+    ``--lm-features FEATURES_PATH`` into its ``lm_features``; ``load_lm(path)`` opens an LM
+    checkpoint (what the ``lm`` application's ``load`` returns: ``.model``, ``.tokenizer``);
+    the log lines go to ``report``."""
     if vectors and lm_path:
         raise RnnkitError("--init-embeddings and --init-from: give one of them (the LM brings "
                           "its own embedding)")
+    if lm_path and features_path:
+        raise RnnkitError("--init-from and --lm-features: give one of them (the LM's features "
+                          "widen the first recurrent layer's input, so the LM's layer no longer "
+                          "fits it)")
     if vectors:
         report(init_embeddings(model.embedding, vocab.tokens, vectors, specials=vocab.specials))
     if lm_path:
-        if load_lm is None:
-            raise ValueError("initialise: lm_path needs load_lm")
-        try:
-            loaded = load_lm(lm_path)
-        except RnnkitError as err:
-            raise RnnkitError(f"--init-from {lm_path}: {err}") from None
+        loaded = _open_lm(lm_path, load_lm, "--init-from")
         report(init_from_lm(model, loaded.model, loaded.tokenizer, vocab, source=lm_path,
                             cell=cell))
+    if features_path:
+        loaded = _open_lm(features_path, load_lm, "--lm-features")
+        _word_lm(loaded, f"--lm-features {features_path}")
+        report(init_lm_features(model, loaded.model, loaded.tokenizer, vocab,
+                                source=features_path))
 
 
 def _task_cell(lm_cell: str) -> str:
@@ -245,11 +322,14 @@ def layer_groups(model: nn.Module) -> list[list[tuple[str, nn.Parameter]]]:
 
     Inputs: the word embedding and anything under ``embedding``, ``chars`` (a character RNN);
     recurrent layer k: ``rnn.*_l{k}`` and ``rnn.*_l{k}_reverse``; the head: every other
-    parameter (attention, output layer). A tied parameter appears once."""
+    parameter (attention, output layer). A tied parameter appears once; a frozen LM's
+    (``lm_features``) is in none."""
     inputs, head = [], []
     layers: dict[int, list] = {}
     for name, param in model.named_parameters():
         match = _LAYER.match(name)
+        if name.startswith("lm_features."):
+            continue  # a frozen LM (--lm-features): never trained
         if name.split(".")[0] in ("embedding", "chars"):
             inputs.append((name, param))
         elif match:
