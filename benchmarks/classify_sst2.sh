@@ -12,8 +12,8 @@ SEEDS="${SEEDS:-1234 1 2 3 4 5 6 7 8 9 10 11 12 13 14}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # a shared 2-core CPU: more threads only spin
 members=()
 for seed in $SEEDS; do
-    time rnnkit classify train --train "$DATA/stsa.binary.train" --dev "$DATA/stsa.binary.dev" \
-        --out "$OUT/seed$seed" --seed "$seed" --pooling max --embed-dim 200 --hidden-size 150 \
+    time rnnkit classify train --train "$DATA/stsa.binary.train" --valid "$DATA/stsa.binary.dev" \
+        --out "$OUT/seed$seed" --seed "$seed" --pooling max --embedding-size 200 --hidden-size 150 \
         --max-epochs 8 --eval-every 100 --max-minutes 12 --threads 1 --no-progress "$@"
     members+=(--checkpoint "$OUT/seed$seed")
 done

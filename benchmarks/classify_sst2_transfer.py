@@ -60,7 +60,7 @@ LM_FLAGS = ["--tokenizer", "word", "--vocab-size", "20000", "--cell", "lstm",
 SST_LM_FLAGS = [*LM_FLAGS[: LM_FLAGS.index("--dropout")], "--dropout", "0.3", "--bptt", "64",
                 "--batch-size", "32", "--lr", "2e-3", "--max-epochs", "10", "--eval-every", "100"]
 # the from-scratch recipe of benchmarks/classify_sst2.sh (docs/benchmarks.md), unchanged
-SCRATCH_FLAGS = ["--pooling", "max", "--embed-dim", "200", "--hidden-size", "150",
+SCRATCH_FLAGS = ["--pooling", "max", "--embedding-size", "200", "--hidden-size", "150",
                  "--max-epochs", "8", "--eval-every", "100", "--max-minutes", "12"]
 # the LM as the starting point only: every layer trained from the first step at one rate,
 # the from-scratch recipe's epochs

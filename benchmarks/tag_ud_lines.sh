@@ -6,6 +6,6 @@ DATA="${DATA:-$(dirname "$0")/../../shared/data/ud-english-lines}"
 OUT="${1:-runs/bench-pos}"; shift || true
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # a shared 2-core CPU: more threads only spin
 time rnnkit tag train --train "$DATA/en_lines-ud-train.conllu" \
-    --dev "$DATA/en_lines-ud-dev.conllu" --out "$OUT" \
+    --valid "$DATA/en_lines-ud-dev.conllu" --out "$OUT" \
     --max-epochs 30 --max-minutes 13 --eval-every 0 --no-progress "$@"
 rnnkit tag eval --checkpoint "$OUT" --data "$DATA/en_lines-ud-dev.conllu"
