@@ -18,6 +18,9 @@ Used alike by ``classify``, ``tag`` and (embeddings only) ``translate``; see ``d
   shapes match the LM's (a bidirectional model's layer 1 reads 2H inputs, the LM's H: only
   layer 0 then); the cell, the embedding size and the hidden size must equal the LM's (an error
   names both otherwise).
+- :func:`init_lm_features`: ``--lm-features``, a frozen word LM (its embedding and recurrent
+  stacks, and each task word's row in its vocabulary) into the task model's ``lm_features``
+  (:mod:`rnnkit.models.lm_features`), whose states join each word's input, ELMo-style.
 - :func:`layer_groups`, :class:`LayerSchedule`, :func:`with_schedule`: the model's parameters in
   depth order (input embeddings, recurrent layer 0, 1, …, the rest = the head), a learning-rate
   scale per group (the head at the full rate, each group below ``1 / decay`` of the one above:
@@ -29,7 +32,6 @@ Used alike by ``classify``, ``tag`` and (embeddings only) ``translate``; see ``d
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -210,13 +212,7 @@ def lm_feature_config(path: str | None, load_lm: Callable[[str], Any] | None,
     config as a dict; None without a path): what sizes the task model's inputs."""
     if not path:
         return None
-    return dict(_feature_config(path, load_lm, option))
-
-
-@functools.lru_cache(maxsize=4)
-def _feature_config(path: str, load_lm: Callable[[str], Any] | None, option: str) -> dict:
-    """The LM's config, read once per path (the model config is built more than once)."""
-    loaded = _open_lm(path, load_lm, option)
+    loaded = _open_lm(path, load_lm, option)  # read each time: the file may have changed
     _word_lm(loaded, f"{option} {path}")
     return loaded.model.config.to_json()
 
