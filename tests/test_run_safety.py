@@ -168,3 +168,21 @@ def test_a_device_or_fifo_as_data_is_not_a_regular_file(app, tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{source}: not a regular file" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """``rnnkit … | head``: the reader leaves early; no traceback, exit 141 (as on SIGPIPE)."""
+    import subprocess
+
+    words = [f"w{i}" for i in range(3000)]
+    rows = "".join(f"{w} {i % 7} {i % 5 + 1} {i % 3}\n" for i, w in enumerate(words))
+    (tmp_path / "v.txt").write_text(f"{len(words)} 3\n{rows}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnkit", "vectors", "neighbours", "--vectors",
+         str(tmp_path / "v.txt"), "--top-k", "2999", "w1", "w2", "w3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline()  # one line, then the reader goes away
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141, err.decode()
+    assert b"Traceback" not in err and b"Error" not in err, err.decode()
