@@ -141,11 +141,7 @@ def init_from_lm(model: nn.Module, lm: nn.Module, lm_tokenizer: Any, vocab, *,
     ``lm`` is a :class:`~rnnkit.models.lm.LanguageModel`, ``lm_tokenizer`` its tokenizer (it
     must be a word tokenizer), ``cell`` the task model's cell name."""
     where = f"{option} {source}"
-    kind = getattr(lm_tokenizer, "kind", None)
-    if kind != "word":
-        raise RnnkitError(f"{where}: the language model's tokenizer is {kind!r}; only a "
-                          "word-level LM (rnnkit lm train --tokenizer word) can initialise a word "
-                          "embedding")
+    _check_word_lm(lm_tokenizer, where)
     lm_cfg, embedding, rnn = lm.config, model.embedding, model.rnn
     if LM_CELLS.get(cell) != lm_cfg.cell:
         raise RnnkitError(f"{where}: the LM's cell is {lm_cfg.cell}, the model's --cell is "
@@ -199,11 +195,12 @@ def _open_lm(path: str, load_lm: Callable[[str], Any] | None, option: str) -> An
         raise RnnkitError(f"{option} {path}: {err}") from None
 
 
-def _word_lm(loaded: Any, where: str) -> None:
-    kind = getattr(loaded.tokenizer, "kind", None)
+def _check_word_lm(lm_tokenizer: Any, where: str) -> None:
+    """``RnnkitError`` unless the LM reads words (a char or BPE LM has no rows for them)."""
+    kind = getattr(lm_tokenizer, "kind", None)
     if kind != "word":
         raise RnnkitError(f"{where}: the language model's tokenizer is {kind!r}; only a "
-                          "word-level LM (rnnkit lm train --tokenizer word) reads words")
+                          "word-level LM (rnnkit lm train --tokenizer word) has word rows")
 
 
 def lm_feature_config(path: str | None, load_lm: Callable[[str], Any] | None,
@@ -213,7 +210,7 @@ def lm_feature_config(path: str | None, load_lm: Callable[[str], Any] | None,
     if not path:
         return None
     loaded = _open_lm(path, load_lm, option)  # read each time: the file may have changed
-    _word_lm(loaded, f"{option} {path}")
+    _check_word_lm(loaded.tokenizer, f"{option} {path}")
     return loaded.model.config.to_json()
 
 
@@ -224,6 +221,7 @@ def init_lm_features(model: nn.Module, lm: nn.Module, lm_tokenizer: Any, vocab, 
     word of ``vocab`` to its LM row (the :func:`word_matcher` rule; ``<unk>`` otherwise);
     returns the log line."""
     where = f"{option} {source}"
+    _check_word_lm(lm_tokenizer, where)
     features = getattr(model, "lm_features", None)
     if features is None:
         raise ValueError(f"{where}: the model was built without lm_features")
@@ -273,7 +271,6 @@ def initialise(model: nn.Module, vocab, *, cell: str, vectors: str | None = None
                             cell=cell))
     if features_path:
         loaded = _open_lm(features_path, load_lm, "--lm-features")
-        _word_lm(loaded, f"--lm-features {features_path}")
         report(init_lm_features(model, loaded.model, loaded.tokenizer, vocab,
                                 source=features_path))
 
