@@ -64,7 +64,7 @@ class WordCharRNN(nn.Module):
     (and, with ``lm_features``, by a frozen LM's states: :mod:`rnnkit.models.lm_features`),
     the recurrent stack ``rnn`` over ``x_1 … x_T`` and ``dropout``; from a model config's
     ``vocab_size``, ``embedding_size``, ``pad_id``, ``char_vocab_size`` (0: no character RNN),
-    ``char_dim``, ``char_hidden``, ``dropout`` and its recurrent options
+    ``char_dim``, ``char_hidden``, ``lm_features``, ``dropout`` and its recurrent options
     (:func:`~rnnkit.models._config.recurrent_stack`). The model adds its output layer."""
 
     def __init__(self, config, bidirectional: bool) -> None:
@@ -75,8 +75,8 @@ class WordCharRNN(nn.Module):
         self.chars = (CharEncoder(config.char_vocab_size, config.char_dim, config.char_hidden,
                                   config.cell, config.pad_id)
                       if config.char_vocab_size > 0 else None)
-        saved_lm = getattr(config, "lm_features", None)
-        self.lm_features = LMFeatures(saved_lm, config.vocab_size) if saved_lm else None
+        self.lm_features = (LMFeatures(config.lm_features, config.vocab_size)
+                            if config.lm_features else None)
         input_size = (config.embedding_size + (self.chars.output_size if self.chars else 0)
                       + (self.lm_features.output_size if self.lm_features else 0))
         self.rnn = recurrent_stack(config, input_size, bidirectional=bidirectional)

@@ -124,7 +124,7 @@ class _WordCharGraph(nn.Module):
         self.model = model
         self.chars = CharGraph(model.chars) if model.chars is not None else None
         self.lm_features = (LMFeaturesGraph(model.lm_features)
-                            if getattr(model, "lm_features", None) is not None else None)
+                            if model.lm_features is not None else None)
         self.rnn = PaddedRNN(model.rnn, cell_state=False)
 
     def states(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None,
