@@ -15,6 +15,12 @@ times in ``train.txt``, so all have the same vocabulary and the same coverage.
 - PPMI-SVD: :func:`rnnkit.models.wordvec.ppmi_svd` (window 5, weighted; context smoothing 0.75;
   U·Σ^0.5).
 - gensim skip-gram (if gensim is installed): window 5, 5 negatives, --sg-epochs epochs.
+- frequency only (no vectors): a pair's score is ``-(log f(a) + log f(b))`` with ``f`` the
+  word's count in ``train.txt``, so rarer pairs rank as more similar. On Brown this alone
+  correlates with WS353 and SimLex-999 about as well as skip-gram does (their raters scored
+  pairs of rare words higher); the second table therefore also gives each method's partial
+  Spearman ρ with this score held fixed (what its cosines know beyond word frequency), and
+  the Spearman ρ between its cosines and the score.
 
     python benchmarks/vectors_brown.py --minutes 20 --dim 200 --threads 1
     python benchmarks/vectors_brown.py --run /tmp/brown_run --dim 200   # an existing run
@@ -37,8 +43,8 @@ import numpy as np
 import torch
 
 from rnnkit.apps.vectors import similarity_scores
-from rnnkit.data.wordvec import WordVectors, read_vectors
-from rnnkit.models.wordvec import ppmi_svd
+from rnnkit.data.wordvec import WordVectors, find_benchmarks, read_pairs, read_vectors
+from rnnkit.models.wordvec import ppmi_svd, rank_average, spearman, unit_rows
 
 PATTERN = re.compile(r"\w+|[^\w\s]")
 HERE = Path(__file__).resolve().parent
@@ -84,6 +90,50 @@ def test_perplexity(run: Path, test: Path) -> float:
     app = registry.get("vectors")
     loaded = app.load(runner.open_checkpoint(app, run, "cpu"))
     return LM().evaluate(loaded, EvalOptions(data=str(test), batch_size=32, bptt=35))["perplexity"]
+
+
+TARGET_SETS = ("EN-WS-353-ALL", "EN-SIMLEX-999", "EN-MEN-TR-3k")
+
+
+def frequency_score(counts: Counter, a: str, b: str) -> float:
+    """The frequency-only baseline: rarer pairs are more similar."""
+    return -(math.log(counts[a]) + math.log(counts[b]))
+
+
+def partial_spearman(gold, model, control) -> float:
+    """Spearman's ρ of ``gold`` and ``model`` with ``control`` held fixed: the partial
+    correlation of the three rankings."""
+    r_gm, r_gc, r_mc = (np.corrcoef(rank_average(x), rank_average(y))[0, 1]
+                        for x, y in ((gold, model), (gold, control), (model, control)))
+    return float((r_gm - r_gc * r_mc) / math.sqrt((1 - r_gc ** 2) * (1 - r_mc ** 2)))
+
+
+def frequency_table(methods: dict[str, WordVectors], counts: Counter, vocab: set[str],
+                    word_sim: str) -> None:
+    """The target sets once more: the frequency-only baseline (on the pairs ``vocab`` covers,
+    as the embedding, PPMI-SVD and skip-gram do), and each method's ρ with the frequency
+    score held fixed / its cosines' ρ with the frequency score."""
+    paths = [p for p in find_benchmarks(word_sim) if p.stem in TARGET_SETS]
+    print("\nbeyond word frequency (the target sets, each method's covered pairs): partial "
+          "Spearman ρ ×100 with the frequency score held fixed / ρ ×100 of cosine and "
+          "frequency score")
+    print("| set | frequency only | " + " | ".join(methods) + " |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in methods) + " |")
+    for path in paths:
+        pairs = [(p.a.lower(), p.b.lower(), p.score) for p in read_pairs(path)]
+        known = [(a, b, g) for a, b, g in pairs if a in vocab and b in vocab]
+        alone = spearman([g for _, _, g in known],
+                         [frequency_score(counts, a, b) for a, b, _ in known])
+        cells = []
+        for vectors in methods.values():
+            unit, index = unit_rows(vectors.matrix), vectors.index
+            rows = [(g, float(unit[index[a]] @ unit[index[b]]), frequency_score(counts, a, b))
+                    for a, b, g in pairs if a in index and b in index]
+            gold, cosine, freq = (list(column) for column in zip(*rows))
+            cells.append(f"{100 * partial_spearman(gold, cosine, freq):.1f} / "
+                         f"{100 * spearman(cosine, freq):.1f}")
+        print(f"| {path.stem} | {100 * alone:.1f} ({len(known)} pairs) | " + " | ".join(cells)
+              + " |")
 
 
 def main() -> None:
@@ -163,10 +213,11 @@ def main() -> None:
     print("\nvocabulary sizes: " + ", ".join(f"{n}: {len(v)}" for n, (v, _) in methods.items()))
     print(f"rnnkit word LM test perplexity (forward LM, whole test.txt): "
           f"{test_perplexity(run, data / 'test.txt'):.2f}")
-    means = {m: np.mean([100 * s.spearman for s in scores[m]
-                         if s.name in ("EN-WS-353-ALL", "EN-SIMLEX-999", "EN-MEN-TR-3k")])
+    means = {m: np.mean([100 * s.spearman for s in scores[m] if s.name in TARGET_SETS])
              for m in names}
     print("mean of WS353 / SimLex / MEN: " + ", ".join(f"{m}: {v:.1f}" for m, v in means.items()))
+    frequency_table({name: vec for name, (vec, _) in methods.items()}, counts, set(vocab),
+                    args.word_sim)
 
 
 if __name__ == "__main__":
