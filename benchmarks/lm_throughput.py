@@ -73,8 +73,9 @@ def main() -> None:
     models = {
         "plain torch.nn.LSTM": PlainLM(vocab, args.embedding_size, args.hidden_size,
                                        args.num_layers, args.dropout),
-        "rnnkit": LanguageModel(LMConfig(vocab, "lstm", args.embedding_size, args.hidden_size,
-                                         args.num_layers, args.dropout)),
+        "rnnkit": LanguageModel(LMConfig(vocab, cell="lstm", embedding_size=args.embedding_size,
+                                         hidden_size=args.hidden_size,
+                                         num_layers=args.num_layers, dropout=args.dropout)),
     }
     state = {}
     for name, model in models.items():

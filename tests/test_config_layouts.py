@@ -131,10 +131,11 @@ def test_old_flat_options_rebuild_the_application_config(app, tmp_path):
 
 
 def test_model_configs_that_are_sections_keep_their_constructor():
-    """Keyword-only cell options: a model config's own positional fields stay where they were,
-    and the cell options reach the layers (speech, recommend, forecast, music)."""
-    assert LMConfig(12, "gru", 8, 8, 1, zoneout=0.1).cell == "gru"
-    assert PianoRollConfig(3, "lstm", 4).hidden_size == 4
+    """A model config takes the sizes that come from the data by position and every option by
+    keyword (``LMConfig(12, cell="gru")``); the cell options reach the layers (speech,
+    recommend, forecast, music)."""
+    assert LMConfig(12, cell="gru", embedding_size=8, zoneout=0.1).cell == "gru"
+    assert PianoRollConfig(3, cell="lstm", hidden_size=4).hidden_size == 4
     forecast = ForecastModelConfig(cell="gru", hidden_size=8, **ON)
     assert {n: getattr(forecast, n) for n in CELL_OPTIONS} == ON
     assert type(PianoRollRNN(PianoRollConfig(2, hidden_size=3, **ON)).rnn) is RegularisedLSTM
@@ -142,5 +143,30 @@ def test_model_configs_that_are_sections_keep_their_constructor():
     assert type(speech.rnn) is RegularisedGRU
     assert type(Recommender(6, RecommenderConfig(embedding_size=4, hidden_size=5, **ON)).rnn) \
         is RegularisedGRU
-    with pytest.raises(TypeError):
-        LMConfig(12, "gru", 8, 8, 1, 0.2, False, "full", (), False, 1024, True)  # not positional
+    for config, sizes in ((LMConfig, (12,)), (ClassifierConfig, (12, 3, 0)),
+                          (TaggerConfig, (12, 3, 0)), (Seq2SeqConfig, (12, 12, 0, 1, 2)),
+                          (PianoRollConfig, (3,))):
+        config(*sizes)
+        with pytest.raises(TypeError):
+            config(*sizes, "gru")  # an option by position (the order before 3 December 2026)
+
+
+@pytest.mark.parametrize("app, config, own", [
+    ("lm", LMConfig, {"vocab_size", "cutoffs"}),
+    ("classify", ClassifierConfig, {"vocab_size", "num_classes", "pad_id"}),
+    ("tag", TaggerConfig, {"vocab_size", "num_tags", "pad_id"}),
+    ("translate", Seq2SeqConfig, {"src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id",
+                                  "eos_id"}),
+    ("music", PianoRollConfig, {"pitches"}),
+])
+def test_an_applications_model_section_is_declared_once_with_the_model(app, config, own):
+    """The ``model`` section of an application is the model's options class, or extends it;
+    the model config inherits the same class and declares only the sizes that come from the
+    data (``cutoffs``: the flag's text parsed to integers)."""
+    section = registry.get(app).Config.__dataclass_fields__["model"].default_factory
+    options = config.__mro__[1]
+    assert issubclass(section, options), (section, options)
+    assert set(vars(config)["__annotations__"]) == own
+    made, declared = section(), options()
+    for f in dataclasses.fields(options):
+        assert getattr(made, f.name) == getattr(declared, f.name), f.name

@@ -67,8 +67,9 @@ def test_to_torch_is_the_same_layer():
 
 @pytest.mark.parametrize("pooling", ["mean", "max", "attention"])
 def test_classifier_poolings_trace_to_the_same_probabilities(pooling):
-    model = Classifier(ClassifierConfig(30, 3, 8, 8, num_layers=1, pooling=pooling,
-                                        char_vocab_size=12, char_dim=4, char_hidden=4)).eval()
+    model = Classifier(ClassifierConfig(30, 3, embedding_size=8, hidden_size=8, num_layers=1,
+                                        pooling=pooling, char_vocab_size=12, char_dim=4,
+                                        char_hidden=4)).eval()
     traced = ex.trace(ClassifierGraph(model).eval(), padded_example(30, 0, [5, 3], 12, 0))
     inputs = padded_example(30, 0, [2, 8, 1, 4], 12, 0, width=6, seed=1)
     with torch.no_grad():

@@ -72,7 +72,7 @@ def test_learns_a_two_chord_progression(chords, capsys, output):
 
 
 def test_bernoulli_nll_by_hand():
-    model = PianoRollRNN(PianoRollConfig(pitches=2, hidden_size=3, output="bernoulli"))
+    model = PianoRollRNN(PianoRollConfig(pitches=2, hidden_size=3, distribution="bernoulli"))
     with torch.no_grad():
         model.head.linear.weight.zero_()
         model.head.linear.bias.copy_(torch.tensor([math.log(4.0), math.log(3 / 7)]))  # p .8 .3
@@ -85,7 +85,7 @@ def test_bernoulli_nll_by_hand():
 
 
 def test_nade_nll_by_hand():
-    model = PianoRollRNN(PianoRollConfig(pitches=2, hidden_size=3, output="nade",
+    model = PianoRollRNN(PianoRollConfig(pitches=2, hidden_size=3, distribution="nade",
                                          nade_hidden=1))
     head = model.head
     with torch.no_grad():

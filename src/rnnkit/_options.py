@@ -10,7 +10,8 @@ import dataclasses
 import typing
 from typing import Any
 
-__all__ = ["option", "section", "is_section", "leaf_fields", "section_leaf_names", "Bounds"]
+__all__ = ["option", "section", "is_section", "leaf_fields", "section_leaf_names", "Bounds",
+           "option_group"]
 
 
 def option(default: Any, help_text: str, choices: tuple | None = None,
@@ -69,13 +70,26 @@ def is_section(f: dataclasses.Field) -> bool:
     return bool(f.metadata.get("section"))
 
 
+def option_group(cls: type) -> type:
+    """Mark a dataclass of options that other option classes inherit as a group (the cell
+    options): its fields follow the inheriting class's own in ``--help``."""
+    cls.__option_group__ = cls
+    return cls
+
+
+def _in_group(cls: type, name: str) -> bool:
+    return any(getattr(base, "__option_group__", None) is base
+               and name in vars(base).get("__annotations__", {}) for base in cls.__mro__)
+
+
 def leaf_fields(cls: type) -> list[tuple[type, dataclasses.Field]]:
     """(owning dataclass, field) of every settable scalar field, nested sections flattened;
-    keyword-only fields (inherited option groups such as the cell options) after the class's
-    own, so that ``--help`` lists them after the options they refine."""
+    the fields of inherited option groups (:func:`option_group`, such as the cell options)
+    after the class's own, so that ``--help`` lists them after the options they refine."""
     leaves = []
     fields = dataclasses.fields(cls)
-    for f in [*(f for f in fields if not f.kw_only), *(f for f in fields if f.kw_only)]:
+    own = [f for f in fields if not _in_group(cls, f.name)]
+    for f in [*own, *(f for f in fields if f not in own)]:
         if not f.init:
             continue
         if is_section(f):

@@ -18,12 +18,7 @@ from rnnkit.apps.registry import register
 from rnnkit.data.vocab import PAD, UNK, Vocabulary
 from rnnkit.data.words import CharVocab
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import (
-    CELLS,
-    CellOptions,
-    check_cell_options,
-)
-from rnnkit.models.classifier import POOLINGS, ClassifierConfig
+from rnnkit.models.classifier import ClassifierConfig, ClassifierOptions
 from rnnkit.models.transfer import (
     TransferOptions,
     initialise,
@@ -62,28 +57,7 @@ checkpoint's).
 FORMATS = ("label-text", "tsv", "csv", "jsonl")
 
 
-@dataclass
-class ClassifyModel(CellOptions):
-    """Model options of the classifier (the sizes that come from the data are added at build)."""
-
-    cell: str = option("lstm", "recurrent cell", choices=tuple(CELLS))
-    embedding_size: int = option(128, "embedding size", aliases=("embed_dim",))
-    hidden_size: int = option(128, "hidden size (per direction)")
-    num_layers: int = option(1, "RNN layers")
-    bidirectional: bool = option(True, "read the text both ways")
-    pooling: str = option(
-        "last", "sequence representation: last (final hidden state), mean, max or attention",
-        choices=POOLINGS)
-    dropout: float = option(0.5, "dropout on embeddings, between layers and before the output "
-                                 "layer")
-    embed_dropout: float = option(
-        0.0, "probability of dropping a whole word type (every occurrence in the batch) while "
-        "training (Gal & Ghahramani)")
-    char_dim: int = option(32, "character embedding size (with --chars)")
-    char_hidden: int = option(64, "char RNN hidden size, per direction (with --chars)")
-
-    def __post_init__(self) -> None:
-        check_cell_options(self, "--")  # e.g. --zoneout needs --cell lstm or gru
+ClassifyModel = ClassifierOptions  # the model section, declared with the model
 
 
 @dataclass
@@ -116,7 +90,7 @@ class ClassifyConfig:
         False, "add a character-RNN encoding of each token (its spelling) to its embedding")
     max_word_length: int = option(30, "characters of a token the char RNN reads (with --chars)")
     batch_size: int = option(32, "texts per batch")
-    model: ClassifyModel = section(ClassifyModel, "model")
+    model: ClassifierOptions = section(ClassifierOptions, "model")
     transfer: TransferOptions = section(TransferOptions, "transfer")
 
     def __post_init__(self) -> None:

@@ -20,18 +20,7 @@ from rnnkit.apps.registry import register
 from rnnkit.data.corpus import ERRORS, encode_corpus, find_files
 from rnnkit.data.tokenizers import TOKENIZERS
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import (
-    CellOptions,
-    check_cell_options,
-)
-from rnnkit.models.lm import (
-    CELLS,
-    SOFTMAX,
-    SOFTMAX_SAMPLES,
-    LanguageModel,
-    LMConfig,
-    check_samples_flag,
-)
+from rnnkit.models.lm import LanguageModel, LMConfig, LMModelOptions
 from rnnkit.tasks import lm
 from rnnkit.tasks.lm_generate import SampleConfig, sample_text, unknown_symbols
 from rnnkit.train.config import option, section
@@ -61,31 +50,7 @@ run.toml holds the same options, with underscores:
 """
 
 
-@dataclass
-class LMModel(CellOptions):
-    """Model options of the language model (the vocabulary size comes from the tokenizer)."""
-
-    cell: str = option("lstm", "recurrent cell", CELLS)
-    embedding_size: int = option(128, "embedding size")
-    hidden_size: int = option(512, "hidden units per layer")
-    num_layers: int = option(2, "recurrent layers")
-    dropout: float = option(0.2, "dropout on embeddings, between layers and before the output")
-    tie_weights: bool = option(False, "share the embedding matrix with the output layer")
-    softmax: str = option("full", "output layer: full softmax; adaptive or sampled (faster for "
-                                  "large word vocabularies; sampled: full softmax at evaluation)",
-                          SOFTMAX)
-    cutoffs: str = option("", "adaptive softmax: comma-separated cluster boundaries in the "
-                              "frequency-sorted vocabulary (default: 2000,10000,50000 below its "
-                              "size)")
-    bidirectional: bool = option(False, "also train a backward LM (ELMo-style contextual "
-                                        "vectors); perplexity is the forward LM's")
-    softmax_samples: int = option(SOFTMAX_SAMPLES, "sampled softmax: words drawn per batch "
-                                                   "(log-uniform over the frequency-sorted "
-                                                   "vocabulary)")
-
-    def __post_init__(self) -> None:
-        check_cell_options(self, "--")  # before the run directory is made
-        check_samples_flag(self.softmax, self.softmax_samples)
+LMModel = LMModelOptions  # the model section, declared with the model
 
 
 @dataclass
@@ -108,7 +73,7 @@ class LMOptions:
     batch_size: int = option(32, "parallel streams per process")
     max_valid_tokens: int | None = option(None, "score about this many validation tokens, "
                                                 "spread over the whole validation text")
-    model: LMModel = section(LMModel, "model")
+    model: LMModelOptions = section(LMModelOptions, "model")
 
     def __post_init__(self) -> None:
         for name in ("bptt", "batch_size", "vocab_size", "min_freq"):

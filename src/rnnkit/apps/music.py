@@ -15,7 +15,7 @@ MIDI needs ``mido`` and the ABC parse check ``music21`` (the ``music`` extra).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from rnnkit.apps import Application, Checkpoint, PrepareContext, Verb, register
 from rnnkit.apps.music_tasks import (
@@ -31,26 +31,19 @@ from rnnkit.apps.music_tasks import (
 )
 from rnnkit.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import (
-    CellOptions,
-    check_cell_options,
-)
+from rnnkit.models._config import cell_options, check_cell_options
 from rnnkit.models.lm import LanguageModel, LMConfig
-from rnnkit.models.music import OUTPUTS, PianoRollConfig, PianoRollRNN
+from rnnkit.models.music import PianoRollConfig, PianoRollOptions, PianoRollRNN
 from rnnkit.train.config import option, section
 
 __all__ = ["Music", "MusicConfig", "MusicModel"]
 
 
-@dataclass
-class MusicModel(CellOptions):
-    cell: str = option("lstm", "recurrent cell", ("lstm", "gru", "rnn"))
-    hidden_size: int = option(128, "hidden units per layer")
-    num_layers: int = option(1, "stacked recurrent layers")
-    dropout: float = option(0.0, "dropout on the RNN outputs and between layers")
-    distribution: str = option("bernoulli", "piano roll: distribution of a step (independent "
-                         "Bernoulli per pitch, or RNN-NADE over the pitches jointly)", OUTPUTS)
-    nade_hidden: int = option(64, "piano roll, --distribution nade: hidden units of the NADE")
+@dataclass(kw_only=True)
+class MusicModel(PianoRollOptions):
+    """Model options of ``rnnkit music``: the piano-roll model's, and the ABC token LM's
+    embedding size (the ABC LM shares the cell, sizes and dropout)."""
+
     embedding_size: int = option(64, "ABC: token embedding size")
 
     def __post_init__(self) -> None:
@@ -172,22 +165,17 @@ def _generate(loaded, options: GenerateOptions):
 
 
 def _roll_config(config: MusicConfig) -> PianoRollConfig:
-    model = config.model
-    return PianoRollConfig(config.high_pitch - config.low_pitch + 1, model.cell,
-                           model.hidden_size, model.num_layers, model.dropout, model.distribution,
-                           model.nade_hidden, **_cell_options(model))
+    values = asdict(config.model)
+    del values["embedding_size"]  # the ABC LM's
+    return PianoRollConfig(config.high_pitch - config.low_pitch + 1, **values)
 
 
 def _lm_config(config: MusicConfig, vocab_size: int) -> LMConfig:
     model = config.model
     cell = "rnn_tanh" if model.cell == "rnn" else model.cell
-    return LMConfig(vocab_size, cell, model.embedding_size, model.hidden_size, model.num_layers,
-                    model.dropout, **_cell_options(model))
-
-
-def _cell_options(model: MusicModel) -> dict:
-    return {"layer_norm": model.layer_norm, "recurrent_dropout": model.recurrent_dropout,
-            "zoneout": model.zoneout}
+    return LMConfig(vocab_size, cell=cell, embedding_size=model.embedding_size,
+                    hidden_size=model.hidden_size, num_layers=model.num_layers,
+                    dropout=model.dropout, **cell_options(model))
 
 
 @register("music")

@@ -15,13 +15,8 @@ from rnnkit.apps.lm import load_lm
 from rnnkit.apps.registry import register
 from rnnkit.data.conll import read_tagged
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import (
-    CELLS,
-    CellOptions,
-    check_cell_options,
-    renamed,
-)
-from rnnkit.models.tagger import Tagger, TaggerConfig
+from rnnkit.models._config import renamed
+from rnnkit.models.tagger import Tagger, TaggerConfig, TaggerOptions
 from rnnkit.models.transfer import (
     TransferOptions,
     initialise,
@@ -52,21 +47,7 @@ line between sentences). predict fills the tag column and leaves every other col
 FORMATS = ("conllu", "conll")
 
 
-@dataclass
-class TagModel(CellOptions):
-    """Model options of the tagger (the sizes that come from the data are added at build)."""
-
-    cell: str = option("lstm", "recurrent cell", choices=tuple(CELLS))
-    embedding_size: int = option(100, "word embedding size", aliases=("word_dim",))
-    char_dim: int = option(32, "character embedding size")
-    char_hidden: int = option(64, "char RNN hidden size (per direction)")
-    hidden_size: int = option(128, "word RNN hidden size (per direction)")
-    num_layers: int = option(2, "word RNN layers")
-    dropout: float = option(0.33, "dropout on embeddings, between layers, before the output "
-                                  "layer")
-
-    def __post_init__(self) -> None:
-        check_cell_options(self, "--")  # e.g. --zoneout needs --cell lstm or gru
+TagModel = TaggerOptions  # the model section, declared with the model
 
 
 @dataclass
@@ -91,7 +72,7 @@ class TagConfig:
     max_word_length: int = option(30, "characters of a word the char RNN reads")
     batch_size: int = option(32, "sentences per batch")
     max_tokens: int | None = option(None, "also cap a batch at this many padded words")
-    model: TagModel = section(TagModel, "model")
+    model: TaggerOptions = section(TaggerOptions, "model")
     transfer: TransferOptions = section(TransferOptions, "transfer")
 
     def __post_init__(self) -> None:

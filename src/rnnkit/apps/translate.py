@@ -19,13 +19,8 @@ from rnnkit.apps.base import Application, Checkpoint, PrepareContext, Verb
 from rnnkit.apps.registry import register
 from rnnkit.data.parallel import NORMALIZATIONS, read_lines, read_parallel
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import (
-    CELLS,
-    CellOptions,
-    check_cell_options,
-    renamed,
-)
-from rnnkit.models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig
+from rnnkit.models._config import renamed
+from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqOptions
 from rnnkit.tasks import translate
 from rnnkit.tasks.chat import chat
 from rnnkit.tasks.translate import Codec, Translator
@@ -64,22 +59,7 @@ Each line typed gets one answer; an empty line is skipped; Ctrl-D (end of input)
 TOKENIZERS = ("bpe", "word", "char")
 
 
-@dataclass
-class TranslateModel(CellOptions):
-    """Model options of the encoder–decoder (the vocabulary sizes and special ids come from the
-    data); the names are :class:`~rnnkit.models.seq2seq.Seq2SeqConfig`'s."""
-
-    cell: str = option("gru", "recurrent cell", choices=tuple(CELLS))
-    embedding_size: int = option(256, "embedding size", aliases=("embed_dim",))
-    hidden_size: int = option(256, "hidden units (encoder: per direction)")
-    num_layers: int = option(1, "layers of encoder and decoder")
-    bidirectional: bool = option(True, "bidirectional encoder")
-    attention: str = option("additive", "attention over the encoder states", choices=ATTENTIONS)
-    dropout: float = option(0.2, "dropout on embeddings, between layers and before the output")
-    tie_embeddings: bool = option(False, "share the decoder embedding with the output layer")
-
-    def __post_init__(self) -> None:
-        check_cell_options(self, "--")  # e.g. --zoneout needs --cell lstm or gru
+TranslateModel = Seq2SeqOptions  # the model section, declared with the model
 
 
 @dataclass
@@ -103,7 +83,7 @@ class TranslateConfig:
     min_freq: int = option(1, "word / char: rarer tokens become <unk>")
     max_len: int = option(50, "drop training pairs with a side longer than this (tokens)")
     max_source_len: int = option(256, "longest source (tokens) the model accepts when run")
-    model: TranslateModel = section(TranslateModel, "model")
+    model: Seq2SeqOptions = section(Seq2SeqOptions, "model")
     teacher_forcing: float = option(1.0, "probability of feeding the gold previous token")
     label_smoothing: float = option(0.0, "label smoothing of the training loss")
     batch_size: int = option(64, "sentence pairs per batch")

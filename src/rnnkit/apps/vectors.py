@@ -51,7 +51,7 @@ EXAMPLES = """\
 """
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VectorsModel(LMModel):
     """The word LM's model options, with word-level defaults."""
 

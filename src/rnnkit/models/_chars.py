@@ -12,20 +12,44 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models._config import CELLS, recurrent_stack
+from rnnkit._options import option, option_group
+from rnnkit.models._config import CELLS, check_model_config, recurrent_stack
 from rnnkit.models.lm_features import LMFeatures
 
-__all__ = ["CharEncoder", "CharSizes", "WordCharRNN", "join_chars"]
+__all__ = ["CharEncoder", "CharOptions", "CharSizes", "WordCharRNN", "check_word_char_config",
+           "join_chars"]
+
+
+@option_group
+@dataclass(kw_only=True)
+class CharOptions:
+    """The character RNN's options, one group in the tagger's and the classifier's model
+    options (flags ``--char-dim``, ``--char-hidden``; used with ``--chars``)."""
+
+    char_dim: int = option(32, "character embedding size (with --chars)")
+    char_hidden: int = option(64, "char RNN hidden size, per direction (with --chars)")
 
 
 @dataclass(kw_only=True)
 class CharSizes:
-    """The character RNN's sizes in the tagger's and the classifier's configs (keyword-only, as
-    :class:`~rnnkit.models._config.CellOptions`); ``char_vocab_size = 0`` turns it off."""
+    """The character vocabulary's size in the tagger's and the classifier's configs
+    (keyword-only, as :class:`~rnnkit.models._config.CellOptions`); ``0`` turns the character
+    RNN off."""
 
     char_vocab_size: int = 0
-    char_dim: int = 32
-    char_hidden: int = 64
+
+
+def check_word_char_config(config, outputs: str) -> None:
+    """``ValueError`` naming the field, for the config of a :class:`WordCharRNN` model:
+    ``char_vocab_size`` ≥ 0; the vocabulary, ``outputs`` (its classes or tags), embedding,
+    hidden and layer sizes ≥ 1, and the character RNN's with one; the cell, the dropout and
+    the cell options (:func:`~rnnkit.models._config.check_model_config`)."""
+    if config.char_vocab_size < 0:
+        raise ValueError(f"char_vocab_size: expected an integer >= 0, "
+                         f"got {config.char_vocab_size}")
+    chars = ("char_dim", "char_hidden") if config.char_vocab_size > 0 else ()
+    check_model_config(config, ("vocab_size", outputs, "embedding_size", "hidden_size",
+                                "num_layers", *chars))
 
 
 class CharEncoder(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rnnkit._options import option
+from rnnkit._options import option, option_group
 from rnnkit.nn import GRU, LSTM, RNN
 from rnnkit.nn.regularised import RegularisedGRU, RegularisedLSTM
 
@@ -15,14 +15,15 @@ OPTION_CELLS = {"lstm": RegularisedLSTM, "gru": RegularisedGRU}
 CELL_OPTIONS = ("layer_norm", "recurrent_dropout", "zoneout")
 
 
+@option_group
 @dataclass(kw_only=True)
 class CellOptions:
     """The cell options (docs/cells.md), declared once: a model config or an application's
     model section that offers them inherits this class (flags ``--layer-norm``,
     ``--recurrent-dropout``, ``--zoneout``; ``config.json`` keeps them flat, by name).
-    Keyword-only, so that they follow a config's own fields in its constructor
-    (``LMConfig(100, "gru", zoneout=0.1)``); a config saved before they existed loads with all
-    three off. :func:`recurrent_stack` consumes them."""
+    Keyword-only, as every model option (``LMConfig(100, cell="gru", zoneout=0.1)``); a config
+    saved before they existed loads with all three off. :func:`recurrent_stack` consumes
+    them."""
 
     layer_norm: bool = option(False, "layer-normalised cell, lstm or gru (Ba et al. 2016, per "
                                      "gate; docs/cells.md)")
@@ -32,6 +33,11 @@ class CellOptions:
     zoneout: float = option(0.0, "zoneout: each unit of h (and c) keeps its previous value with "
                                  "this probability in training, lstm or gru (Krueger et al. "
                                  "2017)", bounds="[0, 1)")
+
+    def __post_init__(self) -> None:
+        # as flags (an application's model section): e.g. --zoneout needs --cell lstm or gru;
+        # a model config that checks more overrides this and calls check_model_config
+        check_cell_options(self, "--")
 
 
 def cell_options(config) -> dict[str, Any]:

@@ -32,49 +32,60 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models._chars import CharSizes, WordCharRNN, join_chars
-from rnnkit.models._config import (
-    CellOptions,
-    check_model_config,
+from rnnkit._options import option
+from rnnkit.models._chars import (
+    CharOptions,
+    CharSizes,
+    WordCharRNN,
+    check_word_char_config,
+    join_chars,
 )
+from rnnkit.models._config import CELLS, CellOptions
 from rnnkit.models.lm_features import LMFeatureSizes, join_lm_features
 
-__all__ = ["ClassifierConfig", "Classifier", "POOLINGS"]
+__all__ = ["ClassifierOptions", "ClassifierConfig", "Classifier", "POOLINGS"]
 
 POOLINGS = ("last", "mean", "max", "attention")
 
 
+@dataclass(kw_only=True)
+class ClassifierOptions(CellOptions, CharOptions):
+    """The options a user chooses (``rnnkit classify train``'s ``model`` section, flags
+    ``--cell``, ``--embedding-size``, …); :class:`ClassifierConfig` adds the sizes that come
+    from the data. Keyword-only."""
+
+    cell: str = option("lstm", "recurrent cell", choices=tuple(CELLS))
+    embedding_size: int = option(128, "embedding size", aliases=("embed_dim",))
+    hidden_size: int = option(128, "hidden size (per direction)")
+    num_layers: int = option(1, "RNN layers")
+    bidirectional: bool = option(True, "read the text both ways")
+    pooling: str = option(
+        "last", "sequence representation: last (final hidden state), mean, max or attention",
+        choices=POOLINGS)
+    dropout: float = option(0.5, "dropout on embeddings, between layers and before the output "
+                                 "layer")
+    embed_dropout: float = option(
+        0.0, "probability of dropping a whole word type (every occurrence in the batch) while "
+        "training (Gal & Ghahramani)")
+
+
 @dataclass
-class ClassifierConfig(CellOptions, CharSizes, LMFeatureSizes):
-    """Sizes and options of a :class:`Classifier`. ``char_vocab_size = 0`` (the default) turns
-    the character RNN off."""
+class ClassifierConfig(ClassifierOptions, CharSizes, LMFeatureSizes):
+    """Sizes and options of a :class:`Classifier`: the sizes from the data positional, the
+    options by keyword. ``char_vocab_size = 0`` (the default) turns the character RNN off."""
 
     vocab_size: int
     num_classes: int
-    embedding_size: int = 128
-    hidden_size: int = 128
-    num_layers: int = 1
-    cell: str = "lstm"
-    bidirectional: bool = True
-    pooling: str = "last"
-    dropout: float = 0.5
     pad_id: int = 0
-    embed_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        check_model_config(self, ("vocab_size", "num_classes", "embedding_size", "hidden_size",
-                                  "num_layers"))
+        check_word_char_config(self, "num_classes")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {', '.join(POOLINGS)}, "
                              f"got {self.pooling!r}")
         if not 0.0 <= self.embed_dropout < 1.0:
             raise ValueError(f"embed_dropout: expected a value in [0, 1), "
                              f"got {self.embed_dropout}")
-        if self.char_vocab_size < 0:
-            raise ValueError(f"char_vocab_size: expected an integer >= 0, "
-                             f"got {self.char_vocab_size}")
-        if self.char_vocab_size > 0:
-            check_model_config(self, ("char_dim", "char_hidden"))
 
     def to_dict(self) -> dict:
         return asdict(self)

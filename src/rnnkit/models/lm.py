@@ -31,18 +31,20 @@ perplexity, generation) the loss is the exact full softmax.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from rnnkit._options import option
 from rnnkit.models._config import (
     CellOptions,
     check_cell_options,
     recurrent_stack,
 )
 
-__all__ = ["LMConfig", "LanguageModel", "CELLS", "SOFTMAX", "SOFTMAX_SAMPLES", "default_cutoffs"]
+__all__ = ["LMModelOptions", "LMConfig", "LanguageModel", "CELLS", "SOFTMAX", "SOFTMAX_SAMPLES",
+           "default_cutoffs"]
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 SOFTMAX = ("full", "adaptive", "sampled")
@@ -65,21 +67,43 @@ def default_cutoffs(vocab_size: int) -> tuple[int, ...]:
     return cuts or (vocab_size // 2,)
 
 
+@dataclass(kw_only=True)
+class LMModelOptions(CellOptions):
+    """The options a user chooses (``rnnkit lm train``'s ``model`` section, flags ``--cell``,
+    ``--embedding-size``, …; ``cutoffs`` as the flag's comma-separated text);
+    :class:`LMConfig` adds the vocabulary size. Keyword-only."""
+
+    cell: str = option("lstm", "recurrent cell", CELLS)
+    embedding_size: int = option(128, "embedding size")
+    hidden_size: int = option(512, "hidden units per layer")
+    num_layers: int = option(2, "recurrent layers")
+    dropout: float = option(0.2, "dropout on embeddings, between layers and before the output")
+    tie_weights: bool = option(False, "share the embedding matrix with the output layer")
+    softmax: str = option("full", "output layer: full softmax; adaptive or sampled (faster for "
+                                  "large word vocabularies; sampled: full softmax at evaluation)",
+                          SOFTMAX)
+    cutoffs: str = option("", "adaptive softmax: comma-separated cluster boundaries in the "
+                              "frequency-sorted vocabulary (default: 2000,10000,50000 below its "
+                              "size)")
+    bidirectional: bool = option(False, "also train a backward LM (ELMo-style contextual "
+                                        "vectors); perplexity is the forward LM's")
+    softmax_samples: int = option(SOFTMAX_SAMPLES, "sampled softmax: words drawn per batch "
+                                                   "(log-uniform over the frequency-sorted "
+                                                   "vocabulary)")
+
+    def __post_init__(self) -> None:
+        check_cell_options(self, "--")  # before the run directory is made
+        check_samples_flag(self.softmax, self.softmax_samples)
+
+
 @dataclass
-class LMConfig(CellOptions):
-    """Shape of a :class:`LanguageModel`."""
+class LMConfig(LMModelOptions):
+    """Shape of a :class:`LanguageModel`: the vocabulary size positional, the options by
+    keyword (``LMConfig(100, cell="gru")``). ``cutoffs`` here are the adaptive softmax's class
+    boundaries as integers (empty: chosen from ``vocab_size``)."""
 
     vocab_size: int
-    cell: str = "lstm"
-    embedding_size: int = 128
-    hidden_size: int = 512
-    num_layers: int = 2
-    dropout: float = 0.2  # on the embedding, between layers and before the output layer
-    tie_weights: bool = False
-    softmax: str = "full"  # "adaptive": torch's AdaptiveLogSoftmaxWithLoss (large vocabularies)
-    cutoffs: tuple[int, ...] = ()  # adaptive: class boundaries (empty: chosen from vocab_size)
-    bidirectional: bool = False  # also a backward LM (ELMo): shared embedding and output layer
-    softmax_samples: int = SOFTMAX_SAMPLES  # sampled: words drawn per batch
+    cutoffs: tuple[int, ...] = field(default=(), kw_only=True)  # the option's text, parsed
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:

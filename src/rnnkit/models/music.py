@@ -6,7 +6,7 @@ The input at step t is the roll of step t−1 (zeros at t = 0), so step 0 is pre
     s_t = \mathrm{RNN}(x_{t-1}, s_{t-1}), \qquad
     -\log p(x_t \mid x_{<t}) = \mathrm{NLL}(x_t; s_t)
 
-Two output distributions over the P pitches of a step (``output``):
+Two output distributions over the P pitches of a step (``distribution``):
 
 - ``bernoulli``: independent Bernoulli per pitch, logits ``V s_t + b`` (Boulanger-Lewandowski
   et al. 2012's RNN baseline; Chung et al. 2014).
@@ -32,33 +32,46 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as nnf
 
+from rnnkit._options import option
 from rnnkit.models._config import (
+    CELLS,
     CellOptions,
     check_model_config,
     recurrent_stack,
 )
 
-__all__ = ["PianoRollConfig", "PianoRollRNN", "bernoulli_nll", "OUTPUTS"]
+__all__ = ["PianoRollOptions", "PianoRollConfig", "PianoRollRNN", "bernoulli_nll", "OUTPUTS"]
 
 OUTPUTS = ("bernoulli", "nade")
 
 
+@dataclass(kw_only=True)
+class PianoRollOptions(CellOptions):
+    """The options a user chooses (the piano-roll part of ``rnnkit music train``'s ``model``
+    section); :class:`PianoRollConfig` adds the number of pitches. Keyword-only."""
+
+    cell: str = option("lstm", "recurrent cell", tuple(CELLS))
+    hidden_size: int = option(128, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    dropout: float = option(0.0, "dropout on the RNN outputs and between layers")
+    distribution: str = option("bernoulli", "piano roll: distribution of a step (independent "
+                               "Bernoulli per pitch, or RNN-NADE over the pitches jointly)",
+                               OUTPUTS)
+    nade_hidden: int = option(64, "piano roll, --distribution nade: hidden units of the NADE")
+
+
 @dataclass
-class PianoRollConfig(CellOptions):
-    """Shape of a :class:`PianoRollRNN`."""
+class PianoRollConfig(PianoRollOptions):
+    """Shape of a :class:`PianoRollRNN`: the number of pitches positional, the options by
+    keyword."""
 
     pitches: int
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    dropout: float = 0.0
-    output: str = "bernoulli"
-    nade_hidden: int = 64
 
     def __post_init__(self) -> None:
         check_model_config(self, ("pitches", "hidden_size", "num_layers", "nade_hidden"))
-        if self.output not in OUTPUTS:
-            raise ValueError(f"output: expected one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.distribution not in OUTPUTS:
+            raise ValueError(f"distribution: expected one of {', '.join(OUTPUTS)}, "
+                             f"got {self.distribution!r}")
 
 
 def bernoulli_nll(logits: Tensor, target: Tensor) -> Tensor:
@@ -127,7 +140,7 @@ class PianoRollRNN(nn.Module):
         self.config = config
         self.rnn = recurrent_stack(config, config.pitches)
         self.dropout = nn.Dropout(config.dropout)
-        if config.output == "nade":
+        if config.distribution == "nade":
             self.head = NadeHead(config.hidden_size, config.pitches, config.nade_hidden)
         else:
             self.head = BernoulliHead(config.hidden_size, config.pitches)

@@ -36,31 +36,37 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models._config import (
-    CellOptions,
-    check_model_config,
-    recurrent_stack,
-)
+from rnnkit._options import option
+from rnnkit.models._config import CELLS, CellOptions, check_model_config, recurrent_stack
 
-__all__ = ["Seq2SeqConfig", "Seq2Seq", "Memory", "ATTENTIONS"]
+__all__ = ["Seq2SeqOptions", "Seq2SeqConfig", "Seq2Seq", "Memory", "ATTENTIONS"]
 
 ATTENTIONS = ("none", "additive", "dot")
 
 
+@dataclass(kw_only=True)
+class Seq2SeqOptions(CellOptions):
+    """The options a user chooses (``rnnkit translate train``'s ``model`` section, flags
+    ``--cell``, ``--embedding-size``, …); :class:`Seq2SeqConfig` adds the vocabulary sizes and
+    special ids that come from the data. Keyword-only."""
+
+    cell: str = option("gru", "recurrent cell", choices=tuple(CELLS))
+    embedding_size: int = option(256, "embedding size", aliases=("embed_dim",))
+    hidden_size: int = option(256, "hidden units (encoder: per direction)")
+    num_layers: int = option(1, "layers of encoder and decoder")
+    bidirectional: bool = option(True, "bidirectional encoder")
+    attention: str = option("additive", "attention over the encoder states", choices=ATTENTIONS)
+    dropout: float = option(0.2, "dropout on embeddings, between layers and before the output")
+    tie_embeddings: bool = option(False, "share the decoder embedding with the output layer")
+
+
 @dataclass
-class Seq2SeqConfig(CellOptions):
-    """Sizes and options of a :class:`Seq2Seq` model."""
+class Seq2SeqConfig(Seq2SeqOptions):
+    """Sizes and options of a :class:`Seq2Seq` model: the vocabulary sizes and special ids
+    positional, the options by keyword."""
 
     src_vocab_size: int
     tgt_vocab_size: int
-    cell: str = "gru"
-    embedding_size: int = 256
-    hidden_size: int = 256
-    num_layers: int = 1
-    bidirectional: bool = True
-    attention: str = "additive"
-    dropout: float = 0.2
-    tie_embeddings: bool = False
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2

@@ -26,6 +26,7 @@ from torch.nn import functional as nnf
 
 from rnnkit._options import option
 from rnnkit.models._config import (
+    CELLS,
     CellOptions,
     check_model_config,
     recurrent_stack,
@@ -40,7 +41,7 @@ _KERNEL, _STRIDE = 5, 2
 class SpeechModelConfig(CellOptions):
     """Model options (``--cell``, ``--hidden-size``, …; see the module docstring)."""
 
-    cell: str = option("gru", "recurrent cell", ("lstm", "gru", "rnn"))
+    cell: str = option("gru", "recurrent cell", tuple(CELLS))
     hidden_size: int = option(128, "hidden units per direction")
     num_layers: int = option(2, "bidirectional recurrent layers")
     dropout: float = option(0.1, "dropout between layers and before the output layer")

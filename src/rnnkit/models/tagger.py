@@ -17,33 +17,46 @@ from dataclasses import asdict, dataclass
 
 from torch import Tensor, nn
 
-from rnnkit.models._chars import CharEncoder, CharSizes, WordCharRNN, join_chars
-from rnnkit.models._config import (
-    CELLS,
-    CellOptions,
-    check_model_config,
+from rnnkit._options import option
+from rnnkit.models._chars import (
+    CharEncoder,
+    CharOptions,
+    CharSizes,
+    WordCharRNN,
+    check_word_char_config,
+    join_chars,
 )
+from rnnkit.models._config import CELLS, CellOptions
 from rnnkit.models.lm_features import LMFeatureSizes, join_lm_features
 
-__all__ = ["TaggerConfig", "Tagger", "CharEncoder", "CELLS"]
+__all__ = ["TaggerOptions", "TaggerConfig", "Tagger", "CharEncoder", "CELLS"]
+
+
+@dataclass(kw_only=True)
+class TaggerOptions(CellOptions, CharOptions):
+    """The options a user chooses (``rnnkit tag train``'s ``model`` section, flags ``--cell``,
+    ``--embedding-size``, …); :class:`TaggerConfig` adds the sizes that come from the data.
+    Keyword-only."""
+
+    cell: str = option("lstm", "recurrent cell", choices=tuple(CELLS))
+    embedding_size: int = option(100, "word embedding size", aliases=("word_dim",))
+    hidden_size: int = option(128, "word RNN hidden size (per direction)")
+    num_layers: int = option(2, "word RNN layers")
+    dropout: float = option(0.33, "dropout on embeddings, between layers, before the output "
+                                  "layer")
 
 
 @dataclass
-class TaggerConfig(CellOptions, CharSizes, LMFeatureSizes):
-    """Sizes of a :class:`Tagger`. ``char_vocab_size = 0`` turns the character RNN off."""
+class TaggerConfig(TaggerOptions, CharSizes, LMFeatureSizes):
+    """Sizes of a :class:`Tagger`: the sizes from the data positional, the options by keyword.
+    ``char_vocab_size = 0`` turns the character RNN off."""
 
     vocab_size: int
     num_tags: int
-    embedding_size: int = 100
-    hidden_size: int = 128
-    num_layers: int = 2
-    cell: str = "lstm"
-    dropout: float = 0.33
     pad_id: int = 0
 
     def __post_init__(self) -> None:
-        check_model_config(self, ("vocab_size", "num_tags", "embedding_size", "hidden_size",
-                                  "num_layers"))
+        check_word_char_config(self, "num_tags")
 
     def to_dict(self) -> dict:
         return asdict(self)
