@@ -9,6 +9,7 @@ variants are the layout from before the cell options existed (all off when loade
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 
 import pytest
@@ -166,7 +167,7 @@ def test_an_applications_model_section_is_declared_once_with_the_model(app, conf
     section = registry.get(app).Config.__dataclass_fields__["model"].default_factory
     options = config.__mro__[1]
     assert issubclass(section, options), (section, options)
-    assert set(vars(config)["__annotations__"]) == own
+    assert set(inspect.get_annotations(config)) == own
     made, declared = section(), options()
     for f in dataclasses.fields(options):
         assert getattr(made, f.name) == getattr(declared, f.name), f.name

@@ -79,7 +79,7 @@ def option_group(cls: type) -> type:
 
 def _in_group(cls: type, name: str) -> bool:
     return any(getattr(base, "__option_group__", None) is base
-               and name in vars(base).get("__annotations__", {}) for base in cls.__mro__)
+               and name in {f.name for f in dataclasses.fields(base)} for base in cls.__mro__)
 
 
 def leaf_fields(cls: type) -> list[tuple[type, dataclasses.Field]]:
