@@ -171,3 +171,28 @@ def test_an_applications_model_section_is_declared_once_with_the_model(app, conf
     made, declared = section(), options()
     for f in dataclasses.fields(options):
         assert getattr(made, f.name) == getattr(declared, f.name), f.name
+
+
+@pytest.mark.parametrize("config", [ClassifierConfig, TaggerConfig])
+def test_word_char_configs_are_checked_alike(config):
+    """One check for the tagger's and the classifier's sizes (check_word_char_config): the
+    character RNN's sizes count only with a character vocabulary."""
+    assert config(5, 3, char_vocab_size=0, char_dim=0).char_dim == 0  # no character RNN
+    for bad, name in ((dict(char_vocab_size=-1), "char_vocab_size"),
+                      (dict(char_vocab_size=4, char_dim=0), "char_dim"),
+                      (dict(char_vocab_size=4, char_hidden=0), "char_hidden"),
+                      (dict(hidden_size=0), "hidden_size"),
+                      (dict(cell="rnn", zoneout=0.1), "zoneout")):
+        with pytest.raises(ValueError, match=f"^{name}: "):
+            config(5, 3, **bad)
+
+
+def test_help_lists_a_sections_own_options_before_the_inherited_groups():
+    """Every model option is keyword-only; --help still lists the section's own options first,
+    then the character and the cell option groups."""
+    from rnnkit._options import leaf_fields
+    from rnnkit.models.tagger import TaggerOptions
+
+    names = [f.name for _, f in leaf_fields(TaggerOptions)]
+    assert names[:5] == ["cell", "embedding_size", "hidden_size", "num_layers", "dropout"]
+    assert names[5:] == ["char_dim", "char_hidden", *CELL_OPTIONS]

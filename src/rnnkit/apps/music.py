@@ -31,7 +31,7 @@ from rnnkit.apps.music_tasks import (
 )
 from rnnkit.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
 from rnnkit.errors import RnnkitError
-from rnnkit.models._config import cell_options, check_cell_options
+from rnnkit.models._config import cell_options
 from rnnkit.models.lm import LanguageModel, LMConfig
 from rnnkit.models.music import PianoRollConfig, PianoRollOptions, PianoRollRNN
 from rnnkit.train.config import option, section
@@ -53,7 +53,7 @@ class MusicModel(PianoRollOptions):
                                  f"got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout: must be in [0, 1), got {self.dropout}")
-        check_cell_options(self, "--")
+        super().__post_init__()  # the cell options
 
 
 @dataclass

@@ -92,7 +92,7 @@ class LMModelOptions(CellOptions):
                                                    "vocabulary)")
 
     def __post_init__(self) -> None:
-        check_cell_options(self, "--")  # before the run directory is made
+        super().__post_init__()  # the cell options, before the run directory is made
         check_samples_flag(self.softmax, self.softmax_samples)
 
 
